@@ -1,0 +1,506 @@
+//! The ESME side of one SMPP bind: a supervisor task connects, binds as transceiver,
+//! keeps the bind alive, reconnects with back-off, and hands delivery receipts to a sink.
+//! Callers submit through [`Esme::submit`], bounded by a window of outstanding requests.
+//!
+//! Built on rusmppc, with the traps around it handled here: the TCP stream is opened by
+//! us with TCP_NODELAY, the interface-version check is off for SMPP 3.4 binds, and the
+//! window (rusmppc has none) is a semaphore.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use rusmpp::pdus::{BindTransceiver, DeliverSm, DeliverSmResp, SubmitSm};
+use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::values::{
+    DataCoding, EsmClass, InterfaceVersion, MessagePayload, Npi, RegisteredDelivery, ServiceType,
+    Ton,
+};
+use rusmpp::{Command, CommandStatus, Pdu};
+use rusmppc::{ConnectionBuilder, Event};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::receipt::{self, ReceiptState};
+use crate::sms_text::EncodedText;
+
+/// SMPP interface version announced in the bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SmppVersion {
+    #[serde(rename = "3.4")]
+    V34,
+    #[serde(rename = "5.0")]
+    V50,
+}
+
+#[derive(Debug, Clone)]
+pub struct EsmeConfig {
+    /// Route name, for logs (`viettel`, `aggregator`, …).
+    pub route: String,
+    pub host: String,
+    pub port: u16,
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    pub version: SmppVersion,
+    /// Most submit_sm outstanding at once on this bind.
+    pub window: usize,
+    pub enquire_link_interval: Duration,
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// An SMS ready to submit.
+#[derive(Debug, Clone)]
+pub struct OutgoingSms {
+    /// Brandname (alphanumeric) or short code.
+    pub source: String,
+    /// E.164 digits without `+`.
+    pub destination: String,
+    pub text: EncodedText,
+    pub request_receipt: bool,
+}
+
+/// A delivery receipt as read off a `deliver_sm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// As the SMSC wrote it (from `receipted_message_id`, else from the text).
+    pub message_id: String,
+    pub state: ReceiptState,
+    pub error: Option<String>,
+}
+
+/// Where receipts go. `Ok` acknowledges the `deliver_sm`; `Err` answers
+/// `ESME_RX_T_APPN` so that the SMSC delivers the receipt again later.
+pub trait ReceiptSink: Send + Sync + 'static {
+    fn deliver(&self, route: &str, report: DeliveryReport) -> BoxFuture<'static, Result<(), String>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("route {route} has no bound session")]
+    NotBound { route: String },
+    #[error("SMSC answered submit_sm with {status:?} ({code:#010x})")]
+    Rejected { status: CommandStatus, code: u32 },
+    #[error("no submit_sm_resp for sequence {sequence_number} within {timeout:?}")]
+    Timeout {
+        sequence_number: u32,
+        timeout: Duration,
+    },
+    #[error("the bind was lost while the request was outstanding: {0}")]
+    ConnectionLost(String),
+    #[error("the message cannot be encoded: {0}")]
+    Invalid(String),
+}
+
+impl SubmitError {
+    /// Whether trying the same message again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SubmitError::NotBound { .. }
+            | SubmitError::Timeout { .. }
+            | SubmitError::ConnectionLost(_) => true,
+            SubmitError::Rejected { status, .. } => matches!(
+                status,
+                CommandStatus::EsmeRthrottled
+                    | CommandStatus::EsmeRmsgqful
+                    | CommandStatus::EsmeRsyserr
+                    | CommandStatus::EsmeRxTAppn
+                    | CommandStatus::EsmeRsubmitfail
+            ),
+            SubmitError::Invalid(_) => false,
+        }
+    }
+
+    /// Short stable label for storage and metrics.
+    pub fn label(&self) -> String {
+        match self {
+            SubmitError::NotBound { .. } => "not_bound".into(),
+            SubmitError::Rejected { code, .. } => format!("command_status_{code:#010x}"),
+            SubmitError::Timeout { .. } => "response_timeout".into(),
+            SubmitError::ConnectionLost(_) => "connection_lost".into(),
+            SubmitError::Invalid(_) => "invalid_message".into(),
+        }
+    }
+}
+
+/// Handle on one supervised bind. Cheap to clone.
+#[derive(Clone)]
+pub struct Esme {
+    route: Arc<str>,
+    client: watch::Receiver<Option<rusmppc::Client>>,
+    window: Arc<Semaphore>,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Esme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Esme")
+            .field("route", &self.route)
+            .field("bound", &self.is_bound())
+            .finish()
+    }
+}
+
+impl Esme {
+    /// Starts the supervisor; it runs until `shutdown` is cancelled, then unbinds.
+    pub fn start(
+        config: EsmeConfig,
+        sink: Arc<dyn ReceiptSink>,
+        shutdown: CancellationToken,
+    ) -> (Esme, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(None);
+        let esme = Esme {
+            route: config.route.clone().into(),
+            client: rx,
+            window: Arc::new(Semaphore::new(config.window.max(1))),
+            response_timeout: config.response_timeout,
+        };
+        let task = tokio::spawn(supervise(config, sink, tx, shutdown));
+        (esme, task)
+    }
+
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.client
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.is_active())
+    }
+
+    /// Waits until the bind is up, at most `timeout`.
+    pub async fn wait_bound(&self, timeout: Duration) -> bool {
+        let mut rx = self.client.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| c.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Submits one message and returns the SMSC's message id.
+    pub async fn submit(&self, sms: &OutgoingSms) -> Result<String, SubmitError> {
+        let submit = build_submit_sm(sms)?;
+        let _permit = self
+            .window
+            .acquire()
+            .await
+            .map_err(|_| SubmitError::ConnectionLost("bind closed".into()))?;
+        let client = self
+            .client
+            .borrow()
+            .clone()
+            .filter(|c| c.is_active())
+            .ok_or_else(|| SubmitError::NotBound {
+                route: self.route.to_string(),
+            })?;
+        match client.submit_sm(submit).await {
+            Ok(resp) => Ok(resp.message_id().as_str().to_owned()),
+            Err(rusmppc::error::Error::UnexpectedResponse { response }) => {
+                let code = u32::from(response.status);
+                Err(SubmitError::Rejected {
+                    status: response.status,
+                    code,
+                })
+            }
+            Err(rusmppc::error::Error::ResponseTimeout {
+                sequence_number, ..
+            }) => Err(SubmitError::Timeout {
+                sequence_number,
+                timeout: self.response_timeout,
+            }),
+            Err(rusmppc::error::Error::Encode(e)) => Err(SubmitError::Invalid(e.to_string())),
+            Err(other) => Err(SubmitError::ConnectionLost(other.to_string())),
+        }
+    }
+}
+
+fn cstr<const MIN: usize, const MAX: usize>(
+    value: &str,
+    field: &str,
+) -> Result<COctetString<MIN, MAX>, SubmitError> {
+    COctetString::from_str(value)
+        .map_err(|e| SubmitError::Invalid(format!("{field} {value:?}: {e}")))
+}
+
+fn build_submit_sm(sms: &OutgoingSms) -> Result<SubmitSm, SubmitError> {
+    let alphanumeric = sms.source.chars().any(|c| !c.is_ascii_digit());
+    let (source_ton, source_npi) = if alphanumeric {
+        (Ton::Alphanumeric, Npi::Unknown)
+    } else {
+        (Ton::National, Npi::Isdn)
+    };
+    let mut builder = SubmitSm::builder()
+        .service_type(ServiceType::default())
+        .source_addr_ton(source_ton)
+        .source_addr_npi(source_npi)
+        .source_addr(cstr(&sms.source, "source_addr")?)
+        .dest_addr_ton(Ton::International)
+        .dest_addr_npi(Npi::Isdn)
+        .destination_addr(cstr(&sms.destination, "destination_addr")?)
+        // EsmClass::default() is 0x08 in rusmpp 0.4; we need the default mode, 0x00.
+        .esm_class(EsmClass::from(0u8))
+        .registered_delivery(RegisteredDelivery::from(u8::from(sms.request_receipt)))
+        .data_coding(DataCoding::from(sms.text.encoding.data_coding()));
+    if sms.text.bytes.len() <= 254 {
+        builder = builder.short_message(
+            OctetString::from_slice(&sms.text.bytes)
+                .map_err(|e| SubmitError::Invalid(e.to_string()))?,
+        );
+    } else {
+        // Longer than one short_message: the SMSC segments a message_payload.
+        builder = builder
+            .short_message(OctetString::empty())
+            .push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+                MessagePayload::new(AnyOctetString::from_vec(sms.text.bytes.clone())),
+            ));
+    }
+    Ok(builder.build())
+}
+
+/// Reads a delivery receipt out of a `deliver_sm`; `None` for a mobile-originated message.
+pub fn delivery_report(deliver: &DeliverSm) -> Option<Result<DeliveryReport, String>> {
+    let esm: u8 = deliver.esm_class.into();
+    // Bits 5..2 are the message type; 0b0001 is an SMSC delivery receipt, 0b1000 an
+    // intermediate notification.
+    let message_type = (esm >> 2) & 0x0F;
+    if message_type != 0b0001 && message_type != 0b1000 {
+        return None;
+    }
+    let mut receipted_id = None;
+    let mut tlv_state = None;
+    for tlv in deliver.tlvs() {
+        match tlv.value() {
+            Some(TlvValue::ReceiptedMessageId(id)) => receipted_id = Some(id.as_str().to_owned()),
+            Some(TlvValue::MessageState(state)) => {
+                tlv_state = ReceiptState::from_message_state(u8::from(*state))
+            }
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(deliver.short_message().as_ref()).into_owned();
+    let parsed = receipt::parse(&text);
+    let report = match (parsed, receipted_id, tlv_state) {
+        (Ok(p), id, state) => DeliveryReport {
+            message_id: id.unwrap_or(p.id),
+            state: state.unwrap_or(p.state),
+            error: p.error,
+        },
+        // The TLVs alone are a complete receipt (SMPP 5.0 style).
+        (Err(_), Some(id), Some(state)) => DeliveryReport {
+            message_id: id,
+            state,
+            error: None,
+        },
+        (Err(e), _, _) => return Some(Err(format!("unreadable receipt: {e}"))),
+    };
+    Some(Ok(report))
+}
+
+async fn supervise(
+    config: EsmeConfig,
+    sink: Arc<dyn ReceiptSink>,
+    state: watch::Sender<Option<rusmppc::Client>>,
+    shutdown: CancellationToken,
+) {
+    let mut delay = config.reconnect_min;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let bound = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = connect_and_bind(&config) => r,
+        };
+        match bound {
+            Ok((client, events)) => {
+                tracing::info!(target: "smpp::esme", route = %config.route, "bound");
+                delay = config.reconnect_min;
+                state.send_replace(Some(client.clone()));
+                run_session(&config, &client, events, &sink, &shutdown).await;
+                state.send_replace(None);
+                if shutdown.is_cancelled() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), client.unbind()).await;
+                    let _ = client.close().await;
+                    break;
+                }
+                let _ = client.close().await;
+                tracing::warn!(target: "smpp::esme", route = %config.route, "bind lost; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(target: "smpp::esme", route = %config.route, error = %e, retry_in = ?delay, "bind failed");
+            }
+        }
+        let jitter = jitter(delay);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay + jitter) => {}
+        }
+        delay = (delay * 2).min(config.reconnect_max);
+    }
+    tracing::info!(target: "smpp::esme", route = %config.route, "stopped");
+}
+
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
+
+async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Events), String> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    let builder = ConnectionBuilder::new()
+        .max_command_length(8192)
+        .enquire_link_interval(config.enquire_link_interval)
+        .enquire_link_response_timeout(config.response_timeout)
+        .response_timeout(config.response_timeout)
+        // rusmppc only speaks of 5.0; 3.4 PDUs are a subset it encodes the same way.
+        .with_interface_version_check(config.version == SmppVersion::V50);
+    let (client, events) = builder.connected(stream);
+    let version = match config.version {
+        SmppVersion::V34 => InterfaceVersion::Smpp3_4,
+        SmppVersion::V50 => InterfaceVersion::Smpp5_0,
+    };
+    let bind = BindTransceiver::builder()
+        .system_id(cstr_plain(&config.system_id, "system_id")?)
+        .password(cstr_plain(&config.password, "password")?)
+        .system_type(cstr_plain(&config.system_type, "system_type")?)
+        .interface_version(version)
+        .addr_ton(Ton::Unknown)
+        .addr_npi(Npi::Unknown)
+        .address_range(COctetString::empty())
+        .build();
+    match client.bind_transceiver(bind).await {
+        Ok(_) => Ok((client, Box::new(events))),
+        Err(e) => {
+            let _ = client.close().await;
+            Err(match e {
+                rusmppc::error::Error::UnexpectedResponse { response } => {
+                    format!("bind refused with {:?}", response.status)
+                }
+                other => format!("bind: {other}"),
+            })
+        }
+    }
+}
+
+fn cstr_plain<const MIN: usize, const MAX: usize>(
+    value: &str,
+    field: &str,
+) -> Result<COctetString<MIN, MAX>, String> {
+    COctetString::from_str(value).map_err(|e| format!("{field}: {e}"))
+}
+
+async fn run_session(
+    config: &EsmeConfig,
+    client: &rusmppc::Client,
+    mut events: Events,
+    sink: &Arc<dyn ReceiptSink>,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.next() => e,
+        };
+        match event {
+            None => return,
+            Some(Event::Incoming(command)) => {
+                handle_incoming(config, client, command, sink).await;
+            }
+            Some(Event::Error(e)) => {
+                tracing::warn!(target: "smpp::esme", route = %config.route, error = %e, "session error");
+                if !client.is_active() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_incoming(
+    config: &EsmeConfig,
+    client: &rusmppc::Client,
+    command: Command,
+    sink: &Arc<dyn ReceiptSink>,
+) {
+    let sequence_number = command.sequence_number();
+    match command.pdu() {
+        Some(Pdu::DeliverSm(deliver)) => {
+            let status = match delivery_report(deliver) {
+                Some(Ok(report)) => {
+                    // Acknowledge only once the receipt is stored.
+                    let client = client.clone();
+                    let sink = sink.clone();
+                    let route = config.route.clone();
+                    tokio::spawn(async move {
+                        let status = match sink.deliver(&route, report).await {
+                            Ok(()) => CommandStatus::EsmeRok,
+                            Err(e) => {
+                                tracing::warn!(target: "smpp::esme", %route, error = %e, "receipt not stored; asking the SMSC to retry");
+                                CommandStatus::EsmeRxTAppn
+                            }
+                        };
+                        send_deliver_resp(&client, sequence_number, status).await;
+                    });
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(target: "smpp::esme", route = %config.route, error = %e, "unreadable receipt acknowledged");
+                    CommandStatus::EsmeRok
+                }
+                None => {
+                    tracing::info!(target: "smpp::esme", route = %config.route, "mobile-originated message ignored");
+                    CommandStatus::EsmeRok
+                }
+            };
+            send_deliver_resp(client, sequence_number, status).await;
+        }
+        Some(Pdu::Unbind) => {
+            tracing::info!(target: "smpp::esme", route = %config.route, "SMSC unbinds");
+            let _ = client.unbind_resp(sequence_number).await;
+            let _ = client.close().await;
+        }
+        Some(Pdu::EnquireLink) => {
+            let _ = client.enquire_link_resp(sequence_number).await;
+        }
+        _ => {
+            let _ = client.generic_nack(sequence_number).await;
+        }
+    }
+}
+
+async fn send_deliver_resp(client: &rusmppc::Client, sequence_number: u32, status: CommandStatus) {
+    let result = if status == CommandStatus::EsmeRok {
+        client
+            .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+            .await
+    } else {
+        client
+            .status(status)
+            .deliver_sm_resp(sequence_number, DeliverSmResp::default())
+            .await
+    };
+    if let Err(e) = result {
+        tracing::warn!(target: "smpp::esme", error = %e, "deliver_sm_resp not sent");
+    }
+}

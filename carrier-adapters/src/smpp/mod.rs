@@ -1,0 +1,7 @@
+//! SMPP: the ESME bind the gateway uses ([`esme`]) and the tolerant framing the
+//! simulator's SMSCs use ([`frame`]). PDU types come from rusmpp.
+
+pub mod esme;
+pub mod frame;
+
+pub use esme::{DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink, SmppVersion, SubmitError};

@@ -1,1 +1,14 @@
+//! The OTP and SIM-signature gateway: REST API, OTP service, durable SMS outbox over
+//! SMPP, configuration and the demo.
 
+pub mod api;
+pub mod clients;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod demo;
+pub mod domain;
+pub mod otp;
+pub mod outbox;
+pub mod startup;
+pub mod telemetry;

@@ -1,1 +1,91 @@
-fn main() {}
+//! `gateway`: serve, migrate, manage clients, or run the demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway::config::Settings;
+use gateway::startup::{shutdown_signal, Application};
+use gateway::{clients, db, demo, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about = "OTP and SIM-signature gateway")]
+struct Cli {
+    /// TOML configuration file (layers: defaults, this file, DATABASE_URL, GATEWAY__* env).
+    #[arg(long, global = true, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve,
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Manage API clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCmd,
+    },
+    /// Run the simulator and the gateway together, with a demo client and walk-through.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        sim_listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCmd {
+    /// Add a client (or a key to an existing one); prints the new API key once.
+    Add {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    let default_filter = match cli.command {
+        Cmd::Demo { .. } => "warn,gateway=info,simulator=warn",
+        _ => settings.log.filter.as_str(),
+    }
+    .to_owned();
+    telemetry::init(&settings.log.format, &default_filter);
+    match cli.command {
+        Cmd::Serve => {
+            let app = Application::build(settings).await?;
+            tracing::info!(addr = %app.addr(), "gateway listening");
+            let stop = app.shutdown_token();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+            app.run_until_stopped().await
+        }
+        Cmd::Migrate => {
+            db::ensure_database(&settings.database.url).await?;
+            let pool = db::pool(&settings.database.url, 1)?;
+            let applied = db::migrate(&pool).await?;
+            println!("migrations applied: {applied}");
+            Ok(())
+        }
+        Cmd::Client { command: ClientCmd::Add { name } } => {
+            db::ensure_database(&settings.database.url).await?;
+            let pool = db::pool(&settings.database.url, 1)?;
+            db::migrate(&pool).await?;
+            let (id, key) = clients::add(&pool, &name).await.context("adding the client")?;
+            println!("client {name} ({id})");
+            println!("API key (shown once, store it now): {key}");
+            Ok(())
+        }
+        Cmd::Demo { listen, sim_listen } => demo::run(settings, demo::DemoArgs { listen, sim_listen }).await,
+    }
+}

@@ -1,1 +1,85 @@
+//! The bundled carriers: one SMSC per network (Viettel, VinaPhone, MobiFone, and an
+//! aggregator for the others) speaking SMPP 3.4/5.0, and virtual handsets that show what
+//! each number received.
+//!
+//! Every server takes a listener and a shutdown token, so tests run it on port 0 and the
+//! gateway's demo runs it in-process.
 
+pub mod config;
+pub mod handset;
+pub mod http;
+pub mod smsc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::SimConfig;
+pub use handset::{HandsetMessage, Handsets};
+pub use smsc::{Smsc, SmscConfig};
+
+/// A simulator whose servers are listening.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    pub http_addr: SocketAddr,
+    /// SMSC name → bound address.
+    pub smsc_addrs: Vec<(String, SocketAddr)>,
+    pub handsets: Arc<Handsets>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningSimulator {
+    pub fn smsc_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.smsc_addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Waits until every server has stopped (after the shutdown token is cancelled).
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds every listener named in `config` (port 0 allowed) and starts serving.
+pub async fn start(
+    config: SimConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningSimulator> {
+    use anyhow::Context;
+    let handsets = Arc::new(Handsets::default());
+    let mut smscs = Vec::new();
+    let mut smsc_addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for smsc_config in config.smsc {
+        let listener = TcpListener::bind(smsc_config.listen)
+            .await
+            .with_context(|| format!("SMSC {} cannot listen on {}", smsc_config.name, smsc_config.listen))?;
+        let addr = listener.local_addr()?;
+        let name = smsc_config.name.clone();
+        let smsc = Smsc::new(smsc_config, handsets.clone());
+        smscs.push(smsc.clone());
+        smsc_addrs.push((name, addr));
+        tasks.push(tokio::spawn(smsc.serve(listener, shutdown.clone())));
+    }
+    let http_listener = std::net::TcpListener::bind(config.http.listen)
+        .with_context(|| format!("simulator HTTP cannot listen on {}", config.http.listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let state = http::State {
+        handsets: handsets.clone(),
+        smscs,
+    };
+    tasks.push(http::serve(http_listener, state, shutdown)?);
+    tracing::info!(%http_addr, ?smsc_addrs, "carrier simulator listening");
+    Ok(RunningSimulator {
+        http_addr,
+        smsc_addrs,
+        handsets,
+        tasks,
+    })
+}

@@ -1,0 +1,68 @@
+//! The REST API.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod otp;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::startup::AppState;
+use error::ApiError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .service(
+            web::resource("/v1/otp")
+                .route(web::post().to(otp::create))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/otp/{id}")
+                .route(web::get().to(otp::get))
+                .route(web::delete().to(otp::cancel))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/otp/{id}/resend")
+                .route(web::post().to(otp::resend))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/otp/{id}/check")
+                .route(web::post().to(otp::check))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// Liveness plus a database round trip and the state of each SMPP bind.
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let db_ok = match state.pool.get().await {
+        Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+        Err(_) => false,
+    };
+    let binds: serde_json::Map<String, serde_json::Value> = state
+        .binds
+        .iter()
+        .map(|(route, esme)| (route.clone(), json!({ "bound": esme.is_bound() })))
+        .collect();
+    let body = json!({
+        "status": if db_ok { "ok" } else { "degraded" },
+        "database": db_ok,
+        "smpp": binds,
+    });
+    if db_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,39 @@
+//! API clients (the portals) and their keys.
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use crate::crypto::{hash_api_key, new_api_key};
+
+/// Creates a client named `name` (or reuses it) and gives it a new key, returned once.
+pub async fn add(pool: &Pool, name: &str) -> anyhow::Result<(Uuid, String)> {
+    let key = new_api_key()?;
+    add_key(pool, name, &key.key, &key.prefix).await.map(|id| (id, key.key))
+}
+
+/// Registers a chosen key (the demo's `GATEWAY_DEMO_API_KEY`) for client `name`.
+pub async fn add_key(pool: &Pool, name: &str, key: &str, prefix: &str) -> anyhow::Result<Uuid> {
+    let name = name.trim();
+    anyhow::ensure!(!name.is_empty() && name.len() <= 100, "client name must be 1..=100 characters");
+    anyhow::ensure!(key.len() >= 20, "an API key must be at least 20 characters");
+    let mut db = pool.get().await.context("connecting to the database")?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO api_clients (id, name) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+             RETURNING id",
+            &[&Uuid::now_v7(), &name],
+        )
+        .await?;
+    let id: Uuid = row.get(0);
+    tx.execute(
+        "INSERT INTO api_keys (key_hash, client_id, key_prefix) VALUES ($1, $2, $3)
+         ON CONFLICT (key_hash) DO NOTHING",
+        &[&hash_api_key(key), &id, &prefix],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}

@@ -1,0 +1,361 @@
+//! Configuration in layers: built-in defaults → optional TOML file → `DATABASE_URL` →
+//! `GATEWAY__SECTION__KEY` environment variables. Durations are humantime (`30s`, `5m`).
+//! Values are range-checked at start so that a bad deployment fails loudly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use carrier_adapters::smpp::{EsmeConfig, SmppVersion};
+use carrier_adapters::Carrier;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gateway";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub otp: OtpSettings,
+    pub outbox: OutboxSettings,
+    /// SMPP routes by name; a carrier uses the route of its own name, else `default_route`.
+    pub smpp: BTreeMap<String, SmppRoute>,
+    pub default_route: String,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: usize,
+    /// Create the database when it does not exist.
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtpSettings {
+    /// Server key for code MACs and for sealing SMS texts at rest (≥ 32 bytes).
+    /// Every instance must share it.
+    pub hmac_key: Option<SecretString>,
+    pub max_attempts: i32,
+    pub max_sends: i32,
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    pub default_code_length: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    pub batch_size: i64,
+    /// How often dispatchers look for work that no notification announced.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A claimed row whose dispatcher died is claimable again after this.
+    #[serde(with = "humantime_serde")]
+    pub claim_timeout: Duration,
+    pub max_attempts: i32,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmppRoute {
+    pub host: String,
+    pub port: u16,
+    pub system_id: String,
+    pub password: SecretString,
+    pub system_type: String,
+    pub version: SmppVersion,
+    /// Brandname (sender id) used on this route.
+    pub sender: String,
+    pub window: usize,
+    #[serde(with = "humantime_serde")]
+    pub enquire_link_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// tracing EnvFilter directives; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let route = |name: &str, port: u16| {
+            (
+                name.to_owned(),
+                SmppRoute {
+                    port,
+                    system_id: name.to_owned(),
+                    ..SmppRoute::default()
+                },
+            )
+        };
+        Settings {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            otp: OtpSettings::default(),
+            outbox: OutboxSettings::default(),
+            // The bundled simulator's standalone layout.
+            smpp: BTreeMap::from([
+                route("viettel", 2775),
+                route("vinaphone", 2776),
+                route("mobifone", 2777),
+                route("aggregator", 2778),
+            ]),
+            default_route: "aggregator".into(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            max_body_bytes: 16 * 1024,
+            workers: 2,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: DEFAULT_DATABASE_URL.into(),
+            pool_size: 16,
+            create: true,
+        }
+    }
+}
+
+impl Default for OtpSettings {
+    fn default() -> Self {
+        OtpSettings {
+            hmac_key: None,
+            max_attempts: 5,
+            max_sends: 5,
+            resend_interval: Duration::from_secs(30),
+            default_ttl: Duration::from_secs(300),
+            default_code_length: 6,
+        }
+    }
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            batch_size: 64,
+            poll_interval: Duration::from_millis(500),
+            claim_timeout: Duration::from_secs(30),
+            max_attempts: 10,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for SmppRoute {
+    fn default() -> Self {
+        SmppRoute {
+            host: "127.0.0.1".into(),
+            port: 2775,
+            system_id: String::new(),
+            password: SecretString::from("sim-pass"),
+            system_type: String::new(),
+            version: SmppVersion::V34,
+            sender: "DVCQG".into(),
+            window: 10,
+            enquire_link_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl SmppRoute {
+    pub fn esme_config(&self, route: &str) -> EsmeConfig {
+        EsmeConfig {
+            route: route.to_owned(),
+            host: self.host.clone(),
+            port: self.port,
+            system_id: self.system_id.clone(),
+            password: self.password.expose_secret().to_owned(),
+            system_type: self.system_type.clone(),
+            version: self.version,
+            window: self.window,
+            enquire_link_interval: self.enquire_link_interval,
+            response_timeout: self.response_timeout,
+            connect_timeout: self.connect_timeout,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the layers. `file` is optional; a named file that is missing is an error.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("GATEWAY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let layered = builder.build().context("reading configuration")?;
+        let mut settings: Settings = layered
+            .try_deserialize()
+            .context("configuration has an invalid value")?;
+        if std::env::var_os("GATEWAY__DATABASE__URL").is_none() {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                settings.database.url = url;
+            }
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Range checks: refuse to start with values that cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let otp = &self.otp;
+        if !(1..=20).contains(&otp.max_attempts) {
+            bail!("otp.max_attempts must be 1..=20");
+        }
+        if !(1..=20).contains(&otp.max_sends) {
+            bail!("otp.max_sends must be 1..=20");
+        }
+        if !(4..=10).contains(&otp.default_code_length) {
+            bail!("otp.default_code_length must be 4..=10");
+        }
+        if !(60..=900).contains(&otp.default_ttl.as_secs()) {
+            bail!("otp.default_ttl must be 60s..=15m");
+        }
+        if let Some(key) = &otp.hmac_key {
+            if key.expose_secret().len() < 32 {
+                bail!("otp.hmac_key must be at least 32 bytes");
+            }
+        }
+        if !(1..=1000).contains(&self.outbox.batch_size) {
+            bail!("outbox.batch_size must be 1..=1000");
+        }
+        if self.server.max_body_bytes < 256 {
+            bail!("server.max_body_bytes must be at least 256");
+        }
+        if !self.smpp.contains_key(&self.default_route) {
+            bail!("default_route {:?} names no [smpp.*] route", self.default_route);
+        }
+        for (name, route) in &self.smpp {
+            if route.system_id.is_empty() || route.system_id.len() > 15 {
+                bail!("smpp.{name}.system_id must be 1..=15 characters");
+            }
+            if route.password.expose_secret().len() > 8 {
+                bail!("smpp.{name}.password must be at most 8 characters (SMPP limit)");
+            }
+            if route.sender.is_empty() || route.sender.len() > 11 {
+                bail!("smpp.{name}.sender must be 1..=11 characters");
+            }
+            if !(1..=1000).contains(&route.window) {
+                bail!("smpp.{name}.window must be 1..=1000");
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            bail!("log.format must be text or json");
+        }
+        Ok(())
+    }
+
+    /// The route a carrier's numbers go out on.
+    pub fn route_for(&self, carrier: Carrier) -> (&str, &SmppRoute) {
+        let name = carrier.as_str();
+        match self.smpp.get_key_value(name) {
+            Some((k, v)) => (k.as_str(), v),
+            None => (
+                self.default_route.as_str(),
+                &self.smpp[&self.default_route],
+            ),
+        }
+    }
+
+    /// Points every route at a running simulator (demo and tests).
+    pub fn use_simulator(&mut self, sim: &simulator::RunningSimulator) {
+        for (name, addr) in &sim.smsc_addrs {
+            let route = self.smpp.entry(name.clone()).or_default();
+            route.host = addr.ip().to_string();
+            route.port = addr.port();
+            route.system_id = name.clone();
+            route.password = SecretString::from(simulator::config::DEFAULT_PASSWORD);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_route_every_carrier() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        assert_eq!(s.route_for(Carrier::Viettel).0, "viettel");
+        assert_eq!(s.route_for(Carrier::Mobifone).0, "mobifone");
+        assert_eq!(s.route_for(Carrier::Gmobile).0, "aggregator");
+        assert_eq!(s.route_for(Carrier::Reddi).1.port, 2778);
+    }
+
+    #[test]
+    fn short_hmac_key_is_refused() {
+        let mut s = Settings::default();
+        s.otp.hmac_key = Some(SecretString::from("short"));
+        assert!(s.validate().is_err());
+    }
+}

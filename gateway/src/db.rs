@@ -1,0 +1,149 @@
+//! PostgreSQL: the pool, creating the database when missing, and migrations.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// Migrations in order, embedded from `migrations/` so the binary carries its schema.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_otp",
+    include_str!("../../migrations/0001_otp.sql"),
+)];
+
+/// Arbitrary constant: the advisory lock that serialises migrations across instances.
+const MIGRATION_LOCK: i64 = 0x6f74_7067_7731;
+
+pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
+    let pg_config = tokio_postgres::Config::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .context("building the database pool")
+}
+
+/// Creates the database named in `url` if it does not exist, connecting to the
+/// server's `postgres` database to do it.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let config = tokio_postgres::Config::from_str(url).context("invalid database URL")?;
+    let name = config
+        .get_dbname()
+        .context("the database URL names no database")?
+        .to_owned();
+    match config.connect(NoTls).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot connect to PostgreSQL at {}",
+                describe(&config)
+            )))
+        }
+    }
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin
+        .connect(NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", describe(&config)))?;
+    tokio::spawn(connection);
+    let sql = format!("CREATE DATABASE {}", quote_ident(&name));
+    match client.batch_execute(&sql).await {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another instance created it at the same moment.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating database {name}"))),
+    }
+}
+
+/// Drops a database (tests and the demo's throwaway databases).
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    let config = tokio_postgres::Config::from_str(url)?;
+    let name = config.get_dbname().context("no database name")?.to_owned();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin.connect(NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&name)
+        ))
+        .await?;
+    Ok(())
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Applies pending migrations, each in its own transaction, under an advisory lock so
+/// that instances starting together do not race.
+pub async fn migrate(pool: &Pool) -> anyhow::Result<usize> {
+    let mut client = pool.get().await.context("connecting to the database")?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply(&mut client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+}
+
+async fn apply(client: &mut deadpool_postgres::Object) -> anyhow::Result<usize> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                name text PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let mut applied = 0;
+    for (name, sql) in MIGRATIONS {
+        let done = client
+            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("migration {name} failed"))?;
+        tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name])
+            .await?;
+        tx.commit().await?;
+        tracing::info!(migration = name, "applied");
+        applied += 1;
+    }
+    Ok(applied)
+}

@@ -1,0 +1,246 @@
+//! `gateway demo`: the simulator and the gateway together, a demo client, and a
+//! copy-paste walk-through. Starts a private PostgreSQL when none answers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::startup::{shutdown_signal, Application};
+use crate::{clients, crypto};
+
+pub struct DemoArgs {
+    pub listen: SocketAddr,
+    pub sim_listen: SocketAddr,
+}
+
+pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
+    let mut private_pg = None;
+    if !server_answers(&settings.database.url).await {
+        match PrivateCluster::start()? {
+            Some(cluster) => {
+                eprintln!(
+                    "No PostgreSQL answered at {}; started a private throwaway cluster in {} (port {}).",
+                    redact(&settings.database.url),
+                    cluster.dir.display(),
+                    cluster.port
+                );
+                settings.database.url = format!("postgres://postgres@127.0.0.1:{}/gateway", cluster.port);
+                private_pg = Some(cluster);
+            }
+            None => bail!(
+                "no PostgreSQL answers at {} and no PostgreSQL binaries were found under /usr/lib/postgresql; start PostgreSQL or set DATABASE_URL",
+                redact(&settings.database.url)
+            ),
+        }
+    }
+
+    let shutdown = CancellationToken::new();
+    let mut sim_config = simulator::SimConfig::on_ports(args.sim_listen.ip(), args.sim_listen.port(), [0; 4]);
+    for smsc in &mut sim_config.smsc {
+        smsc.receipt_delay = Duration::from_millis(300);
+    }
+    let sim = simulator::start(sim_config, shutdown.clone())
+        .await
+        .context("starting the carrier simulator")?;
+
+    settings.server.listen = args.listen;
+    settings.use_simulator(&sim);
+    if settings.otp.hmac_key.is_none() {
+        settings.otp.hmac_key = Some(crypto::generate_server_key()?);
+    }
+    // Fast resends make the walk-through easy to replay.
+    settings.otp.resend_interval = Duration::from_secs(10);
+    let app = Application::build(settings).await?;
+    let key = match std::env::var("GATEWAY_DEMO_API_KEY") {
+        Ok(k) if !k.trim().is_empty() => {
+            let k = k.trim().to_owned();
+            clients::add_key(&app.pool, "demo", &k, &k.chars().take(10).collect::<String>()).await?;
+            k
+        }
+        _ => clients::add(&app.pool, "demo").await?.1,
+    };
+    let api = format!("http://{}", app.addr());
+    let sim_url = format!("http://{}", sim.http_addr);
+    println!("{}", walkthrough(&api, &sim_url, &key, &sim.smsc_addrs));
+
+    let stop = app.shutdown_token();
+    let app_task = tokio::spawn(app.run_until_stopped());
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = stop.cancelled() => {}
+    }
+    stop.cancel();
+    shutdown.cancel();
+    let _ = app_task.await;
+    sim.stopped().await;
+    drop(private_pg);
+    Ok(())
+}
+
+fn walkthrough(api: &str, sim: &str, key: &str, smscs: &[(String, SocketAddr)]) -> String {
+    let smsc_lines: Vec<String> = smscs
+        .iter()
+        .map(|(n, a)| format!("    {n:<10} smpp://{a}  (system_id {n}, password sim-pass)"))
+        .collect();
+    format!(
+        r#"
+OTP gateway demo is running. Stop it with Ctrl-C.
+
+  Gateway API      {api}
+  Simulator HTTP   {sim}
+  Simulator SMSCs
+{smscs}
+  Demo API key     {key}
+
+Walk-through (copy and paste into another terminal):
+
+export API={api} SIM={sim} KEY={key}
+
+# 1. Ask for an OTP for 0828123088 (VinaPhone)
+ID=$(curl -s -X POST "$API/v1/otp" -H "Authorization: Bearer $KEY" \
+  -H 'Content-Type: application/json' \
+  -d '{{"msisdn":"0828123088","purpose":"register"}}' | tee /dev/stderr | grep -o '"id":"[^"]*"' | cut -d'"' -f4)
+
+# 2. Read the SMS on the simulated handset
+sleep 1; curl -s "$SIM/handsets/84828123088/messages"; echo
+CODE=$(curl -s "$SIM/handsets/84828123088/messages" | grep -o 'DVC: [0-9]*' | tail -n 1 | grep -o '[0-9]*$')
+
+# 3. Check the code
+curl -s -X POST "$API/v1/otp/$ID/check" -H "Authorization: Bearer $KEY" \
+  -H 'Content-Type: application/json' -d "{{\"code\":\"$CODE\"}}"; echo
+
+# 4. See the verification, with the delivery receipt
+curl -s "$API/v1/otp/$ID" -H "Authorization: Bearer $KEY"; echo
+"#,
+        smscs = smsc_lines.join("\n")
+    )
+}
+
+fn redact(url: &str) -> String {
+    match tokio_postgres::Config::from_str(url) {
+        Ok(c) => format!(
+            "{}@{:?}:{:?}",
+            c.get_user().unwrap_or("?"),
+            c.get_hosts().first(),
+            c.get_ports().first()
+        ),
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+async fn server_answers(url: &str) -> bool {
+    let Ok(mut config) = tokio_postgres::Config::from_str(url) else {
+        return false;
+    };
+    config.dbname("postgres");
+    config.connect_timeout(Duration::from_secs(3));
+    match config.connect(tokio_postgres::NoTls).await {
+        Ok(_) => true,
+        // The server answered, if only to say no: it is there.
+        Err(e) => e.as_db_error().is_some(),
+    }
+}
+
+/// A PostgreSQL cluster in a temporary directory, removed on drop.
+struct PrivateCluster {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl PrivateCluster {
+    fn start() -> anyhow::Result<Option<PrivateCluster>> {
+        let Some(bin) = find_pg_bin() else {
+            return Ok(None);
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let dir = std::env::temp_dir().join(format!("gateway-demo-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let as_root = is_root();
+        if as_root {
+            // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
+            let status = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status()?;
+            anyhow::ensure!(status.success(), "chown of {} failed", dir.display());
+        }
+        let run = |program: &Path, args: &[&str]| -> Command {
+            if as_root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program).args(args);
+                c
+            } else {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+        };
+        let data = dir.join("data");
+        let data_s = data.to_string_lossy().to_string();
+        let out = run(
+            &bin.join("initdb"),
+            &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port_s = port.to_string();
+        let dir_s = dir.to_string_lossy().to_string();
+        let child = run(
+            &bin.join("postgres"),
+            &["-D", &data_s, "-p", &port_s, "-k", &dir_s, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting postgres")?;
+        let cluster = PrivateCluster { dir, port, child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(Some(cluster));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the private PostgreSQL did not start within 10 s")
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        // SIGINT = fast shutdown.
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn find_pg_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists() && p.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

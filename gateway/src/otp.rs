@@ -1,0 +1,415 @@
+//! OTP challenges: create, resend, check, cancel, read. Each is one short transaction;
+//! times come from the database clock so that instances agree.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+use crate::domain::{sms_text, Locale, Msisdn, Purpose};
+use crate::startup::AppState;
+
+/// What the portal asked for, parsed.
+#[derive(Debug, Clone)]
+pub struct NewOtp {
+    pub msisdn: Msisdn,
+    pub purpose: Purpose,
+    pub locale: Locale,
+    pub code_length: u8,
+    pub ttl_seconds: u32,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OtpView {
+    pub id: Uuid,
+    pub status: String,
+    pub msisdn_masked: String,
+    pub carrier: String,
+    pub purpose: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub resend_available_at: DateTime<Utc>,
+    pub sends: i32,
+    pub max_sends: i32,
+    pub attempts_left: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    /// `queued`, `submitted`, `failed`, `canceled`, or the receipt's state
+    /// (`delivered`, `undeliverable`, `expired`, `rejected`, …).
+    pub status: String,
+    pub route: String,
+    pub message_id: Option<String>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub receipt_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckView {
+    pub id: Uuid,
+    pub valid: bool,
+    pub status: String,
+    pub attempts_left: i32,
+}
+
+const CHALLENGE_COLUMNS: &str = "c.id, c.status, c.msisdn, c.carrier, c.purpose, c.created_at, \
+     c.expires_at, c.resend_available_at, c.sends, c.max_sends, c.attempts, c.max_attempts, \
+     (c.expires_at <= now()) AS expired_now";
+
+fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, ApiError> {
+    let msisdn: String = row.get("msisdn");
+    let msisdn = Msisdn::parse(&msisdn)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
+    let mut status: String = row.get("status");
+    if status == "pending" && row.get::<_, bool>("expired_now") {
+        status = "expired".into();
+    }
+    let attempts: i32 = row.get("attempts");
+    let max_attempts: i32 = row.get("max_attempts");
+    Ok(OtpView {
+        id: row.get("id"),
+        status,
+        msisdn_masked: msisdn.masked(),
+        carrier: row.get("carrier"),
+        purpose: row.get("purpose"),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        resend_available_at: row.get("resend_available_at"),
+        sends: row.get("sends"),
+        max_sends: row.get("max_sends"),
+        attempts_left: (max_attempts - attempts).max(0),
+        delivery,
+    })
+}
+
+fn request_hash(req: &NewOtp) -> Vec<u8> {
+    crate::crypto::sha256(
+        format!(
+            "{}|{}|{}|{}|{}",
+            req.msisdn.e164(),
+            req.purpose,
+            req.locale.as_str(),
+            req.code_length,
+            req.ttl_seconds
+        )
+        .as_bytes(),
+    )
+}
+
+/// Creates the challenge and its outbox row in one transaction.
+/// Returns the view and whether it is a replay of an earlier request.
+pub async fn create(state: &AppState, client: Uuid, req: NewOtp) -> Result<(OtpView, bool), ApiError> {
+    let settings = &state.settings;
+    let id = Uuid::now_v7();
+    let code = state.keys.random_code(req.code_length as usize)?;
+    let mac = state
+        .keys
+        .code_mac(id, 1, req.purpose.as_str(), req.msisdn.e164(), &code);
+    let (route, route_cfg) = settings.route_for(req.msisdn.carrier());
+    let text = sms_text(req.purpose, req.locale, &code, req.ttl_seconds);
+    drop(code);
+    let sealed = state.keys.seal(&text, req.msisdn.e164())?;
+    drop(text);
+    let hash = request_hash(&req);
+    let resend_ms = settings.otp.resend_interval.as_millis() as f64;
+
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "INSERT INTO otp_challenges AS c (id, client_id, msisdn, carrier, purpose, locale,
+                    code_length, ttl_seconds, code_mac, max_attempts, max_sends, expires_at,
+                    resend_available_at, idempotency_key, request_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                    now() + make_interval(secs => $8::int), now() + make_interval(secs => $12::float8 / 1000),
+                    $13, $14)
+                 ON CONFLICT (client_id, idempotency_key) DO NOTHING
+                 RETURNING {CHALLENGE_COLUMNS}"
+            ),
+            &[
+                &id,
+                &client,
+                &req.msisdn.e164(),
+                &req.msisdn.carrier().as_str(),
+                &req.purpose.as_str(),
+                &req.locale.as_str(),
+                &i16::from(req.code_length),
+                &(req.ttl_seconds as i32),
+                &mac,
+                &settings.otp.max_attempts,
+                &settings.otp.max_sends,
+                &resend_ms,
+                &req.idempotency_key,
+                &hash,
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        // The same Idempotency-Key was used before: answer as the first time, if the
+        // request is the same.
+        tx.rollback().await?;
+        let existing = db
+            .query_one(
+                &format!(
+                    "SELECT {CHALLENGE_COLUMNS}, c.request_hash FROM otp_challenges c
+                     WHERE c.client_id = $1 AND c.idempotency_key = $2"
+                ),
+                &[&client, &req.idempotency_key],
+            )
+            .await?;
+        if existing.get::<_, Option<Vec<u8>>>("request_hash").as_deref() != Some(&hash[..]) {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        return Ok((view(&existing, None)?, true));
+    };
+    tx.execute(
+        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
+         VALUES ($1, 1, $2, $3, $4, $5)",
+        &[&id, &route, &req.msisdn.e164(), &route_cfg.sender, &sealed],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify('sms_outbox', '')", &[]).await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
+    Ok((view(&row, None)?, false))
+}
+
+/// Sends a new code that replaces the old one.
+pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView, ApiError> {
+    let settings = &state.settings;
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {CHALLENGE_COLUMNS}, c.locale, c.code_length, c.ttl_seconds, c.code_version,
+                    GREATEST(0, CEIL(EXTRACT(EPOCH FROM (c.resend_available_at - now()))))::bigint AS wait_secs
+                 FROM otp_challenges c WHERE c.id = $1 AND c.client_id = $2 FOR UPDATE"
+            ),
+            &[&id, &client],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let status: String = row.get("status");
+    // An expired code may be replaced ("Gửi lại OTP" after the time ran out).
+    if status != "pending" && status != "expired" {
+        return Err(ApiError::NotPending { status });
+    }
+    let wait: i64 = row.get("wait_secs");
+    if wait > 0 {
+        return Err(ApiError::ResendTooEarly {
+            retry_after: wait as u64,
+        });
+    }
+    let sends: i32 = row.get("sends");
+    let max_sends: i32 = row.get("max_sends");
+    if sends >= max_sends {
+        return Err(ApiError::MaxSendsReached { max_sends });
+    }
+    let msisdn = Msisdn::parse(row.get("msisdn"))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
+    let purpose: Purpose = row
+        .get::<_, &str>("purpose")
+        .parse()
+        .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let locale: Locale = row
+        .get::<_, &str>("locale")
+        .parse()
+        .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let code_length: i16 = row.get("code_length");
+    let ttl_seconds: i32 = row.get("ttl_seconds");
+    let version: i32 = row.get::<_, i32>("code_version") + 1;
+
+    let code = state.keys.random_code(code_length as usize)?;
+    let mac = state
+        .keys
+        .code_mac(id, version, purpose.as_str(), msisdn.e164(), &code);
+    let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
+    drop(code);
+    let sealed = state.keys.seal(&text, msisdn.e164())?;
+    let (route, route_cfg) = settings.route_for(msisdn.carrier());
+    let resend_ms = settings.otp.resend_interval.as_millis() as f64;
+
+    let updated = tx
+        .query_one(
+            &format!(
+                "UPDATE otp_challenges c SET code_mac = $2, code_version = $3, sends = sends + 1,
+                    status = 'pending', updated_at = now(),
+                    expires_at = now() + make_interval(secs => ttl_seconds),
+                    resend_available_at = now() + make_interval(secs => $4::float8 / 1000)
+                 WHERE c.id = $1 RETURNING {CHALLENGE_COLUMNS}"
+            ),
+            &[&id, &mac, &version, &resend_ms],
+        )
+        .await?;
+    // The old code no longer works: an unsent SMS carrying it is pointless.
+    tx.execute(
+        "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
+         WHERE challenge_id = $1 AND status = 'queued'",
+        &[&id],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&id, &version, &route, &msisdn.e164(), &route_cfg.sender, &sealed],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify('sms_outbox', '')", &[]).await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
+    view(&updated, None)
+}
+
+/// Counts the attempt and compares in constant time, under the row lock.
+pub async fn check(state: &AppState, client: Uuid, id: Uuid, candidate: &str) -> Result<CheckView, ApiError> {
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn,
+                    (expires_at <= now()) AS expired_now
+             FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE",
+            &[&id, &client],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let status: String = row.get("status");
+    let attempts: i32 = row.get("attempts");
+    let max_attempts: i32 = row.get("max_attempts");
+    let result = |valid: bool, status: &str, attempts: i32| CheckView {
+        id,
+        valid,
+        status: status.to_owned(),
+        attempts_left: (max_attempts - attempts).max(0),
+    };
+    if status != "pending" {
+        tx.rollback().await?;
+        return Ok(result(false, &status, attempts));
+    }
+    if row.get::<_, bool>("expired_now") {
+        tx.execute(
+            "UPDATE otp_challenges SET status = 'expired', updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(result(false, "expired", attempts));
+    }
+    let attempts = attempts + 1;
+    let valid = state.keys.verify_code(
+        row.get("code_mac"),
+        id,
+        row.get("code_version"),
+        row.get("purpose"),
+        row.get("msisdn"),
+        candidate,
+    );
+    let new_status = if valid {
+        "approved"
+    } else if attempts >= max_attempts {
+        "max_attempts_reached"
+    } else {
+        "pending"
+    };
+    tx.execute(
+        "UPDATE otp_challenges SET attempts = $2, status = $3, updated_at = now(),
+            approved_at = CASE WHEN $3 = 'approved' THEN now() END
+         WHERE id = $1",
+        &[&id, &attempts, &new_status],
+    )
+    .await?;
+    if new_status != "pending" {
+        tx.execute(
+            "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
+             WHERE challenge_id = $1 AND status = 'queued'",
+            &[&id],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(otp = %id, valid, status = new_status, "OTP checked");
+    Ok(result(valid, new_status, attempts))
+}
+
+pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView, ApiError> {
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE otp_challenges c SET status = 'canceled', updated_at = now()
+                 WHERE c.id = $1 AND c.client_id = $2 AND c.status IN ('pending', 'expired')
+                 RETURNING {CHALLENGE_COLUMNS}"
+            ),
+            &[&id, &client],
+        )
+        .await?;
+    let Some(row) = row else {
+        let existing = tx
+            .query_opt(
+                "SELECT status FROM otp_challenges WHERE id = $1 AND client_id = $2",
+                &[&id, &client],
+            )
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        return Err(ApiError::NotPending {
+            status: existing.get(0),
+        });
+    };
+    tx.execute(
+        "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
+         WHERE challenge_id = $1 AND status = 'queued'",
+        &[&id],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(otp = %id, "OTP canceled");
+    view(&row, None)
+}
+
+pub async fn get(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView, ApiError> {
+    let db = state.pool.get().await?;
+    let row = db
+        .query_opt(
+            &format!(
+                "SELECT {CHALLENGE_COLUMNS},
+                    o.status AS o_status, o.route AS o_route, o.smsc_message_id, o.submitted_at,
+                    o.last_error, r.state AS r_state, r.error_code AS r_error, r.received_at AS r_at
+                 FROM otp_challenges c
+                 LEFT JOIN LATERAL (
+                    SELECT * FROM sms_outbox WHERE challenge_id = c.id ORDER BY id DESC LIMIT 1
+                 ) o ON true
+                 LEFT JOIN delivery_receipts r ON r.route = o.route AND r.message_id = o.message_key
+                 WHERE c.id = $1 AND c.client_id = $2"
+            ),
+            &[&id, &client],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let delivery = row
+        .get::<_, Option<String>>("o_status")
+        .map(|outbox_status| DeliveryView {
+            status: row
+                .get::<_, Option<String>>("r_state")
+                .unwrap_or(outbox_status),
+            route: row.get("o_route"),
+            message_id: row.get("smsc_message_id"),
+            submitted_at: row.get("submitted_at"),
+            receipt_at: row.get("r_at"),
+            error: row
+                .get::<_, Option<String>>("r_error")
+                .filter(|e| !e.trim_start_matches('0').is_empty())
+                .or(row.get("last_error")),
+        });
+    view(&row, delivery)
+}

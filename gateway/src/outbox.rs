@@ -1,0 +1,302 @@
+//! The SMS outbox dispatcher and the receipt sink.
+//!
+//! Dispatchers on every instance claim queued rows in batches (`FOR UPDATE SKIP LOCKED`,
+//! with a claim lease so a dead instance's rows come back), submit them over the route's
+//! bind, and write the results back in one statement per batch. They wake on an
+//! in-process notification, on Postgres `NOTIFY sms_outbox` from other instances, and on
+//! a poll interval.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carrier_adapters::receipt::normalise_message_id;
+use carrier_adapters::smpp::{DeliveryReport, Esme, OutgoingSms, ReceiptSink};
+use carrier_adapters::sms_text;
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OutboxSettings;
+use crate::crypto::ServerKeys;
+
+pub struct Dispatcher {
+    pub pool: Pool,
+    pub keys: Arc<ServerKeys>,
+    pub binds: Arc<BTreeMap<String, Esme>>,
+    pub settings: OutboxSettings,
+    pub wake: Arc<Notify>,
+}
+
+struct Claimed {
+    id: i64,
+    route: String,
+    msisdn: String,
+    sender: String,
+    body_sealed: Option<Vec<u8>>,
+    attempts: i32,
+}
+
+enum Outcome {
+    Submitted { id: i64, message_id: String },
+    Retry { id: i64, after: Duration, error: String },
+    Failed { id: i64, error: String },
+}
+
+impl Dispatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.drain().await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox pass failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+        tracing::info!("outbox dispatcher stopped");
+    }
+
+    /// Claims and sends batches until nothing is ready.
+    async fn drain(&self) -> anyhow::Result<()> {
+        loop {
+            let batch = self.claim().await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let outcomes = futures::future::join_all(batch.into_iter().map(|row| self.send(row))).await;
+            self.record(outcomes).await?;
+        }
+    }
+
+    async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
+        let db = self.pool.get().await?;
+        let lease = self.settings.claim_timeout.as_secs_f64();
+        let rows = db
+            .query(
+                "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $2::float8),
+                        attempts = o.attempts + 1
+                 WHERE o.id IN (
+                    SELECT id FROM sms_outbox
+                    WHERE status = 'queued' AND next_attempt_at <= now()
+                      AND (claimed_until IS NULL OR claimed_until < now())
+                    ORDER BY next_attempt_at, id
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED)
+                 RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts",
+                &[&self.settings.batch_size, &lease],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                route: r.get(1),
+                msisdn: r.get(2),
+                sender: r.get(3),
+                body_sealed: r.get(4),
+                attempts: r.get(5),
+            })
+            .collect())
+    }
+
+    fn backoff(&self, attempts: i32) -> Duration {
+        let exp = self
+            .settings
+            .retry_base
+            .saturating_mul(1u32 << (attempts.clamp(1, 16) - 1) as u32);
+        exp.min(self.settings.retry_max)
+    }
+
+    async fn send(&self, row: Claimed) -> Outcome {
+        let Some(sealed) = row.body_sealed.as_deref() else {
+            return Outcome::Failed {
+                id: row.id,
+                error: "no text to send".into(),
+            };
+        };
+        let text = match self.keys.open(sealed, &row.msisdn) {
+            Ok(t) => t,
+            Err(e) => {
+                return Outcome::Failed {
+                    id: row.id,
+                    error: format!("cannot open text: {e}"),
+                }
+            }
+        };
+        let Some(esme) = self.binds.get(&row.route) else {
+            return Outcome::Failed {
+                id: row.id,
+                error: format!("no SMPP route named {}", row.route),
+            };
+        };
+        let sms = OutgoingSms {
+            source: row.sender.clone(),
+            destination: row.msisdn.clone(),
+            text: sms_text::encode(&text),
+            request_receipt: true,
+        };
+        drop(text);
+        match esme.submit(&sms).await {
+            Ok(message_id) => Outcome::Submitted {
+                id: row.id,
+                message_id,
+            },
+            Err(e) if e.is_transient() && row.attempts < self.settings.max_attempts => {
+                tracing::warn!(outbox = row.id, route = %row.route, error = %e, "submit will be retried");
+                Outcome::Retry {
+                    id: row.id,
+                    after: self.backoff(row.attempts),
+                    error: e.label(),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(outbox = row.id, route = %row.route, error = %e, "submit failed for good");
+                Outcome::Failed {
+                    id: row.id,
+                    error: e.label(),
+                }
+            }
+        }
+    }
+
+    /// One statement per kind of outcome for the whole batch.
+    async fn record(&self, outcomes: Vec<Outcome>) -> anyhow::Result<()> {
+        let (mut ok_ids, mut ok_mids, mut ok_keys) = (vec![], vec![], vec![]);
+        let (mut retry_ids, mut retry_secs, mut retry_errs) = (vec![], vec![], vec![]);
+        let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
+        for o in outcomes {
+            match o {
+                Outcome::Submitted { id, message_id } => {
+                    ok_ids.push(id);
+                    ok_keys.push(normalise_message_id(&message_id));
+                    ok_mids.push(message_id);
+                }
+                Outcome::Retry { id, after, error } => {
+                    retry_ids.push(id);
+                    retry_secs.push(after.as_secs_f64());
+                    retry_errs.push(error);
+                }
+                Outcome::Failed { id, error } => {
+                    fail_ids.push(id);
+                    fail_errs.push(error);
+                }
+            }
+        }
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        if !ok_ids.is_empty() {
+            tx.execute(
+                "UPDATE sms_outbox o SET status = 'submitted', smsc_message_id = v.mid,
+                    message_key = v.key, submitted_at = now(), body_sealed = NULL,
+                    claimed_until = NULL, last_error = NULL
+                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, mid, key)
+                 WHERE o.id = v.id",
+                &[&ok_ids, &ok_mids, &ok_keys],
+            )
+            .await?;
+        }
+        if !retry_ids.is_empty() {
+            tx.execute(
+                "UPDATE sms_outbox o SET next_attempt_at = now() + make_interval(secs => v.secs),
+                    claimed_until = NULL, last_error = v.err
+                 FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS v(id, secs, err)
+                 WHERE o.id = v.id AND o.status = 'queued'",
+                &[&retry_ids, &retry_secs, &retry_errs],
+            )
+            .await?;
+        }
+        if !fail_ids.is_empty() {
+            tx.execute(
+                "UPDATE sms_outbox o SET status = 'failed', body_sealed = NULL,
+                    claimed_until = NULL, last_error = v.err
+                 FROM unnest($1::bigint[], $2::text[]) AS v(id, err)
+                 WHERE o.id = v.id",
+                &[&fail_ids, &fail_errs],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Stores receipts keyed by route and normalised message id; the submit may be
+/// recorded before or after.
+pub struct ReceiptStore {
+    pub pool: Pool,
+}
+
+impl ReceiptSink for ReceiptStore {
+    fn deliver(&self, route: &str, report: DeliveryReport) -> BoxFuture<'static, Result<(), String>> {
+        let pool = self.pool.clone();
+        let route = route.to_owned();
+        Box::pin(async move {
+            let db = pool.get().await.map_err(|e| e.to_string())?;
+            db.execute(
+                "INSERT INTO delivery_receipts (route, message_id, state, error_code)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (route, message_id) DO UPDATE
+                    SET state = EXCLUDED.state, error_code = EXCLUDED.error_code, received_at = now()",
+                &[
+                    &route,
+                    &normalise_message_id(&report.message_id),
+                    &report.state.as_str(),
+                    &report.error,
+                ],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tracing::debug!(%route, state = %report.state, "receipt stored");
+            Ok(())
+        })
+    }
+}
+
+/// Relays `NOTIFY sms_outbox` from any instance to this instance's dispatcher.
+pub async fn listen_for_work(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+    use tokio_postgres::AsyncMessage;
+    while !shutdown.is_cancelled() {
+        let connected = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+        match connected {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listen = client.batch_execute("LISTEN sms_outbox");
+                let mut listen = std::pin::pin!(listen);
+                let mut listening = false;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = &mut listen, if !listening => {
+                            listening = true;
+                            if let Err(e) = r {
+                                tracing::warn!(error = %e, "LISTEN failed");
+                                break;
+                            }
+                            // Work may have been queued while we were not listening.
+                            wake.notify_one();
+                        }
+                        m = messages.next() => match m {
+                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "notification connection lost");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open notification connection"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Building and running the gateway: database, SMPP binds, outbox dispatcher, HTTP.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use carrier_adapters::smpp::Esme;
+use deadpool_postgres::Pool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::crypto::ServerKeys;
+use crate::outbox::{self, Dispatcher, ReceiptStore};
+use crate::{api, db};
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub pool: Pool,
+    pub keys: Arc<ServerKeys>,
+    pub settings: Arc<Settings>,
+    pub binds: Arc<BTreeMap<String, Esme>>,
+    /// Wakes this instance's dispatcher right after a commit.
+    pub outbox_wake: Arc<Notify>,
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    server: actix_web::dev::Server,
+    shutdown: CancellationToken,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    pub pool: Pool,
+}
+
+impl Application {
+    /// Prepares the database, binds the listener and starts the background workers.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
+        let secret = settings.otp.hmac_key.clone().context(
+            "otp.hmac_key is not set: set GATEWAY__OTP__HMAC_KEY to the same secret of at least 32 bytes on every instance",
+        )?;
+        let keys = Arc::new(ServerKeys::from_secret(&secret)?);
+        if settings.database.create {
+            db::ensure_database(&settings.database.url).await?;
+        }
+        let pool = db::pool(&settings.database.url, settings.database.pool_size)?;
+        db::migrate(&pool).await.context("applying migrations")?;
+
+        let shutdown = CancellationToken::new();
+        let mut workers = Vec::new();
+        let sink = Arc::new(ReceiptStore { pool: pool.clone() });
+        let mut binds = BTreeMap::new();
+        for (name, route) in &settings.smpp {
+            let (esme, task) = Esme::start(route.esme_config(name), sink.clone(), shutdown.clone());
+            binds.insert(name.clone(), esme);
+            workers.push(task);
+        }
+        let binds = Arc::new(binds);
+        let wake = Arc::new(Notify::new());
+        let dispatcher = Dispatcher {
+            pool: pool.clone(),
+            keys: keys.clone(),
+            binds: binds.clone(),
+            settings: settings.outbox.clone(),
+            wake: wake.clone(),
+        };
+        workers.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+        workers.push(tokio::spawn(outbox::listen_for_work(
+            settings.database.url.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        )));
+
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            keys,
+            settings: settings.clone(),
+            binds,
+            outbox_wake: wake,
+        });
+        let addr = listener.local_addr()?;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").exclude("/health"))
+                .app_data(state.clone())
+                .configure(api::routes)
+                .default_service(web::to(api::not_found))
+        })
+        .workers(settings.server.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            addr,
+            server,
+            shutdown,
+            workers,
+            pool,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A token that stops the application when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains: HTTP stops taking
+    /// requests, workers finish, binds unbind.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown.clone();
+        let stopper = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        self.shutdown.cancel();
+        let _ = stopper.await;
+        for worker in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+        }
+        served.context("HTTP server failed")
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

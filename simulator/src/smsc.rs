@@ -1,0 +1,490 @@
+//! A simulated SMSC: an SMPP 3.4/5.0 server that any conforming ESME can bind to.
+//!
+//! It checks bind credentials, accepts `submit_sm` for the networks it serves, hands the
+//! text to the virtual handset after a delay and then sends a delivery receipt
+//! (`deliver_sm`, esm_class 0x04, with `receipted_message_id` and `message_state`) on a
+//! receiver or transceiver bind of the same system_id, holding it until one is bound.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use carrier_adapters::receipt::{self, ReceiptState};
+use carrier_adapters::smpp::frame::{Frame, FrameCodec};
+use carrier_adapters::{sms_text, Carrier, Msisdn};
+use chrono::Utc;
+use futures::{SinkExt, StreamExt};
+use rusmpp::pdus::{
+    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DeliverSm, SubmitSm, SubmitSmResp,
+};
+use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, TlvValue};
+use rusmpp::types::{COctetString, OctetString};
+use rusmpp::values::{EsmClass, InterfaceVersion, MessageState, Npi, Ton};
+use rusmpp::{Command, CommandStatus, Pdu};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::handset::{HandsetMessage, Handsets};
+
+/// Longest PDU accepted (SMPP allows more, no real submit needs it).
+const MAX_PDU_LEN: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmscConfig {
+    /// `viettel`, `vinaphone`, `mobifone` or `aggregator`.
+    pub name: String,
+    pub listen: SocketAddr,
+    pub system_id: String,
+    pub password: String,
+    /// Networks whose numbers this SMSC delivers to; others get `ESME_RINVDSTADR`.
+    pub networks: Vec<Carrier>,
+    /// Time from `submit_sm_resp` to handset delivery and receipt.
+    #[serde(with = "humantime_serde")]
+    pub receipt_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindKind {
+    Transmitter,
+    Receiver,
+    Transceiver,
+}
+
+impl BindKind {
+    fn can_submit(self) -> bool {
+        matches!(self, BindKind::Transmitter | BindKind::Transceiver)
+    }
+
+    fn can_receive(self) -> bool {
+        matches!(self, BindKind::Receiver | BindKind::Transceiver)
+    }
+}
+
+/// A connection that can take SMSC-originated PDUs (receipts).
+#[derive(Clone)]
+struct Outlet {
+    connection: u64,
+    tx: mpsc::Sender<Command>,
+    sequence: Arc<AtomicU32>,
+}
+
+impl Outlet {
+    fn next_sequence(&self) -> u32 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// State shared by all connections of one SMSC.
+pub struct Smsc {
+    config: SmscConfig,
+    handsets: Arc<Handsets>,
+    next_message_id: AtomicU64,
+    next_connection: AtomicU64,
+    receivers: Mutex<Vec<Outlet>>,
+    /// Receipts waiting for a receiver bind.
+    held_receipts: Mutex<VecDeque<DeliverSm>>,
+    submitted: AtomicU64,
+}
+
+impl std::fmt::Debug for Smsc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smsc").field("name", &self.config.name).finish()
+    }
+}
+
+/// What `GET /health` shows of an SMSC.
+#[derive(Debug, Clone, Serialize)]
+pub struct SmscStatus {
+    pub name: String,
+    pub receiver_binds: usize,
+    pub held_receipts: usize,
+    pub submitted: u64,
+}
+
+impl Smsc {
+    pub fn new(config: SmscConfig, handsets: Arc<Handsets>) -> Arc<Smsc> {
+        // Start ids from the clock so that ids differ across simulator restarts.
+        let base = (Utc::now().timestamp_millis() as u64 & 0xFFFF_FFFF) << 16;
+        Arc::new(Smsc {
+            config,
+            handsets,
+            next_message_id: AtomicU64::new(base),
+            next_connection: AtomicU64::new(1),
+            receivers: Mutex::new(Vec::new()),
+            held_receipts: Mutex::new(VecDeque::new()),
+            submitted: AtomicU64::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn status(&self) -> SmscStatus {
+        SmscStatus {
+            name: self.config.name.clone(),
+            receiver_binds: lock(&self.receivers).len(),
+            held_receipts: lock(&self.held_receipts).len(),
+            submitted: self.submitted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Accepts connections until `shutdown`; each connection is served by its own task.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let smsc = self.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move { smsc.connection(stream, peer, shutdown).await });
+                }
+                Err(e) => {
+                    tracing::warn!(smsc = %self.config.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (read, write) = stream.into_split();
+        let mut reader = FramedRead::new(read, FrameCodec::new(MAX_PDU_LEN));
+        let (tx, mut rx) = mpsc::channel::<Command>(1024);
+        let writer = tokio::spawn(async move {
+            let mut writer = FramedWrite::new(write, FrameCodec::new(MAX_PDU_LEN));
+            while let Some(command) = rx.recv().await {
+                let closing = matches!(command.pdu(), Some(Pdu::UnbindResp));
+                if writer.send(command).await.is_err() || closing {
+                    break;
+                }
+            }
+        });
+        let outlet = Outlet {
+            connection,
+            tx: tx.clone(),
+            sequence: Arc::new(AtomicU32::new(1)),
+        };
+        tracing::debug!(smsc = %self.config.name, %peer, connection, "connected");
+        let mut bound: Option<BindKind> = None;
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if bound.is_some() {
+                        let _ = tx.send(Command::new(CommandStatus::EsmeRok, outlet.next_sequence(), Pdu::Unbind)).await;
+                    }
+                    break;
+                }
+                f = reader.next() => f,
+            };
+            let frame = match frame {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    tracing::info!(smsc = %self.config.name, %peer, error = %e, "framing lost; closing");
+                    let _ = tx
+                        .send(Command::new(CommandStatus::EsmeRinvcmdlen, 0, Pdu::GenericNack))
+                        .await;
+                    break;
+                }
+            };
+            match self.handle(frame, &mut bound, &outlet).await {
+                Flow::Continue => {}
+                Flow::Close => break,
+            }
+        }
+        lock(&self.receivers).retain(|o| o.connection != connection);
+        drop(tx);
+        drop(outlet);
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        tracing::debug!(smsc = %self.config.name, %peer, connection, "closed");
+    }
+
+    async fn handle(self: &Arc<Self>, frame: Frame, bound: &mut Option<BindKind>, outlet: &Outlet) -> Flow {
+        let command = match frame {
+            Frame::Command(command) => command,
+            Frame::Undecodable {
+                command_id,
+                sequence_number,
+                status,
+                reason,
+            } => {
+                tracing::info!(smsc = %self.config.name, command_id = format!("{command_id:#010x}"), %reason, "undecodable PDU");
+                self.reply(outlet, Command::new(status, sequence_number, Pdu::GenericNack))
+                    .await;
+                return Flow::Continue;
+            }
+        };
+        let seq = command.sequence_number();
+        let Some(pdu) = command.pdu() else {
+            self.reply(
+                outlet,
+                Command::new(CommandStatus::EsmeRinvcmdlen, seq, Pdu::GenericNack),
+            )
+            .await;
+            return Flow::Continue;
+        };
+        match pdu {
+            Pdu::BindTransmitter(b) => {
+                let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
+                let resp = BindTransmitterResp::builder()
+                    .system_id(self.resp_system_id())
+                    .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
+                    .build();
+                self.reply(outlet, Command::new(status, seq, resp)).await;
+                self.finish_bind(status, bound, BindKind::Transmitter, outlet, b.interface_version)
+                    .await;
+            }
+            Pdu::BindReceiver(b) => {
+                let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
+                let resp = BindReceiverResp::builder()
+                    .system_id(self.resp_system_id())
+                    .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
+                    .build();
+                self.reply(outlet, Command::new(status, seq, resp)).await;
+                self.finish_bind(status, bound, BindKind::Receiver, outlet, b.interface_version)
+                    .await;
+            }
+            Pdu::BindTransceiver(b) => {
+                let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
+                let resp = BindTransceiverResp::builder()
+                    .system_id(self.resp_system_id())
+                    .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
+                    .build();
+                self.reply(outlet, Command::new(status, seq, resp)).await;
+                self.finish_bind(status, bound, BindKind::Transceiver, outlet, b.interface_version)
+                    .await;
+            }
+            Pdu::SubmitSm(submit) => {
+                let (status, message_id) = match *bound {
+                    Some(kind) if kind.can_submit() => match self.accept_submit(submit) {
+                        Ok(id) => (CommandStatus::EsmeRok, id),
+                        Err(status) => (status, String::new()),
+                    },
+                    _ => (CommandStatus::EsmeRinvbndsts, String::new()),
+                };
+                let resp = SubmitSmResp::builder()
+                    .message_id(COctetString::from_str(&message_id).unwrap_or_default())
+                    .build();
+                self.reply(outlet, Command::new(status, seq, resp)).await;
+            }
+            Pdu::EnquireLink => {
+                self.reply(outlet, Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLinkResp))
+                    .await;
+            }
+            Pdu::Unbind => {
+                self.reply(outlet, Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp))
+                    .await;
+                return Flow::Close;
+            }
+            // Responses to what we sent: nothing to answer.
+            Pdu::DeliverSmResp(_)
+            | Pdu::EnquireLinkResp
+            | Pdu::UnbindResp
+            | Pdu::GenericNack
+            | Pdu::DataSmResp(_) => {
+                if command.status != CommandStatus::EsmeRok {
+                    tracing::info!(smsc = %self.config.name, status = ?command.status, "ESME answered with an error");
+                }
+            }
+            _ => {
+                self.reply(
+                    outlet,
+                    Command::new(CommandStatus::EsmeRinvcmdid, seq, Pdu::GenericNack),
+                )
+                .await;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn resp_system_id(&self) -> COctetString<1, 16> {
+        let name: String = format!("{}-SIM", self.config.name.to_uppercase())
+            .chars()
+            .take(15)
+            .collect();
+        COctetString::from_str(&name).unwrap_or_default()
+    }
+
+    fn bind_status(&self, bound: &Option<BindKind>, system_id: &str, password: &str) -> CommandStatus {
+        if bound.is_some() {
+            CommandStatus::EsmeRalybnd
+        } else if system_id != self.config.system_id {
+            CommandStatus::EsmeRinvsysid
+        } else if password != self.config.password {
+            CommandStatus::EsmeRinvpaswd
+        } else {
+            CommandStatus::EsmeRok
+        }
+    }
+
+    async fn finish_bind(
+        &self,
+        status: CommandStatus,
+        bound: &mut Option<BindKind>,
+        kind: BindKind,
+        outlet: &Outlet,
+        version: InterfaceVersion,
+    ) {
+        if status != CommandStatus::EsmeRok {
+            tracing::info!(smsc = %self.config.name, ?status, "bind refused");
+            return;
+        }
+        *bound = Some(kind);
+        tracing::info!(smsc = %self.config.name, ?kind, ?version, "bound");
+        if kind.can_receive() {
+            lock(&self.receivers).push(outlet.clone());
+            let held: Vec<DeliverSm> = lock(&self.held_receipts).drain(..).collect();
+            for receipt in held {
+                self.send_receipt(receipt).await;
+            }
+        }
+    }
+
+    async fn reply(&self, outlet: &Outlet, command: Command) {
+        let _ = outlet.tx.send(command).await;
+    }
+
+    /// Validates a submit and schedules its delivery; returns the message id.
+    fn accept_submit(self: &Arc<Self>, submit: &SubmitSm) -> Result<String, CommandStatus> {
+        if submit.source_addr.as_str().is_empty() {
+            return Err(CommandStatus::EsmeRinvsrcadr);
+        }
+        let destination = Msisdn::parse(submit.destination_addr.as_str())
+            .map_err(|_| CommandStatus::EsmeRinvdstadr)?;
+        if !self.config.networks.contains(&destination.carrier()) {
+            return Err(CommandStatus::EsmeRinvdstadr);
+        }
+        let esm: u8 = submit.esm_class.into();
+        let mut payload: Vec<u8> = submit.short_message().as_ref().to_vec();
+        if payload.is_empty() {
+            for tlv in submit.tlvs() {
+                if let Some(TlvValue::MessagePayload(p)) = tlv.value() {
+                    payload = p.value.as_ref().to_vec();
+                }
+            }
+        }
+        if esm & 0x40 != 0 {
+            // UDH present: skip it (UDHL + header).
+            let udhl = *payload.first().ok_or(CommandStatus::EsmeRinvesmclass)? as usize;
+            if payload.len() < udhl + 1 {
+                return Err(CommandStatus::EsmeRinvesmclass);
+            }
+            payload.drain(..=udhl);
+        }
+        let data_coding: u8 = submit.data_coding.into();
+        let text = sms_text::decode(data_coding, &payload).map_err(|e| match e {
+            sms_text::DecodeTextError::UnsupportedDataCoding(_) => CommandStatus::EsmeRinvdcs,
+            _ => CommandStatus::EsmeRinvmsglen,
+        })?;
+        let id = format!(
+            "{:X}",
+            self.next_message_id.fetch_add(1, Ordering::Relaxed)
+        );
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        let want_receipt = u8::from(submit.registered_delivery) & 0x03 != 0;
+        let delivery = PendingDelivery {
+            message_id: id.clone(),
+            from: submit.source_addr.as_str().to_owned(),
+            to: destination.e164().to_owned(),
+            text,
+            want_receipt,
+            submitted_at: Utc::now(),
+        };
+        let smsc = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(smsc.config.receipt_delay).await;
+            smsc.deliver(delivery).await;
+        });
+        Ok(id)
+    }
+
+    async fn deliver(&self, d: PendingDelivery) {
+        tracing::debug!(smsc = %self.config.name, message_id = %d.message_id, "delivered to handset");
+        self.handsets.deliver(
+            &d.to,
+            HandsetMessage {
+                from: d.from.clone(),
+                text: d.text.clone(),
+                received_at: Utc::now(),
+                carrier: self.config.name.clone(),
+                smsc_message_id: d.message_id.clone(),
+            },
+        );
+        if !d.want_receipt {
+            return;
+        }
+        let fmt = "%y%m%d%H%M";
+        let text = receipt::format(
+            &d.message_id,
+            ReceiptState::Delivered,
+            0,
+            &d.submitted_at.format(fmt).to_string(),
+            &Utc::now().format(fmt).to_string(),
+            &d.text,
+        );
+        let deliver = DeliverSm::builder()
+            .source_addr_ton(Ton::International)
+            .source_addr_npi(Npi::Isdn)
+            .source_addr(COctetString::from_str(&d.to).unwrap_or_default())
+            .dest_addr_ton(Ton::Alphanumeric)
+            .dest_addr_npi(Npi::Unknown)
+            .destination_addr(COctetString::from_str(&d.from).unwrap_or_default())
+            .esm_class(EsmClass::from(0x04u8))
+            .short_message(OctetString::from_slice(text.as_bytes()).unwrap_or_default())
+            .push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(
+                COctetString::from_str(&d.message_id).unwrap_or_default(),
+            ))
+            .push_tlv(MessageDeliveryRequestTlvValue::MessageState(
+                MessageState::from(ReceiptState::Delivered.message_state()),
+            ))
+            .build();
+        self.send_receipt(deliver).await;
+    }
+
+    async fn send_receipt(&self, deliver: DeliverSm) {
+        let outlets: Vec<Outlet> = lock(&self.receivers).clone();
+        for outlet in outlets {
+            let command = Command::new(CommandStatus::EsmeRok, outlet.next_sequence(), deliver.clone());
+            if outlet.tx.send(command).await.is_ok() {
+                return;
+            }
+        }
+        lock(&self.held_receipts).push_back(deliver);
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct PendingDelivery {
+    message_id: String,
+    from: String,
+    to: String,
+    text: String,
+    want_receipt: bool,
+    submitted_at: chrono::DateTime<Utc>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

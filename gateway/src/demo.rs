@@ -103,9 +103,10 @@ Walk-through (copy and paste into another terminal):
 export API={api} SIM={sim} KEY={key}
 
 # 1. Ask for an OTP for 0828123088 (VinaPhone)
-ID=$(curl -s -X POST "$API/v1/otp" -H "Authorization: Bearer $KEY" \
+OTP=$(curl -s -X POST "$API/v1/otp" -H "Authorization: Bearer $KEY" \
   -H 'Content-Type: application/json' \
-  -d '{{"msisdn":"0828123088","purpose":"register"}}' | tee /dev/stderr | grep -o '"id":"[^"]*"' | cut -d'"' -f4)
+  -d '{{"msisdn":"0828123088","purpose":"register"}}'); echo "$OTP"
+ID=$(echo "$OTP" | grep -o '"id":"[^"]*"' | cut -d'"' -f4)
 
 # 2. Read the SMS on the simulated handset
 sleep 1; curl -s "$SIM/handsets/84828123088/messages"; echo

@@ -1,0 +1,228 @@
+//! `spawn_app()`: a fresh database, the real simulator and the real gateway on port 0.
+//! Logs are shown only when `TEST_LOG` is set.
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use gateway::config::Settings;
+use gateway::startup::Application;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+static TRACING: Once = Once::new();
+
+pub fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The same server as `DATABASE_URL`, another database.
+fn database_url(name: &str) -> String {
+    let base = base_database_url();
+    let (prefix, _) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
+    format!("{prefix}/{name}")
+}
+
+pub struct TestApp {
+    pub api: String,
+    pub sim: String,
+    pub key: String,
+    pub http: reqwest::Client,
+    pub pool: deadpool_postgres::Pool,
+    pub db_url: String,
+    shutdown: CancellationToken,
+    sim_shutdown: CancellationToken,
+}
+
+pub struct Options {
+    pub resend_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            resend_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            gateway::telemetry::init("text", "info");
+        }
+    });
+    let sim_shutdown = CancellationToken::new();
+    let sim = simulator::start(
+        simulator::SimConfig::ephemeral(Duration::from_millis(50)),
+        sim_shutdown.clone(),
+    )
+    .await
+    .expect("simulator starts");
+
+    let db_name = format!("gw_test_{}", uuid::Uuid::new_v4().simple());
+    let db_url = database_url(&db_name);
+    let mut settings = Settings::default();
+    settings.database.url = db_url.clone();
+    settings.database.pool_size = 8;
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.workers = 1;
+    settings.otp.hmac_key = Some(gateway::crypto::generate_server_key().unwrap());
+    settings.otp.resend_interval = options.resend_interval;
+    settings.outbox.poll_interval = Duration::from_millis(100);
+    settings.use_simulator(&sim);
+    let app = Application::build(settings).await.expect("gateway builds");
+    let pool = app.pool.clone();
+    let api = format!("http://{}", app.addr());
+    let shutdown = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    let (_, key) = gateway::clients::add(&pool, "test-portal").await.unwrap();
+
+    let test_app = TestApp {
+        api,
+        sim: format!("http://{}", sim.http_addr),
+        key,
+        http: reqwest::Client::new(),
+        pool,
+        db_url,
+        shutdown,
+        sim_shutdown,
+    };
+    test_app.wait_bound().await;
+    test_app
+}
+
+impl TestApp {
+    async fn wait_bound(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let health: Value = self
+                .http
+                .get(format!("{}/health", self.api))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let all_bound = health["smpp"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty() && m.values().all(|b| b["bound"] == true));
+            if all_bound {
+                return;
+            }
+            assert!(Instant::now() < deadline, "binds not up: {health}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(&self.key)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.key)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.api))
+            .bearer_auth(&self.key)
+    }
+
+    /// Creates an OTP and returns the 201 body.
+    pub async fn create_otp(&self, msisdn: &str, purpose: &str) -> Value {
+        let resp = self
+            .post("/v1/otp")
+            .json(&serde_json::json!({ "msisdn": msisdn, "purpose": purpose }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn check(&self, id: &str, code: &str) -> Value {
+        let resp = self
+            .post(&format!("/v1/otp/{id}/check"))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn handset(&self, e164: &str) -> Vec<Value> {
+        self.http
+            .get(format!("{}/handsets/{e164}/messages", self.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the handset holds `count` messages and returns the code in the last.
+    pub async fn wait_for_code(&self, e164: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let messages = self.handset(e164).await;
+            if messages.len() >= count {
+                let text = messages[count - 1]["text"].as_str().unwrap().to_owned();
+                return extract_code(&text).unwrap_or_else(|| panic!("no code in {text:?}"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "handset {e164} has {} of {count} messages",
+                messages.len()
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let db = self.pool.get().await.unwrap();
+        db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// The code is the only run of 4+ digits after "DVC: " / "code: ".
+pub fn extract_code(text: &str) -> Option<String> {
+    let start = text.find(": ")? + 2;
+    let code: String = text[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    (code.len() >= 4).then_some(code)
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.sim_shutdown.cancel();
+        let url = self.db_url.clone();
+        // Drop runs inside the test's runtime: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Err(e) = gateway::db::drop_database(&url).await {
+                    eprintln!("could not drop test database: {e}");
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,5 @@
+//! Gateway integration tests: real PostgreSQL (a database per test), the real simulator
+//! over real SMPP sockets, the real HTTP API.
+
+mod helpers;
+mod otp;

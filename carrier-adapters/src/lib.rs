@@ -4,7 +4,7 @@
 
 pub mod numbering;
 pub mod receipt;
-pub mod sms_text;
 pub mod smpp;
+pub mod sms_text;
 
 pub use numbering::{Carrier, Msisdn, MsisdnError};

@@ -139,7 +139,9 @@ pub enum MsisdnError {
     InvalidCharacter(char),
     #[error("the phone number is not a Vietnamese number (country code +84)")]
     NotVietnamese,
-    #[error("the phone number has {digits} digits; a Vietnamese mobile number has 10 (0xx xxx xxxx)")]
+    #[error(
+        "the phone number has {digits} digits; a Vietnamese mobile number has 10 (0xx xxx xxxx)"
+    )]
     WrongLength { digits: usize },
     #[error("the phone number is a landline; a mobile number is needed")]
     Landline,
@@ -185,8 +187,7 @@ impl Msisdn {
                 .ok_or(MsisdnError::NotVietnamese)?
         } else if let Some(rest) = digits.strip_prefix('0') {
             rest
-        } else if digits.len() == COUNTRY_CODE.len() + NSN_LEN && digits.starts_with(COUNTRY_CODE)
-        {
+        } else if digits.len() == COUNTRY_CODE.len() + NSN_LEN && digits.starts_with(COUNTRY_CODE) {
             &digits[COUNTRY_CODE.len()..]
         } else if digits.len() == NSN_LEN {
             // Written without trunk prefix or country code: `828.123.088`.
@@ -208,8 +209,8 @@ impl Msisdn {
             });
         }
         let prefix = format!("0{}", &nsn[..2]);
-        let carrier = Carrier::from_prefix(&prefix)
-            .ok_or_else(|| MsisdnError::UnallocatedPrefix { prefix })?;
+        let carrier =
+            Carrier::from_prefix(&prefix).ok_or(MsisdnError::UnallocatedPrefix { prefix })?;
         Ok(Msisdn {
             e164: format!("{COUNTRY_CODE}{nsn}"),
             carrier,
@@ -321,7 +322,12 @@ mod tests {
             ("09712345678901", WrongLength { digits: 14 }),
             ("84971234567890", WrongLength { digits: 14 }),
             ("097123456", WrongLength { digits: 9 }),
-            ("0801234567", UnallocatedPrefix { prefix: "080".into() }),
+            (
+                "0801234567",
+                UnallocatedPrefix {
+                    prefix: "080".into(),
+                },
+            ),
             ("0971a34567", InvalidCharacter('a')),
             ("++84971234567", InvalidCharacter('+')),
         ];

@@ -189,8 +189,8 @@ pub fn parse(text: &str) -> Result<ReceiptText, ReceiptParseError> {
     let stat = field(text, &lower, "stat:")
         .filter(|s| !s.is_empty())
         .ok_or(ReceiptParseError::MissingState)?;
-    let state =
-        ReceiptState::from_code(stat).ok_or_else(|| ReceiptParseError::UnknownState(stat.into()))?;
+    let state = ReceiptState::from_code(stat)
+        .ok_or_else(|| ReceiptParseError::UnknownState(stat.into()))?;
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Ok(ReceiptText {
         id: id.to_owned(),

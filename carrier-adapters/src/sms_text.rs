@@ -135,7 +135,9 @@ pub fn decode(data_coding: u8, bytes: &[u8]) -> Result<String, DecodeTextError> 
             if bytes.len() % 2 != 0 {
                 return Err(DecodeTextError::OddUcs2Length(bytes.len()));
             }
-            let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let units = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
             Ok(char::decode_utf16(units)
                 .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
                 .collect())
@@ -181,7 +183,10 @@ mod tests {
         let e = encode("Your code is 123456 {valid 5 min}");
         assert_eq!(e.encoding, Encoding::Gsm7);
         assert_eq!(e.units, 35);
-        assert_eq!(decode(0, &e.bytes).unwrap(), "Your code is 123456 {valid 5 min}");
+        assert_eq!(
+            decode(0, &e.bytes).unwrap(),
+            "Your code is 123456 {valid 5 min}"
+        );
     }
 
     #[test]
@@ -196,8 +201,14 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_errors() {
-        assert_eq!(decode(8, &[0, 1, 2]), Err(DecodeTextError::OddUcs2Length(3)));
-        assert_eq!(decode(0, &[0x80]), Err(DecodeTextError::InvalidSeptet(0x80)));
+        assert_eq!(
+            decode(8, &[0, 1, 2]),
+            Err(DecodeTextError::OddUcs2Length(3))
+        );
+        assert_eq!(
+            decode(0, &[0x80]),
+            Err(DecodeTextError::InvalidSeptet(0x80))
+        );
         assert_eq!(
             decode(0x04, b"x"),
             Err(DecodeTextError::UnsupportedDataCoding(4))

@@ -9,13 +9,18 @@ use crate::crypto::{hash_api_key, new_api_key};
 /// Creates a client named `name` (or reuses it) and gives it a new key, returned once.
 pub async fn add(pool: &Pool, name: &str) -> anyhow::Result<(Uuid, String)> {
     let key = new_api_key()?;
-    add_key(pool, name, &key.key, &key.prefix).await.map(|id| (id, key.key))
+    add_key(pool, name, &key.key, &key.prefix)
+        .await
+        .map(|id| (id, key.key))
 }
 
 /// Registers a chosen key (the demo's `GATEWAY_DEMO_API_KEY`) for client `name`.
 pub async fn add_key(pool: &Pool, name: &str, key: &str, prefix: &str) -> anyhow::Result<Uuid> {
     let name = name.trim();
-    anyhow::ensure!(!name.is_empty() && name.len() <= 100, "client name must be 1..=100 characters");
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 100,
+        "client name must be 1..=100 characters"
+    );
     anyhow::ensure!(key.len() >= 20, "an API key must be at least 20 characters");
     let mut db = pool.get().await.context("connecting to the database")?;
     let tx = db.transaction().await?;

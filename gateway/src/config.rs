@@ -292,7 +292,10 @@ impl Settings {
             bail!("server.max_body_bytes must be at least 256");
         }
         if !self.smpp.contains_key(&self.default_route) {
-            bail!("default_route {:?} names no [smpp.*] route", self.default_route);
+            bail!(
+                "default_route {:?} names no [smpp.*] route",
+                self.default_route
+            );
         }
         for (name, route) in &self.smpp {
             if route.system_id.is_empty() || route.system_id.len() > 15 {
@@ -319,10 +322,7 @@ impl Settings {
         let name = carrier.as_str();
         match self.smpp.get_key_value(name) {
             Some((k, v)) => (k.as_str(), v),
-            None => (
-                self.default_route.as_str(),
-                &self.smpp[&self.default_route],
-            ),
+            None => (self.default_route.as_str(), &self.smpp[&self.default_route]),
         }
     }
 

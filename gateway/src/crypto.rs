@@ -35,7 +35,8 @@ fn derive(prk: &hkdf::Prk, label: &[u8], len: usize) -> anyhow::Result<Vec<u8>> 
         .expand(&info, KeyLen(len))
         .map_err(|_| anyhow!("HKDF expand failed"))?;
     let mut out = vec![0u8; len];
-    okm.fill(&mut out).map_err(|_| anyhow!("HKDF fill failed"))?;
+    okm.fill(&mut out)
+        .map_err(|_| anyhow!("HKDF fill failed"))?;
     Ok(out)
 }
 
@@ -68,10 +69,20 @@ impl ServerKeys {
     }
 
     /// HMAC-SHA256 of the code bound to the challenge, its version, purpose and phone.
-    pub fn code_mac(&self, id: Uuid, version: i32, purpose: &str, msisdn: &str, code: &str) -> Vec<u8> {
-        hmac::sign(&self.mac, &Self::mac_input(id, version, purpose, msisdn, code))
-            .as_ref()
-            .to_vec()
+    pub fn code_mac(
+        &self,
+        id: Uuid,
+        version: i32,
+        purpose: &str,
+        msisdn: &str,
+        code: &str,
+    ) -> Vec<u8> {
+        hmac::sign(
+            &self.mac,
+            &Self::mac_input(id, version, purpose, msisdn, code),
+        )
+        .as_ref()
+        .to_vec()
     }
 
     /// Constant-time comparison of a candidate code against a stored MAC.
@@ -134,7 +145,8 @@ impl ServerKeys {
             return Err(anyhow!("sealed text too short"));
         }
         let (nonce, rest) = sealed.split_at(aead::NONCE_LEN);
-        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow!("bad nonce"))?;
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow!("bad nonce"))?;
         let mut in_out = rest.to_vec();
         let plain = self
             .seal
@@ -177,7 +189,9 @@ pub fn new_api_key() -> anyhow::Result<NewApiKey> {
 
 /// API keys carry 256 bits of entropy, so a plain SHA-256 is enough to store them.
 pub fn hash_api_key(key: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, key.as_bytes()).as_ref().to_vec()
+    digest::digest(&digest::SHA256, key.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 pub fn sha256(bytes: &[u8]) -> Vec<u8> {
@@ -223,7 +237,10 @@ mod tests {
             }
         }
         // 20 000 digits: each should be near 2 000.
-        assert!(counts.iter().all(|&c| (1700..2300).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (1700..2300).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -246,7 +263,9 @@ mod tests {
         assert!(!sealed.windows(6).any(|w| w == b"123456"));
         assert_eq!(k.open(&sealed, "84828123088").unwrap(), "Mã OTP: 123456");
         assert!(k.open(&sealed, "84828123089").is_err());
-        let other = ServerKeys::from_secret(&SecretString::from("another-key-another-key-another-k")).unwrap();
+        let other =
+            ServerKeys::from_secret(&SecretString::from("another-key-another-key-another-k"))
+                .unwrap();
         assert!(other.open(&sealed, "84828123088").is_err());
     }
 

@@ -7,16 +7,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 /// Migrations in order, embedded from `migrations/` so the binary carries its schema.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_otp",
-    include_str!("../../migrations/0001_otp.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[("0001_otp", include_str!("../../migrations/0001_otp.sql"))];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_7731;
 
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let pg_config = tokio_postgres::Config::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let pg_config = tokio_postgres::Config::from_str(url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let manager = Manager::from_config(
         pg_config,
         NoTls,

@@ -41,7 +41,8 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let mut sim_config = simulator::SimConfig::on_ports(args.sim_listen.ip(), args.sim_listen.port(), [0; 4]);
+    let mut sim_config =
+        simulator::SimConfig::on_ports(args.sim_listen.ip(), args.sim_listen.port(), [0; 4]);
     for smsc in &mut sim_config.smsc {
         smsc.receipt_delay = Duration::from_millis(300);
     }
@@ -60,7 +61,13 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     let key = match std::env::var("GATEWAY_DEMO_API_KEY") {
         Ok(k) if !k.trim().is_empty() => {
             let k = k.trim().to_owned();
-            clients::add_key(&app.pool, "demo", &k, &k.chars().take(10).collect::<String>()).await?;
+            clients::add_key(
+                &app.pool,
+                "demo",
+                &k,
+                &k.chars().take(10).collect::<String>(),
+            )
+            .await?;
             k
         }
         _ => clients::add(&app.pool, "demo").await?.1,
@@ -169,7 +176,10 @@ impl PrivateCluster {
         let as_root = is_root();
         if as_root {
             // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
-            let status = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status()?;
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()?;
             anyhow::ensure!(status.success(), "chown of {} failed", dir.display());
         }
         let run = |program: &Path, args: &[&str]| -> Command {
@@ -187,7 +197,16 @@ impl PrivateCluster {
         let data_s = data.to_string_lossy().to_string();
         let out = run(
             &bin.join("initdb"),
-            &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -200,7 +219,18 @@ impl PrivateCluster {
         let dir_s = dir.to_string_lossy().to_string();
         let child = run(
             &bin.join("postgres"),
-            &["-D", &data_s, "-p", &port_s, "-k", &dir_s, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            &[
+                "-D",
+                &data_s,
+                "-p",
+                &port_s,
+                "-k",
+                &dir_s,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -221,7 +251,9 @@ impl PrivateCluster {
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         // SIGINT = fast shutdown.
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

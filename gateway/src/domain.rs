@@ -137,7 +137,11 @@ mod tests {
             let text = sms_text(purpose, Locale::Vi, "123456", 300);
             let encoded = encode(&text);
             assert_eq!(encoded.encoding, Encoding::Ucs2, "{text}");
-            assert!(encoded.fits_single_part(), "{} units: {text}", encoded.units);
+            assert!(
+                encoded.fits_single_part(),
+                "{} units: {text}",
+                encoded.units
+            );
         }
         assert_eq!(
             sms_text(Purpose::Register, Locale::Vi, "123456", 300),

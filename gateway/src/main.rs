@@ -77,15 +77,21 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied: {applied}");
             Ok(())
         }
-        Cmd::Client { command: ClientCmd::Add { name } } => {
+        Cmd::Client {
+            command: ClientCmd::Add { name },
+        } => {
             db::ensure_database(&settings.database.url).await?;
             let pool = db::pool(&settings.database.url, 1)?;
             db::migrate(&pool).await?;
-            let (id, key) = clients::add(&pool, &name).await.context("adding the client")?;
+            let (id, key) = clients::add(&pool, &name)
+                .await
+                .context("adding the client")?;
             println!("client {name} ({id})");
             println!("API key (shown once, store it now): {key}");
             Ok(())
         }
-        Cmd::Demo { listen, sim_listen } => demo::run(settings, demo::DemoArgs { listen, sim_listen }).await,
+        Cmd::Demo { listen, sim_listen } => {
+            demo::run(settings, demo::DemoArgs { listen, sim_listen }).await
+        }
     }
 }

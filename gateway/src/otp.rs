@@ -104,7 +104,11 @@ fn request_hash(req: &NewOtp) -> Vec<u8> {
 
 /// Creates the challenge and its outbox row in one transaction.
 /// Returns the view and whether it is a replay of an earlier request.
-pub async fn create(state: &AppState, client: Uuid, req: NewOtp) -> Result<(OtpView, bool), ApiError> {
+pub async fn create(
+    state: &AppState,
+    client: Uuid,
+    req: NewOtp,
+) -> Result<(OtpView, bool), ApiError> {
     let settings = &state.settings;
     let id = Uuid::now_v7();
     let code = state.keys.random_code(req.code_length as usize)?;
@@ -164,7 +168,11 @@ pub async fn create(state: &AppState, client: Uuid, req: NewOtp) -> Result<(OtpV
                 &[&client, &req.idempotency_key],
             )
             .await?;
-        if existing.get::<_, Option<Vec<u8>>>("request_hash").as_deref() != Some(&hash[..]) {
+        if existing
+            .get::<_, Option<Vec<u8>>>("request_hash")
+            .as_deref()
+            != Some(&hash[..])
+        {
             return Err(ApiError::IdempotencyKeyReused);
         }
         return Ok((view(&existing, None)?, true));
@@ -175,7 +183,8 @@ pub async fn create(state: &AppState, client: Uuid, req: NewOtp) -> Result<(OtpV
         &[&id, &route, &req.msisdn.e164(), &route_cfg.sender, &sealed],
     )
     .await?;
-    tx.execute("SELECT pg_notify('sms_outbox', '')", &[]).await?;
+    tx.execute("SELECT pg_notify('sms_outbox', '')", &[])
+        .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
@@ -260,10 +269,18 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     tx.execute(
         "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
          VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&id, &version, &route, &msisdn.e164(), &route_cfg.sender, &sealed],
+        &[
+            &id,
+            &version,
+            &route,
+            &msisdn.e164(),
+            &route_cfg.sender,
+            &sealed,
+        ],
     )
     .await?;
-    tx.execute("SELECT pg_notify('sms_outbox', '')", &[]).await?;
+    tx.execute("SELECT pg_notify('sms_outbox', '')", &[])
+        .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
@@ -271,7 +288,12 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
 }
 
 /// Counts the attempt and compares in constant time, under the row lock.
-pub async fn check(state: &AppState, client: Uuid, id: Uuid, candidate: &str) -> Result<CheckView, ApiError> {
+pub async fn check(
+    state: &AppState,
+    client: Uuid,
+    id: Uuid,
+    candidate: &str,
+) -> Result<CheckView, ApiError> {
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx

@@ -40,9 +40,19 @@ struct Claimed {
 }
 
 enum Outcome {
-    Submitted { id: i64, message_id: String },
-    Retry { id: i64, after: Duration, error: String },
-    Failed { id: i64, error: String },
+    Submitted {
+        id: i64,
+        message_id: String,
+    },
+    Retry {
+        id: i64,
+        after: Duration,
+        error: String,
+    },
+    Failed {
+        id: i64,
+        error: String,
+    },
 }
 
 impl Dispatcher {
@@ -68,7 +78,8 @@ impl Dispatcher {
             if batch.is_empty() {
                 return Ok(());
             }
-            let outcomes = futures::future::join_all(batch.into_iter().map(|row| self.send(row))).await;
+            let outcomes =
+                futures::future::join_all(batch.into_iter().map(|row| self.send(row))).await;
             self.record(outcomes).await?;
         }
     }
@@ -232,7 +243,11 @@ pub struct ReceiptStore {
 }
 
 impl ReceiptSink for ReceiptStore {
-    fn deliver(&self, route: &str, report: DeliveryReport) -> BoxFuture<'static, Result<(), String>> {
+    fn deliver(
+        &self,
+        route: &str,
+        report: DeliveryReport,
+    ) -> BoxFuture<'static, Result<(), String>> {
         let pool = self.pool.clone();
         let route = route.to_owned();
         Box::pin(async move {

@@ -29,7 +29,11 @@ impl Default for SimConfig {
     /// HTTP on 127.0.0.1:8081; SMSCs on 2775 (Viettel), 2776 (VinaPhone), 2777
     /// (MobiFone), 2778 (aggregator); system_id = the SMSC name; password `sim-pass`.
     fn default() -> Self {
-        SimConfig::on_ports("127.0.0.1".parse().expect("valid ip"), 8081, [2775, 2776, 2777, 2778])
+        SimConfig::on_ports(
+            "127.0.0.1".parse().expect("valid ip"),
+            8081,
+            [2775, 2776, 2777, 2778],
+        )
     }
 }
 

@@ -29,21 +29,21 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: String) -> HttpR
         }))
 }
 
-fn parse_msisdn(raw: &str) -> Result<Msisdn, HttpResponse> {
+fn parse_msisdn(raw: &str) -> Result<Msisdn, Box<HttpResponse>> {
     Msisdn::parse(raw).map_err(|e| {
-        problem(
+        Box::new(problem(
             StatusCode::BAD_REQUEST,
             "invalid-msisdn",
             "Invalid phone number",
             e.to_string(),
-        )
+        ))
     })
 }
 
 async fn handset_messages(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     match parse_msisdn(&path) {
         Ok(msisdn) => HttpResponse::Ok().json(state.handsets.messages(msisdn.e164())),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -53,7 +53,7 @@ async fn clear_handset(state: web::Data<State>, path: web::Path<String>) -> Http
             let removed = state.handsets.clear(msisdn.e164());
             HttpResponse::Ok().json(json!({ "removed": removed }))
         }
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -82,8 +82,14 @@ pub fn serve(
         App::new()
             .app_data(data.clone())
             .route("/health", web::get().to(health))
-            .route("/handsets/{msisdn}/messages", web::get().to(handset_messages))
-            .route("/handsets/{msisdn}/messages", web::delete().to(clear_handset))
+            .route(
+                "/handsets/{msisdn}/messages",
+                web::get().to(handset_messages),
+            )
+            .route(
+                "/handsets/{msisdn}/messages",
+                web::delete().to(clear_handset),
+            )
             .default_service(web::to(not_found))
     })
     .workers(1)

@@ -59,7 +59,12 @@ pub async fn start(
     for smsc_config in config.smsc {
         let listener = TcpListener::bind(smsc_config.listen)
             .await
-            .with_context(|| format!("SMSC {} cannot listen on {}", smsc_config.name, smsc_config.listen))?;
+            .with_context(|| {
+                format!(
+                    "SMSC {} cannot listen on {}",
+                    smsc_config.name, smsc_config.listen
+                )
+            })?;
         let addr = listener.local_addr()?;
         let name = smsc_config.name.clone();
         let smsc = Smsc::new(smsc_config, handsets.clone());

@@ -25,8 +25,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
@@ -42,7 +41,10 @@ async fn main() -> anyhow::Result<()> {
     let sim = simulator::start(config, shutdown.clone()).await?;
     println!("carrier simulator: HTTP http://{}", sim.http_addr);
     for (name, addr) in &sim.smsc_addrs {
-        println!("  SMSC {name:<10} smpp://{addr}  system_id={name} password={}", simulator::config::DEFAULT_PASSWORD);
+        println!(
+            "  SMSC {name:<10} smpp://{addr}  system_id={name} password={}",
+            simulator::config::DEFAULT_PASSWORD
+        );
     }
     shutdown_signal().await;
     shutdown.cancel();
@@ -54,8 +56,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -95,7 +95,9 @@ pub struct Smsc {
 
 impl std::fmt::Debug for Smsc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Smsc").field("name", &self.config.name).finish()
+        f.debug_struct("Smsc")
+            .field("name", &self.config.name)
+            .finish()
     }
 }
 
@@ -200,7 +202,11 @@ impl Smsc {
                 Some(Err(e)) => {
                     tracing::info!(smsc = %self.config.name, %peer, error = %e, "framing lost; closing");
                     let _ = tx
-                        .send(Command::new(CommandStatus::EsmeRinvcmdlen, 0, Pdu::GenericNack))
+                        .send(Command::new(
+                            CommandStatus::EsmeRinvcmdlen,
+                            0,
+                            Pdu::GenericNack,
+                        ))
                         .await;
                     break;
                 }
@@ -217,7 +223,12 @@ impl Smsc {
         tracing::debug!(smsc = %self.config.name, %peer, connection, "closed");
     }
 
-    async fn handle(self: &Arc<Self>, frame: Frame, bound: &mut Option<BindKind>, outlet: &Outlet) -> Flow {
+    async fn handle(
+        self: &Arc<Self>,
+        frame: Frame,
+        bound: &mut Option<BindKind>,
+        outlet: &Outlet,
+    ) -> Flow {
         let command = match frame {
             Frame::Command(command) => command,
             Frame::Undecodable {
@@ -227,18 +238,22 @@ impl Smsc {
                 reason,
             } => {
                 tracing::info!(smsc = %self.config.name, command_id = format!("{command_id:#010x}"), %reason, "undecodable PDU");
-                self.reply(outlet, Command::new(status, sequence_number, Pdu::GenericNack))
-                    .await;
+                self.reply(
+                    outlet,
+                    Command::new(status, sequence_number, Pdu::GenericNack),
+                )
+                .await;
                 return Flow::Continue;
             }
         };
         let seq = command.sequence_number();
         let Some(pdu) = command.pdu() else {
-            self.reply(
-                outlet,
-                Command::new(CommandStatus::EsmeRinvcmdlen, seq, Pdu::GenericNack),
-            )
-            .await;
+            let status = match command.id() {
+                rusmpp::CommandId::Other(_) => CommandStatus::EsmeRinvcmdid,
+                _ => CommandStatus::EsmeRinvcmdlen,
+            };
+            self.reply(outlet, Command::new(status, seq, Pdu::GenericNack))
+                .await;
             return Flow::Continue;
         };
         match pdu {
@@ -249,8 +264,14 @@ impl Smsc {
                     .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
                     .build();
                 self.reply(outlet, Command::new(status, seq, resp)).await;
-                self.finish_bind(status, bound, BindKind::Transmitter, outlet, b.interface_version)
-                    .await;
+                self.finish_bind(
+                    status,
+                    bound,
+                    BindKind::Transmitter,
+                    outlet,
+                    b.interface_version,
+                )
+                .await;
             }
             Pdu::BindReceiver(b) => {
                 let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
@@ -259,8 +280,14 @@ impl Smsc {
                     .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
                     .build();
                 self.reply(outlet, Command::new(status, seq, resp)).await;
-                self.finish_bind(status, bound, BindKind::Receiver, outlet, b.interface_version)
-                    .await;
+                self.finish_bind(
+                    status,
+                    bound,
+                    BindKind::Receiver,
+                    outlet,
+                    b.interface_version,
+                )
+                .await;
             }
             Pdu::BindTransceiver(b) => {
                 let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
@@ -269,8 +296,14 @@ impl Smsc {
                     .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
                     .build();
                 self.reply(outlet, Command::new(status, seq, resp)).await;
-                self.finish_bind(status, bound, BindKind::Transceiver, outlet, b.interface_version)
-                    .await;
+                self.finish_bind(
+                    status,
+                    bound,
+                    BindKind::Transceiver,
+                    outlet,
+                    b.interface_version,
+                )
+                .await;
             }
             Pdu::SubmitSm(submit) => {
                 let (status, message_id) = match *bound {
@@ -286,12 +319,18 @@ impl Smsc {
                 self.reply(outlet, Command::new(status, seq, resp)).await;
             }
             Pdu::EnquireLink => {
-                self.reply(outlet, Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLinkResp))
-                    .await;
+                self.reply(
+                    outlet,
+                    Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLinkResp),
+                )
+                .await;
             }
             Pdu::Unbind => {
-                self.reply(outlet, Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp))
-                    .await;
+                self.reply(
+                    outlet,
+                    Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp),
+                )
+                .await;
                 return Flow::Close;
             }
             // Responses to what we sent: nothing to answer.
@@ -323,7 +362,12 @@ impl Smsc {
         COctetString::from_str(&name).unwrap_or_default()
     }
 
-    fn bind_status(&self, bound: &Option<BindKind>, system_id: &str, password: &str) -> CommandStatus {
+    fn bind_status(
+        &self,
+        bound: &Option<BindKind>,
+        system_id: &str,
+        password: &str,
+    ) -> CommandStatus {
         if bound.is_some() {
             CommandStatus::EsmeRalybnd
         } else if system_id != self.config.system_id {
@@ -394,10 +438,7 @@ impl Smsc {
             sms_text::DecodeTextError::UnsupportedDataCoding(_) => CommandStatus::EsmeRinvdcs,
             _ => CommandStatus::EsmeRinvmsglen,
         })?;
-        let id = format!(
-            "{:X}",
-            self.next_message_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = format!("{:X}", self.next_message_id.fetch_add(1, Ordering::Relaxed));
         self.submitted.fetch_add(1, Ordering::Relaxed);
         let want_receipt = u8::from(submit.registered_delivery) & 0x03 != 0;
         let delivery = PendingDelivery {
@@ -462,7 +503,11 @@ impl Smsc {
     async fn send_receipt(&self, deliver: DeliverSm) {
         let outlets: Vec<Outlet> = lock(&self.receivers).clone();
         for outlet in outlets {
-            let command = Command::new(CommandStatus::EsmeRok, outlet.next_sequence(), deliver.clone());
+            let command = Command::new(
+                CommandStatus::EsmeRok,
+                outlet.next_sequence(),
+                deliver.clone(),
+            );
             if outlet.tx.send(command).await.is_ok() {
                 return;
             }

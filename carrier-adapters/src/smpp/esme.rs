@@ -79,7 +79,11 @@ pub struct DeliveryReport {
 /// Where receipts go. `Ok` acknowledges the `deliver_sm`; `Err` answers
 /// `ESME_RX_T_APPN` so that the SMSC delivers the receipt again later.
 pub trait ReceiptSink: Send + Sync + 'static {
-    fn deliver(&self, route: &str, report: DeliveryReport) -> BoxFuture<'static, Result<(), String>>;
+    fn deliver(
+        &self,
+        route: &str,
+        report: DeliveryReport,
+    ) -> BoxFuture<'static, Result<(), String>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,10 +176,7 @@ impl Esme {
     }
 
     pub fn is_bound(&self) -> bool {
-        self.client
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.is_active())
+        self.client.borrow().as_ref().is_some_and(|c| c.is_active())
     }
 
     /// Waits until the bind is up, at most `timeout`.
@@ -257,11 +258,11 @@ fn build_submit_sm(sms: &OutgoingSms) -> Result<SubmitSm, SubmitError> {
         );
     } else {
         // Longer than one short_message: the SMSC segments a message_payload.
-        builder = builder
-            .short_message(OctetString::empty())
-            .push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
-                MessagePayload::new(AnyOctetString::from_vec(sms.text.bytes.clone())),
-            ));
+        builder = builder.short_message(OctetString::empty()).push_tlv(
+            MessageSubmissionRequestTlvValue::MessagePayload(MessagePayload::new(
+                AnyOctetString::from_vec(sms.text.bytes.clone()),
+            )),
+        );
     }
     Ok(builder.build())
 }

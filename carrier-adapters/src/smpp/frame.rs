@@ -13,6 +13,7 @@ const HEADER_LEN: usize = 16;
 
 /// One PDU read off the wire.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Commands are the common case: boxing them would cost every PDU an allocation.
 pub enum Frame {
     Command(Command),
     /// The header was readable, the body was not.
@@ -79,7 +80,10 @@ impl Decoder for FrameCodec {
             Err(err) => Ok(Some(Frame::Undecodable {
                 command_id,
                 sequence_number,
-                status: CommandStatus::EsmeRinvcmdlen,
+                status: match rusmpp::CommandId::from(command_id) {
+                    rusmpp::CommandId::Other(_) => CommandStatus::EsmeRinvcmdid,
+                    _ => CommandStatus::EsmeRinvcmdlen,
+                },
                 reason: err.to_string(),
             })),
         }
@@ -140,7 +144,11 @@ mod tests {
         buf.extend_from_slice(&0u32.to_be_bytes());
         buf.extend_from_slice(&42u32.to_be_bytes());
         buf.extend_from_slice(b"x");
-        buf.extend_from_slice(&encode(Command::new(CommandStatus::EsmeRok, 43, Pdu::EnquireLink)));
+        buf.extend_from_slice(&encode(Command::new(
+            CommandStatus::EsmeRok,
+            43,
+            Pdu::EnquireLink,
+        )));
         let mut codec = FrameCodec::default();
         match codec.decode(&mut buf).unwrap() {
             Some(Frame::Undecodable {

@@ -4,4 +4,6 @@
 pub mod esme;
 pub mod frame;
 
-pub use esme::{DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink, SmppVersion, SubmitError};
+pub use esme::{
+    DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink, SmppVersion, SubmitError,
+};

@@ -26,7 +26,9 @@ impl FromRequest for ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| rest.trim().to_owned())
             })
             .filter(|k| !k.is_empty() && k.len() <= 200);
         let state = req.app_data::<web::Data<AppState>>().cloned();

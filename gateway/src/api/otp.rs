@@ -32,7 +32,11 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
-fn parse_create(body: CreateBody, state: &AppState, idempotency_key: Option<String>) -> Result<NewOtp, ApiError> {
+fn parse_create(
+    body: CreateBody,
+    state: &AppState,
+    idempotency_key: Option<String>,
+) -> Result<NewOtp, ApiError> {
     let msisdn = Msisdn::parse(&body.msisdn).map_err(|e| ApiError::InvalidMsisdn(e.to_string()))?;
     let purpose: Purpose = body.purpose.parse().map_err(|_| ApiError::InvalidField {
         field: "purpose",
@@ -90,11 +94,16 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     match req.headers().get("Idempotency-Key") {
         None => Ok(None),
         Some(v) => {
-            let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255);
-            key.map(|k| Some(k.to_owned())).ok_or(ApiError::InvalidField {
-                field: "Idempotency-Key",
-                detail: "Idempotency-Key must be 1..=255 visible ASCII characters".into(),
-            })
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            key.map(|k| Some(k.to_owned()))
+                .ok_or(ApiError::InvalidField {
+                    field: "Idempotency-Key",
+                    detail: "Idempotency-Key must be 1..=255 visible ASCII characters".into(),
+                })
         }
     }
 }
@@ -106,7 +115,8 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let body: CreateBody = read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
+    let body: CreateBody =
+        read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
     let new = parse_create(body, &state, key)?;
     let (view, replayed) = otp::create(&state, client.id, new).await?;
     let mut resp = HttpResponse::build(StatusCode::CREATED);
@@ -134,7 +144,8 @@ pub async fn check(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let body: CheckBody = read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
+    let body: CheckBody =
+        read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
     let code = body.code.trim();
     if code.is_empty() || code.len() > 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::InvalidField {

@@ -19,7 +19,9 @@ pub fn base_database_url() -> String {
 /// The same server as `DATABASE_URL`, another database.
 fn database_url(name: &str) -> String {
     let base = base_database_url();
-    let (prefix, _) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
     format!("{prefix}/{name}")
 }
 
@@ -202,7 +204,10 @@ impl TestApp {
 /// The code is the only run of 4+ digits after "DVC: " / "code: ".
 pub fn extract_code(text: &str) -> Option<String> {
     let start = text.find(": ")? + 2;
-    let code: String = text[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let code: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     (code.len() >= 4).then_some(code)
 }
 

@@ -18,7 +18,10 @@ async fn wait_delivery(app: &TestApp, id: &str, want: &str) -> Value {
         if body["delivery"]["status"] == want {
             return body;
         }
-        assert!(Instant::now() < deadline, "delivery never became {want}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "delivery never became {want}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -49,7 +52,10 @@ async fn full_flow_sms_reaches_handset_code_approves_and_receipt_is_shown() {
     );
 
     let checked = app.check(id, &code).await;
-    assert_eq!(checked, json!({"id": id, "valid": true, "status": "approved", "attempts_left": 4}));
+    assert_eq!(
+        checked,
+        json!({"id": id, "valid": true, "status": "approved", "attempts_left": 4})
+    );
 
     // Used once: the same code again is not valid.
     let again = app.check(id, &code).await;
@@ -59,7 +65,10 @@ async fn full_flow_sms_reaches_handset_code_approves_and_receipt_is_shown() {
     let shown = wait_delivery(&app, id, "delivered").await;
     assert_eq!(shown["status"], "approved");
     assert_eq!(shown["delivery"]["route"], "vinaphone");
-    assert_eq!(shown["delivery"]["message_id"], messages[0]["smsc_message_id"]);
+    assert_eq!(
+        shown["delivery"]["message_id"],
+        messages[0]["smsc_message_id"]
+    );
     assert!(shown["delivery"]["receipt_at"].is_string());
 }
 
@@ -90,7 +99,11 @@ async fn five_wrong_codes_lock_the_verification() {
         let r = app.check(&id, wrong).await;
         assert_eq!(r["valid"], false);
         assert_eq!(r["attempts_left"], left);
-        let want = if left == 0 { "max_attempts_reached" } else { "pending" };
+        let want = if left == 0 {
+            "max_attempts_reached"
+        } else {
+            "pending"
+        };
         assert_eq!(r["status"], want);
     }
     let r = app.check(&id, &code).await;
@@ -114,7 +127,14 @@ async fn expired_code_fails() {
     )
     .await
     .unwrap();
-    let shown: Value = app.get(&format!("/v1/otp/{id}")).send().await.unwrap().json().await.unwrap();
+    let shown: Value = app
+        .get(&format!("/v1/otp/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(shown["status"], "expired");
     let r = app.check(&id, &code).await;
     assert_eq!(r["valid"], false);
@@ -132,7 +152,11 @@ async fn resend_replaces_the_code_and_the_old_one_stops_working() {
         .unwrap()
         .to_owned();
     let old = app.wait_for_code("84881234567", 1).await;
-    let resp = app.post(&format!("/v1/otp/{id}/resend")).send().await.unwrap();
+    let resp = app
+        .post(&format!("/v1/otp/{id}/resend"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["sends"], 2);
@@ -154,9 +178,17 @@ async fn resend_too_early_is_429_with_retry_after() {
         .as_str()
         .unwrap()
         .to_owned();
-    let resp = app.post(&format!("/v1/otp/{id}/resend")).send().await.unwrap();
+    let resp = app
+        .post(&format!("/v1/otp/{id}/resend"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: Value = resp.json().await.unwrap();
@@ -174,11 +206,19 @@ async fn resend_stops_at_max_sends() {
         .unwrap()
         .to_owned();
     for sends in 2..=5 {
-        let resp = app.post(&format!("/v1/otp/{id}/resend")).send().await.unwrap();
+        let resp = app
+            .post(&format!("/v1/otp/{id}/resend"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.json::<Value>().await.unwrap()["sends"], sends);
     }
-    let resp = app.post(&format!("/v1/otp/{id}/resend")).send().await.unwrap();
+    let resp = app
+        .post(&format!("/v1/otp/{id}/resend"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "/problems/max-sends-reached");
@@ -211,9 +251,14 @@ async fn another_client_cannot_see_or_touch_the_otp() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (_, other_key) = gateway::clients::add(&app.pool, "other-portal").await.unwrap();
+    let (_, other_key) = gateway::clients::add(&app.pool, "other-portal")
+        .await
+        .unwrap();
     let other = |req: reqwest::RequestBuilder| req.bearer_auth(&other_key);
-    let get = other(app.http.get(format!("{}/v1/otp/{id}", app.api))).send().await.unwrap();
+    let get = other(app.http.get(format!("{}/v1/otp/{id}", app.api)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get.status(), 404);
     let check = other(app.http.post(format!("{}/v1/otp/{id}/check", app.api)))
         .json(&json!({"code": "123456"}))
@@ -221,12 +266,25 @@ async fn another_client_cannot_see_or_touch_the_otp() {
         .await
         .unwrap();
     assert_eq!(check.status(), 404);
-    let del = other(app.http.delete(format!("{}/v1/otp/{id}", app.api))).send().await.unwrap();
+    let del = other(app.http.delete(format!("{}/v1/otp/{id}", app.api)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 404);
-    let resend = other(app.http.post(format!("{}/v1/otp/{id}/resend", app.api))).send().await.unwrap();
+    let resend = other(app.http.post(format!("{}/v1/otp/{id}/resend", app.api)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resend.status(), 404);
     // The owner still sees it untouched.
-    let mine: Value = app.get(&format!("/v1/otp/{id}")).send().await.unwrap().json().await.unwrap();
+    let mine: Value = app
+        .get(&format!("/v1/otp/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(mine["status"], "pending");
     assert_eq!(mine["attempts_left"], 5);
 }
@@ -249,7 +307,9 @@ async fn idempotency_key_replays_and_refuses_a_different_request() {
     assert_eq!(second.headers()["idempotent-replayed"], "true");
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["id"], second["id"]);
-    let different = send(json!({"msisdn": "0828123088", "purpose": "register"})).await.unwrap();
+    let different = send(json!({"msisdn": "0828123088", "purpose": "register"}))
+        .await
+        .unwrap();
     assert_eq!(different.status(), 422);
     assert_eq!(app.count("otp_challenges").await, 1);
     assert_eq!(app.count("sms_outbox").await, 1);
@@ -296,23 +356,119 @@ async fn bad_requests_get_problem_json_and_write_nothing() {
         "x".repeat(20_000)
     );
     let cases: Vec<(&str, String, Option<&str>, u16, &str)> = vec![
-        ("malformed JSON", "{\"msisdn\":".into(), Some(&app.key), 400, "malformed-json"),
-        ("not an object", "[1,2]".into(), Some(&app.key), 400, "malformed-json"),
-        ("empty body", "".into(), Some(&app.key), 400, "malformed-json"),
-        ("missing purpose", r#"{"msisdn":"0828123088"}"#.into(), Some(&app.key), 400, "malformed-json"),
-        ("unknown field", r#"{"msisdn":"0828123088","purpose":"login","x":1}"#.into(), Some(&app.key), 400, "malformed-json"),
-        ("unknown purpose", r#"{"msisdn":"0828123088","purpose":"logout"}"#.into(), Some(&app.key), 422, "invalid-field"),
-        ("foreign number", r#"{"msisdn":"+14155552671","purpose":"login"}"#.into(), Some(&app.key), 422, "invalid-msisdn"),
-        ("landline", r#"{"msisdn":"024 3825 1234","purpose":"login"}"#.into(), Some(&app.key), 422, "invalid-msisdn"),
-        ("14-digit number", r#"{"msisdn":"84971234567890","purpose":"login"}"#.into(), Some(&app.key), 422, "invalid-msisdn"),
-        ("unallocated prefix", r#"{"msisdn":"0801234567","purpose":"login"}"#.into(), Some(&app.key), 422, "invalid-msisdn"),
-        ("code_length 11", r#"{"msisdn":"0828123088","purpose":"login","code_length":11}"#.into(), Some(&app.key), 422, "invalid-field"),
-        ("code_length 3", r#"{"msisdn":"0828123088","purpose":"login","code_length":3}"#.into(), Some(&app.key), 422, "invalid-field"),
-        ("ttl too long", r#"{"msisdn":"0828123088","purpose":"login","ttl_seconds":901}"#.into(), Some(&app.key), 422, "invalid-field"),
-        ("bad locale", r#"{"msisdn":"0828123088","purpose":"login","locale":"fr"}"#.into(), Some(&app.key), 422, "invalid-field"),
-        ("oversized body", big, Some(&app.key), 413, "payload-too-large"),
+        (
+            "malformed JSON",
+            "{\"msisdn\":".into(),
+            Some(&app.key),
+            400,
+            "malformed-json",
+        ),
+        (
+            "not an object",
+            "[1,2]".into(),
+            Some(&app.key),
+            400,
+            "malformed-json",
+        ),
+        (
+            "empty body",
+            "".into(),
+            Some(&app.key),
+            400,
+            "malformed-json",
+        ),
+        (
+            "missing purpose",
+            r#"{"msisdn":"0828123088"}"#.into(),
+            Some(&app.key),
+            400,
+            "malformed-json",
+        ),
+        (
+            "unknown field",
+            r#"{"msisdn":"0828123088","purpose":"login","x":1}"#.into(),
+            Some(&app.key),
+            400,
+            "malformed-json",
+        ),
+        (
+            "unknown purpose",
+            r#"{"msisdn":"0828123088","purpose":"logout"}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-field",
+        ),
+        (
+            "foreign number",
+            r#"{"msisdn":"+14155552671","purpose":"login"}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-msisdn",
+        ),
+        (
+            "landline",
+            r#"{"msisdn":"024 3825 1234","purpose":"login"}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-msisdn",
+        ),
+        (
+            "14-digit number",
+            r#"{"msisdn":"84971234567890","purpose":"login"}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-msisdn",
+        ),
+        (
+            "unallocated prefix",
+            r#"{"msisdn":"0801234567","purpose":"login"}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-msisdn",
+        ),
+        (
+            "code_length 11",
+            r#"{"msisdn":"0828123088","purpose":"login","code_length":11}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-field",
+        ),
+        (
+            "code_length 3",
+            r#"{"msisdn":"0828123088","purpose":"login","code_length":3}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-field",
+        ),
+        (
+            "ttl too long",
+            r#"{"msisdn":"0828123088","purpose":"login","ttl_seconds":901}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-field",
+        ),
+        (
+            "bad locale",
+            r#"{"msisdn":"0828123088","purpose":"login","locale":"fr"}"#.into(),
+            Some(&app.key),
+            422,
+            "invalid-field",
+        ),
+        (
+            "oversized body",
+            big,
+            Some(&app.key),
+            413,
+            "payload-too-large",
+        ),
         ("missing key", valid.into(), None, 401, "unauthorized"),
-        ("invalid key", valid.into(), Some("gk_not-a-real-key-at-all-000000"), 401, "unauthorized"),
+        (
+            "invalid key",
+            valid.into(),
+            Some("gk_not-a-real-key-at-all-000000"),
+            401,
+            "unauthorized",
+        ),
     ];
     for (name, body, key, status, kind) in cases {
         let mut req = app
@@ -326,13 +482,21 @@ async fn bad_requests_get_problem_json_and_write_nothing() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{name}");
         assert_eq!(
-            resp.headers()["content-type"], "application/problem+json",
+            resp.headers()["content-type"],
+            "application/problem+json",
             "{name}"
         );
         let problem: Value = resp.json().await.unwrap();
-        assert_eq!(problem["type"], format!("/problems/{kind}"), "{name}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("/problems/{kind}"),
+            "{name}: {problem}"
+        );
         assert_eq!(problem["status"], status, "{name}");
-        assert!(problem["title"].is_string() && problem["detail"].is_string(), "{name}");
+        assert!(
+            problem["title"].is_string() && problem["detail"].is_string(),
+            "{name}"
+        );
     }
     // Wrong media type.
     let resp = app
@@ -359,13 +523,23 @@ async fn bad_requests_get_problem_json_and_write_nothing() {
     let resp = app.get("/v2/nothing").send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    let resp = app.http.put(&url).bearer_auth(&app.key).send().await.unwrap();
+    let resp = app
+        .http
+        .put(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
     let id = app.create_otp("0828123088", "login").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    for bad in [json!({"code": "12ab56"}), json!({"code": ""}), json!({"pin": "1"})] {
+    for bad in [
+        json!({"code": "12ab56"}),
+        json!({"code": ""}),
+        json!({"pin": "1"}),
+    ] {
         let resp = app
             .post(&format!("/v1/otp/{id}/check"))
             .json(&bad)
@@ -376,7 +550,14 @@ async fn bad_requests_get_problem_json_and_write_nothing() {
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
     }
     // Refused checks did not count as attempts.
-    let shown: Value = app.get(&format!("/v1/otp/{id}")).send().await.unwrap().json().await.unwrap();
+    let shown: Value = app
+        .get(&format!("/v1/otp/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(shown["attempts_left"], 5);
 }
 
@@ -392,9 +573,14 @@ async fn english_locale_and_code_length_are_honoured() {
     assert_eq!(resp.status(), 201);
     let code = app.wait_for_code("84971234567", 1).await;
     assert_eq!(code.len(), 8);
-    let text = app.handset("84971234567").await[0]["text"].as_str().unwrap().to_owned();
+    let text = app.handset("84971234567").await[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         text,
-        format!("Public Service Portal password reset code: {code}. Valid for 10 min. Do not share it.")
+        format!(
+            "Public Service Portal password reset code: {code}. Valid for 10 min. Do not share it."
+        )
     );
 }

@@ -130,14 +130,22 @@ curl -s "$API/v1/otp/$ID" -H "Authorization: Bearer $KEY"; echo
     )
 }
 
+/// The URL without its password.
 fn redact(url: &str) -> String {
     match tokio_postgres::Config::from_str(url) {
-        Ok(c) => format!(
-            "{}@{:?}:{:?}",
-            c.get_user().unwrap_or("?"),
-            c.get_hosts().first(),
-            c.get_ports().first()
-        ),
+        Ok(c) => {
+            let host = match c.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                #[cfg(unix)]
+                Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+                None => "localhost".into(),
+            };
+            format!(
+                "{}@{host}:{}",
+                c.get_user().unwrap_or("?"),
+                c.get_ports().first().copied().unwrap_or(5432)
+            )
+        }
         Err(_) => "(unparsable URL)".into(),
     }
 }
@@ -160,6 +168,8 @@ struct PrivateCluster {
     dir: PathBuf,
     port: u16,
     child: Child,
+    bin: PathBuf,
+    as_root: bool,
 }
 
 impl PrivateCluster {
@@ -182,17 +192,7 @@ impl PrivateCluster {
                 .status()?;
             anyhow::ensure!(status.success(), "chown of {} failed", dir.display());
         }
-        let run = |program: &Path, args: &[&str]| -> Command {
-            if as_root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(program).args(args);
-                c
-            } else {
-                let mut c = Command::new(program);
-                c.args(args);
-                c
-            }
-        };
+        let run = |program: &Path, args: &[&str]| pg_command(as_root, program, args);
         let data = dir.join("data");
         let data_s = data.to_string_lossy().to_string();
         let out = run(
@@ -236,7 +236,13 @@ impl PrivateCluster {
         .stderr(Stdio::null())
         .spawn()
         .context("starting postgres")?;
-        let cluster = PrivateCluster { dir, port, child };
+        let cluster = PrivateCluster {
+            dir,
+            port,
+            child,
+            bin,
+            as_root,
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 std::thread::sleep(Duration::from_millis(200));
@@ -248,14 +254,38 @@ impl PrivateCluster {
     }
 }
 
+/// Runs a PostgreSQL program, as the `postgres` user when we are root.
+fn pg_command(as_root: bool, program: &Path, args: &[&str]) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program).args(args);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    }
+}
+
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        // SIGINT = fast shutdown.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
+        // runuser does not pass signals on to postgres: ask pg_ctl to stop it.
+        let data = self.dir.join("data").to_string_lossy().to_string();
+        let stopped = pg_command(
+            self.as_root,
+            &self.bin.join("pg_ctl"),
+            &["stop", "-D", &data, "-m", "fast", "-w", "-t", "20"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+        if !stopped {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        eprintln!("Stopped and removed the private PostgreSQL cluster.");
     }
 }
 

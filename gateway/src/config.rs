@@ -256,6 +256,13 @@ impl Settings {
         let mut settings: Settings = layered
             .try_deserialize()
             .context("configuration has an invalid value")?;
+        // A route named in the file or environment replaces the built-in simulator
+        // routes as a whole; its system_id defaults to its name.
+        for (name, route) in settings.smpp.iter_mut() {
+            if route.system_id.is_empty() {
+                route.system_id = name.clone();
+            }
+        }
         if std::env::var_os("GATEWAY__DATABASE__URL").is_none() {
             if let Ok(url) = std::env::var("DATABASE_URL") {
                 settings.database.url = url;

@@ -1,5 +1,6 @@
 //! Gateway integration tests: real PostgreSQL (a database per test), the real simulator
 //! over real SMPP sockets, the real HTTP API.
 
+mod binary;
 mod helpers;
 mod otp;

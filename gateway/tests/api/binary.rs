@@ -1,0 +1,267 @@
+//! The real `gateway` binary: its subcommands, configuration from the environment, the
+//! demo's printed walk-through run by a shell exactly as printed, and logs that never
+//! carry a code, a key or a full phone number.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{base_database_url, extract_code};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+/// A database for one test, dropped at the end.
+struct Db {
+    url: String,
+}
+
+impl Db {
+    fn new() -> Db {
+        let base = base_database_url();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        Db {
+            url: format!("{prefix}/gw_test_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(gateway::db::drop_database(&url))
+        })
+        .join();
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn gateway(db: &Db) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+#[tokio::test]
+async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no_secrets() {
+    let db = Db::new();
+    let out = gateway(&db).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 1"));
+    let out = gateway(&db).arg("migrate").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
+
+    let out = gateway(&db)
+        .args(["client", "add", "--name", "portal"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let key = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("gk_"))
+        .expect("the key is printed once")
+        .to_owned();
+
+    // Without a server key, serve refuses to start and says why.
+    let out = gateway(&db).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY__OTP__HMAC_KEY"));
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sim = simulator::start(
+        simulator::SimConfig::ephemeral(Duration::from_millis(20)),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let port = free_port();
+    let mut cmd = gateway(&db);
+    cmd.arg("serve")
+        .env(
+            "GATEWAY__OTP__HMAC_KEY",
+            "a-test-server-key-of-more-than-32-bytes",
+        )
+        .env("GATEWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("GATEWAY__OUTBOX__POLL_INTERVAL", "100ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, addr) in &sim.smsc_addrs {
+        let upper = name.to_uppercase();
+        cmd.env(
+            format!("GATEWAY__SMPP__{upper}__PORT"),
+            addr.port().to_string(),
+        );
+    }
+    let mut child = Running(cmd.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{api}/health")).send().await {
+            let body: serde_json::Value = r.json().await.unwrap();
+            if body["smpp"]["mobifone"]["bound"] == true {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "gateway serve did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created: serde_json::Value = http
+        .post(format!("{api}/v1/otp"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"msisdn": "0901234567", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let code = loop {
+        let msgs = sim.handsets.messages("84901234567");
+        if let Some(m) = msgs.first() {
+            break extract_code(&m.text).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no SMS");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    let checked: serde_json::Value = http
+        .post(format!("{api}/v1/otp/{id}/check"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checked["status"], "approved");
+
+    // SIGTERM: a clean stop.
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    BufReader::new(stderr).read_to_string(&mut logs).unwrap();
+    assert!(logs.contains("OTP created"), "{logs}");
+    assert!(
+        logs.contains("090****567"),
+        "numbers are logged masked: {logs}"
+    );
+    for secret in [
+        code.as_str(),
+        key.as_str(),
+        "0901234567",
+        "84901234567",
+        "a-test-server-key",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} leaked into the logs:\n{logs}"
+        );
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_demo_walkthrough_works_by_copy_paste() {
+    let db = Db::new();
+    let mut child = Running(
+        gateway(&db)
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--sim-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    // Read the banner up to the end of the walk-through, in a thread (blocking IO).
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("curl -s \"$API/v1/otp/$ID\"");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    });
+    let printed = tokio::time::timeout(Duration::from_secs(60), printed)
+        .await
+        .expect("the demo prints its walk-through")
+        .unwrap();
+    let script = &printed[printed.find("export API=").expect("walk-through printed")..];
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""status":"pending""#), "{stdout}");
+    assert!(stdout.contains("Mã OTP đăng ký Cổng DVC: "), "{stdout}");
+    assert!(
+        stdout.contains(r#""valid":true,"status":"approved""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""delivery":{"status":"delivered""#),
+        "{stdout}"
+    );
+}

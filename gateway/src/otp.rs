@@ -102,6 +102,41 @@ fn request_hash(req: &NewOtp) -> Vec<u8> {
     )
 }
 
+/// Queues the SMS carrying a code and tells every instance's dispatcher (on commit).
+async fn queue_sms(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    version: i32,
+    route: &str,
+    msisdn: &Msisdn,
+    sender: &str,
+    sealed: &[u8],
+) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&id, &version, &route, &msisdn.e164(), &sender, &sealed],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify('sms_outbox', '')", &[])
+        .await?;
+    Ok(())
+}
+
+/// Withdraws the challenge's SMS that no dispatcher has sent yet.
+async fn cancel_unsent_sms(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
+         WHERE challenge_id = $1 AND status = 'queued'",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Creates the challenge and its outbox row in one transaction.
 /// Returns the view and whether it is a replay of an earlier request.
 pub async fn create(
@@ -177,14 +212,7 @@ pub async fn create(
         }
         return Ok((view(&existing, None)?, true));
     };
-    tx.execute(
-        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
-         VALUES ($1, 1, $2, $3, $4, $5)",
-        &[&id, &route, &req.msisdn.e164(), &route_cfg.sender, &sealed],
-    )
-    .await?;
-    tx.execute("SELECT pg_notify('sms_outbox', '')", &[])
-        .await?;
+    queue_sms(&tx, id, 1, route, &req.msisdn, &route_cfg.sender, &sealed).await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
@@ -260,27 +288,8 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
         )
         .await?;
     // The old code no longer works: an unsent SMS carrying it is pointless.
-    tx.execute(
-        "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
-         WHERE challenge_id = $1 AND status = 'queued'",
-        &[&id],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            &id,
-            &version,
-            &route,
-            &msisdn.e164(),
-            &route_cfg.sender,
-            &sealed,
-        ],
-    )
-    .await?;
-    tx.execute("SELECT pg_notify('sms_outbox', '')", &[])
-        .await?;
+    cancel_unsent_sms(&tx, id).await?;
+    queue_sms(&tx, id, version, route, &msisdn, &route_cfg.sender, &sealed).await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
@@ -351,12 +360,7 @@ pub async fn check(
     )
     .await?;
     if new_status != "pending" {
-        tx.execute(
-            "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
-             WHERE challenge_id = $1 AND status = 'queued'",
-            &[&id],
-        )
-        .await?;
+        cancel_unsent_sms(&tx, id).await?;
     }
     tx.commit().await?;
     tracing::info!(otp = %id, valid, status = new_status, "OTP checked");
@@ -388,12 +392,7 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
             status: existing.get(0),
         });
     };
-    tx.execute(
-        "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
-         WHERE challenge_id = $1 AND status = 'queued'",
-        &[&id],
-    )
-    .await?;
+    cancel_unsent_sms(&tx, id).await?;
     tx.commit().await?;
     tracing::info!(otp = %id, "OTP canceled");
     view(&row, None)

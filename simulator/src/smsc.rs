@@ -264,14 +264,8 @@ impl Smsc {
                     .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
                     .build();
                 self.reply(outlet, Command::new(status, seq, resp)).await;
-                self.finish_bind(
-                    status,
-                    bound,
-                    BindKind::Transmitter,
-                    outlet,
-                    b.interface_version,
-                )
-                .await;
+                self.finish_bind(status, bound, BindKind::Transmitter, outlet)
+                    .await;
             }
             Pdu::BindReceiver(b) => {
                 let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
@@ -280,14 +274,8 @@ impl Smsc {
                     .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
                     .build();
                 self.reply(outlet, Command::new(status, seq, resp)).await;
-                self.finish_bind(
-                    status,
-                    bound,
-                    BindKind::Receiver,
-                    outlet,
-                    b.interface_version,
-                )
-                .await;
+                self.finish_bind(status, bound, BindKind::Receiver, outlet)
+                    .await;
             }
             Pdu::BindTransceiver(b) => {
                 let status = self.bind_status(bound, b.system_id.as_str(), b.password.as_str());
@@ -296,14 +284,8 @@ impl Smsc {
                     .sc_interface_version(Some(InterfaceVersion::Smpp5_0))
                     .build();
                 self.reply(outlet, Command::new(status, seq, resp)).await;
-                self.finish_bind(
-                    status,
-                    bound,
-                    BindKind::Transceiver,
-                    outlet,
-                    b.interface_version,
-                )
-                .await;
+                self.finish_bind(status, bound, BindKind::Transceiver, outlet)
+                    .await;
             }
             Pdu::SubmitSm(submit) => {
                 let (status, message_id) = match *bound {
@@ -385,14 +367,13 @@ impl Smsc {
         bound: &mut Option<BindKind>,
         kind: BindKind,
         outlet: &Outlet,
-        version: InterfaceVersion,
     ) {
         if status != CommandStatus::EsmeRok {
             tracing::info!(smsc = %self.config.name, ?status, "bind refused");
             return;
         }
         *bound = Some(kind);
-        tracing::info!(smsc = %self.config.name, ?kind, ?version, "bound");
+        tracing::info!(smsc = %self.config.name, ?kind, "bound");
         if kind.can_receive() {
             lock(&self.receivers).push(outlet.clone());
             let held: Vec<DeliverSm> = lock(&self.held_receipts).drain(..).collect();

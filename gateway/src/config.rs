@@ -360,6 +360,47 @@ mod tests {
     }
 
     #[test]
+    fn a_file_layers_over_the_defaults() {
+        let path = std::env::temp_dir().join(format!("gw-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"
+default_route = "viettel"
+[otp]
+resend_interval = "45s"
+max_attempts = 3
+[smpp.viettel]
+host = "10.1.2.3"
+port = 3000
+sender = "BRAND"
+"#,
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(s.otp.resend_interval, Duration::from_secs(45));
+        assert_eq!(s.otp.max_attempts, 3);
+        assert_eq!(s.otp.max_sends, 5, "unset values keep their defaults");
+        // Naming routes replaces the built-in simulator routes.
+        assert_eq!(s.smpp.len(), 1);
+        let (name, route) = s.route_for(Carrier::Mobifone);
+        assert_eq!(name, "viettel");
+        assert_eq!(route.system_id, "viettel");
+        assert_eq!(route.sender, "BRAND");
+        assert_eq!(route.port, 3000);
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let path = std::env::temp_dir().join(format!("gw-config-bad-{}.toml", std::process::id()));
+        std::fs::write(&path, "[otp]\nmax_atempts = 3\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(format!("{err:#}").contains("max_atempts"), "{err:#}");
+        assert!(Settings::load(Some(Path::new("/nonexistent/gateway.toml"))).is_err());
+    }
+
+    #[test]
     fn short_hmac_key_is_refused() {
         let mut s = Settings::default();
         s.otp.hmac_key = Some(SecretString::from("short"));

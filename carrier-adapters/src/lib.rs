@@ -5,6 +5,7 @@
 pub mod mss;
 pub mod numbering;
 pub mod receipt;
+pub mod signature;
 pub mod smpp;
 pub mod sms_text;
 

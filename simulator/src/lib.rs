@@ -8,6 +8,7 @@
 pub mod config;
 pub mod handset;
 pub mod http;
+pub mod pki;
 pub mod smsc;
 
 use std::net::SocketAddr;

@@ -1,0 +1,4 @@
+//! Simulator integration tests: real sockets, plain protocol clients, the real PKI.
+
+mod pki;
+mod smsc;

@@ -6,12 +6,35 @@ use uuid::Uuid;
 
 use crate::crypto::{hash_api_key, new_api_key};
 
+/// A client as `client add` reports it: the key is shown this once.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub id: Uuid,
+    pub key: String,
+    pub webhook_secret: String,
+}
+
 /// Creates a client named `name` (or reuses it) and gives it a new key, returned once.
-pub async fn add(pool: &Pool, name: &str) -> anyhow::Result<(Uuid, String)> {
+pub async fn add(pool: &Pool, name: &str) -> anyhow::Result<NewClient> {
     let key = new_api_key()?;
-    add_key(pool, name, &key.key, &key.prefix)
-        .await
-        .map(|id| (id, key.key))
+    let id = add_key(pool, name, &key.key, &key.prefix).await?;
+    Ok(NewClient {
+        id,
+        key: key.key,
+        webhook_secret: webhook_secret(pool, id).await?,
+    })
+}
+
+/// The client's Standard Webhooks secret (`whsec_…`).
+pub async fn webhook_secret(pool: &Pool, id: Uuid) -> anyhow::Result<String> {
+    let db = pool.get().await?;
+    let row = db
+        .query_one(
+            "SELECT webhook_secret FROM api_clients WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Registers a chosen key (the demo's `GATEWAY_DEMO_API_KEY`) for client `name`.

@@ -25,7 +25,61 @@ pub struct Settings {
     /// SMPP routes by name; a carrier uses the route of its own name, else `default_route`.
     pub smpp: BTreeMap<String, SmppRoute>,
     pub default_route: String,
+    pub signatures: SignatureSettings,
+    /// MSSP connections by carrier (`viettel`, `vinaphone`, `mobifone`).
+    pub mss: BTreeMap<String, MssRoute>,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignatureSettings {
+    /// Our public base URL: carriers that call back are given
+    /// `{public_base_url}/carriers/{carrier}/mss` as AP_URL.
+    pub public_base_url: String,
+    pub default_timeout_seconds: u32,
+    /// Pending requests are polled (or, for callback carriers, swept) this often.
+    #[serde(with = "humantime_serde")]
+    pub poll_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_max: Duration,
+    /// A request is given up as expired this long after its timeout.
+    #[serde(with = "humantime_serde")]
+    pub expiry_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MssRoute {
+    /// The MSSP's SOAP endpoint.
+    pub endpoint: String,
+    pub ap_id: String,
+    pub ap_pwd: SecretString,
+    /// Secret of the callback HMAC (carriers that call back).
+    pub callback_secret: SecretString,
+    /// Trusted CA roots: PEM file paths, inline PEM, or (test set-ups only) http URLs
+    /// fetched when first needed.
+    pub ca_roots: Vec<String>,
+    /// Where the CA publishes its CRL; fetched and cached until its nextUpdate.
+    pub crl_url: Option<String>,
+    /// PKCS#1 dialect: where the SIM certificate is fetched (`{msisdn}` is replaced).
+    pub certificate_url: Option<String>,
+    pub owner_check_url: Option<String>,
+    pub owner_check_key: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Delays before each retry (`["5s", "30s", …]`); jitter of up to 20 % is added.
+    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,7 +190,74 @@ impl Default for Settings {
                 route("aggregator", 2778),
             ]),
             default_route: "aggregator".into(),
+            signatures: SignatureSettings::default(),
+            mss: ["viettel", "vinaphone", "mobifone"]
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.to_owned(),
+                        MssRoute::simulator(c, "http://127.0.0.1:8081"),
+                    )
+                })
+                .collect(),
+            webhooks: WebhookSettings::default(),
             log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for SignatureSettings {
+    fn default() -> Self {
+        SignatureSettings {
+            public_base_url: "http://127.0.0.1:8080".into(),
+            default_timeout_seconds: 120,
+            poll_min: Duration::from_secs(1),
+            poll_max: Duration::from_secs(5),
+            expiry_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Default for MssRoute {
+    fn default() -> Self {
+        MssRoute::simulator("viettel", "http://127.0.0.1:8081")
+    }
+}
+
+impl MssRoute {
+    /// The bundled simulator's MSSP of `carrier` at `base`.
+    pub fn simulator(carrier: &str, base: &str) -> MssRoute {
+        MssRoute {
+            endpoint: format!("{base}/mssp/{carrier}"),
+            ap_id: "http://dichvucong.gov.vn/ap".into(),
+            ap_pwd: SecretString::from("sim-ap-pass"),
+            callback_secret: SecretString::from(format!("sim-callback-{carrier}")),
+            ca_roots: vec![format!("{base}/ca/{carrier}.pem")],
+            crl_url: Some(format!("{base}/ca/{carrier}.crl")),
+            certificate_url: (carrier == "mobifone")
+                .then(|| format!("{base}/mssp/{carrier}/certificates/{{msisdn}}")),
+            owner_check_url: Some(format!("{base}/carriers/{carrier}/owner-check")),
+            owner_check_key: SecretString::from(format!("sim-owner-{carrier}")),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WebhookSettings {
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        self.retry_schedule.iter().map(|d| **d).collect()
+    }
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            retry_schedule: [5, 30, 120, 600, 1800, 3600, 7200]
+                .into_iter()
+                .map(|s| Duration::from_secs(s).into())
+                .collect(),
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
         }
     }
 }
@@ -318,6 +439,23 @@ impl Settings {
                 bail!("smpp.{name}.window must be 1..=1000");
             }
         }
+        for (name, route) in &self.mss {
+            if name.parse::<Carrier>().is_err() {
+                bail!("mss.{name}: not a carrier");
+            }
+            if route.endpoint.is_empty() {
+                bail!("mss.{name}.endpoint is empty");
+            }
+            if route.ca_roots.is_empty() {
+                bail!("mss.{name}.ca_roots is empty: signatures could not be verified");
+            }
+        }
+        if !(30..=300).contains(&self.signatures.default_timeout_seconds) {
+            bail!("signatures.default_timeout_seconds must be 30..=300");
+        }
+        if self.webhooks.retry_schedule.is_empty() {
+            bail!("webhooks.retry_schedule is empty");
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json");
         }
@@ -335,6 +473,18 @@ impl Settings {
 
     /// Points every route at a running simulator (demo and tests).
     pub fn use_simulator(&mut self, sim: &simulator::RunningSimulator) {
+        let base = format!("http://{}", sim.http_addr);
+        for mssp in &sim.mssps {
+            let carrier = mssp.config.carrier.as_str();
+            let mut route = MssRoute::simulator(carrier, &base);
+            // The simulator's CA is generated at start: trust it directly.
+            route.ca_roots = vec![mssp.ca.certificate_pem()];
+            route.ap_id = mssp.config.ap_id.clone();
+            route.ap_pwd = SecretString::from(mssp.config.ap_pwd.clone());
+            route.callback_secret = SecretString::from(mssp.config.callback_secret.clone());
+            route.owner_check_key = SecretString::from(mssp.config.owner_check_key.clone());
+            self.mss.insert(carrier.to_owned(), route);
+        }
         for (name, addr) in &sim.smsc_addrs {
             let route = self.smpp.entry(name.clone()).or_default();
             route.host = addr.ip().to_string();

@@ -7,7 +7,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 /// Migrations in order, embedded from `migrations/` so the binary carries its schema.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_otp", include_str!("../../migrations/0001_otp.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_otp", include_str!("../../migrations/0001_otp.sql")),
+    (
+        "0002_signatures",
+        include_str!("../../migrations/0002_signatures.sql"),
+    ),
+];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_7731;

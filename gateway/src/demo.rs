@@ -70,11 +70,18 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
             .await?;
             k
         }
-        _ => clients::add(&app.pool, "demo").await?.1,
+        _ => clients::add(&app.pool, "demo").await?.key,
     };
     let api = format!("http://{}", app.addr());
     let sim_url = format!("http://{}", sim.http_addr);
-    println!("{}", walkthrough(&api, &sim_url, &key, &sim.smsc_addrs));
+    {
+        // One write, and a closed stdout (a pager quit, a test done reading) must not
+        // stop the demo.
+        use std::io::Write;
+        let text = format!("{}\n", walkthrough(&api, &sim_url, &key, &sim.smsc_addrs));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    }
 
     let stop = app.shutdown_token();
     let app_task = tokio::spawn(app.run_until_stopped());

@@ -83,11 +83,12 @@ async fn main() -> anyhow::Result<()> {
             db::ensure_database(&settings.database.url).await?;
             let pool = db::pool(&settings.database.url, 1)?;
             db::migrate(&pool).await?;
-            let (id, key) = clients::add(&pool, &name)
+            let client = clients::add(&pool, &name)
                 .await
                 .context("adding the client")?;
-            println!("client {name} ({id})");
-            println!("API key (shown once, store it now): {key}");
+            println!("client {name} ({})", client.id);
+            println!("API key (shown once, store it now): {}", client.key);
+            println!("webhook signing secret: {}", client.webhook_secret);
             Ok(())
         }
         Cmd::Demo { listen, sim_listen } => {

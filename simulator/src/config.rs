@@ -8,6 +8,7 @@ use std::time::Duration;
 use carrier_adapters::Carrier;
 use serde::{Deserialize, Serialize};
 
+use crate::mssp::MsspConfig;
 use crate::smsc::SmscConfig;
 
 pub const DEFAULT_PASSWORD: &str = "sim-pass";
@@ -17,6 +18,15 @@ pub const DEFAULT_PASSWORD: &str = "sim-pass";
 pub struct SimConfig {
     pub http: HttpConfig,
     pub smsc: Vec<SmscConfig>,
+    #[serde(default = "default_mssps")]
+    pub mssp: Vec<MsspConfig>,
+}
+
+fn default_mssps() -> Vec<MsspConfig> {
+    [Carrier::Viettel, Carrier::Vinaphone, Carrier::Mobifone]
+        .into_iter()
+        .map(MsspConfig::default_for)
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +69,7 @@ impl SimConfig {
                 // An aggregator reaches every network.
                 smsc_config("aggregator", smsc[3], Carrier::ALL.to_vec()),
             ],
+            mssp: default_mssps(),
         }
     }
 
@@ -67,6 +78,9 @@ impl SimConfig {
         let mut config = SimConfig::on_ports("127.0.0.1".parse().expect("valid ip"), 0, [0; 4]);
         for smsc in &mut config.smsc {
             smsc.receipt_delay = receipt_delay;
+        }
+        for mssp in &mut config.mssp {
+            mssp.answer_delay = receipt_delay;
         }
         config
     }

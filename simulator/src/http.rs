@@ -10,12 +10,308 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::handset::Handsets;
+use crate::mssp::Mssp;
+use crate::registry::{owner_match, OwnerMatch, Registry, SubscriberRecord};
 use crate::smsc::Smsc;
 
 #[derive(Clone)]
 pub struct State {
     pub handsets: Arc<Handsets>,
     pub smscs: Vec<Arc<Smsc>>,
+    pub registry: Arc<Registry>,
+    pub mssps: Vec<Arc<Mssp>>,
+}
+
+impl State {
+    fn mssp(&self, carrier: &str) -> Option<&Arc<Mssp>> {
+        self.mssps
+            .iter()
+            .find(|m| m.config.carrier.as_str() == carrier)
+    }
+}
+
+fn unknown_carrier(carrier: &str) -> HttpResponse {
+    problem(
+        StatusCode::NOT_FOUND,
+        "unknown-carrier",
+        "Unknown carrier",
+        format!("no simulated MSSP for {carrier:?} (viettel, vinaphone, mobifone)"),
+    )
+}
+
+async fn mssp_soap(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(mssp) = state.mssp(&path) else {
+        return unknown_carrier(&path);
+    };
+    let reply = mssp.handle_soap(&body).await;
+    HttpResponse::build(StatusCode::from_u16(reply.http_status).unwrap_or(StatusCode::OK))
+        .content_type(reply.content_type)
+        .body(reply.body)
+}
+
+fn basic_auth_ok(req: &actix_web::HttpRequest, user: &str, password: &str) -> bool {
+    use base64::Engine;
+    req.headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .is_some_and(|pair| pair == format!("{user}:{password}"))
+}
+
+fn bearer_ok(req: &actix_web::HttpRequest, key: &str) -> bool {
+    req.headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k.trim() == key)
+}
+
+fn unauthorized() -> HttpResponse {
+    problem(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        "missing or wrong credentials".into(),
+    )
+}
+
+/// The SIM certificate of a number (the PKCS#1 dialect's separate certificate fetch).
+async fn mssp_certificate(
+    req: actix_web::HttpRequest,
+    state: web::Data<State>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (carrier, raw) = path.into_inner();
+    let Some(mssp) = state.mssp(&carrier) else {
+        return unknown_carrier(&carrier);
+    };
+    if !basic_auth_ok(&req, &mssp.config.ap_id, &mssp.config.ap_pwd) {
+        return unauthorized();
+    }
+    let msisdn = match parse_msisdn(&raw) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    match mssp.credential(&msisdn).await {
+        Ok(Some(c)) => HttpResponse::Ok()
+            .content_type("application/x-pem-file")
+            .body(c.certificate_pem()),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "no-certificate",
+            "No certificate",
+            "this SIM has no certificate".into(),
+        ),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            e.to_string(),
+        ),
+    }
+}
+
+/// `GET /ca/{carrier}.pem` and `GET /ca/{carrier}.crl`.
+async fn ca_file(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    let file = path.into_inner();
+    let (carrier, ext) = file.rsplit_once('.').unwrap_or((&file, ""));
+    let Some(mssp) = state.mssp(carrier) else {
+        return unknown_carrier(carrier);
+    };
+    match ext {
+        "pem" => HttpResponse::Ok()
+            .content_type("application/x-pem-file")
+            .body(mssp.ca.certificate_pem()),
+        "crl" => match mssp.ca.crl_der() {
+            Ok(der) => HttpResponse::Ok()
+                .content_type("application/pkix-crl")
+                .body(der),
+            Err(e) => problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                e.to_string(),
+            ),
+        },
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            "use /ca/{carrier}.pem or /ca/{carrier}.crl".into(),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerCheck {
+    msisdn: String,
+    id_number: String,
+    full_name: Option<String>,
+    date_of_birth: Option<String>,
+}
+
+async fn owner_check(
+    req: actix_web::HttpRequest,
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(mssp) = state.mssp(&path) else {
+        return unknown_carrier(&path);
+    };
+    if !bearer_ok(&req, &mssp.config.owner_check_key) {
+        return unauthorized();
+    }
+    let check: OwnerCheck = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON body",
+                e.to_string(),
+            )
+        }
+    };
+    let msisdn = match parse_msisdn(&check.msisdn) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    let result = match state.registry.get(&msisdn) {
+        Some((record, carrier)) if carrier == mssp.config.carrier => owner_match(
+            &record,
+            &check.id_number,
+            check.full_name.as_deref(),
+            check.date_of_birth.as_deref(),
+        ),
+        _ => OwnerMatch::UnknownSubscriber,
+    };
+    HttpResponse::Ok().json(json!({ "match": result }))
+}
+
+async fn get_subscriber(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    let msisdn = match parse_msisdn(&path) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    match state.registry.get(&msisdn) {
+        Some((record, carrier)) => {
+            let mut body = serde_json::to_value(record).unwrap_or_default();
+            body["msisdn"] = json!(msisdn.e164());
+            body["carrier"] = json!(carrier);
+            HttpResponse::Ok().json(body)
+        }
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "unknown-subscriber",
+            "Unknown subscriber",
+            "no subscriber with this number".into(),
+        ),
+    }
+}
+
+async fn put_subscriber(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let msisdn = match parse_msisdn(&path) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    let record: SubscriberRecord = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-subscriber",
+                "Invalid subscriber",
+                e.to_string(),
+            )
+        }
+    };
+    if record.pin.len() < 4
+        || record.pin.len() > 8
+        || !record.pin.bytes().all(|b| b.is_ascii_digit())
+    {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-subscriber",
+            "Invalid subscriber",
+            "pin must be 4 to 8 digits".into(),
+        );
+    }
+    state.registry.put(msisdn.clone(), record);
+    get_subscriber(state, web::Path::from(msisdn.e164().to_owned())).await
+}
+
+async fn prompts(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    let msisdn = match parse_msisdn(&path) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    let all: Vec<_> = state
+        .mssps
+        .iter()
+        .flat_map(|m| m.prompts(&msisdn))
+        .collect();
+    HttpResponse::Ok().json(all)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirm {
+    pin: String,
+}
+
+async fn answer_prompt(
+    state: web::Data<State>,
+    path: web::Path<(String, String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (raw, id, action) = path.into_inner();
+    let msisdn = match parse_msisdn(&raw) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    let Some(mssp) = state.mssps.iter().find(|m| m.owns_prompt(&msisdn, &id)) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown-prompt",
+            "Unknown prompt",
+            "no such prompt on this handset".into(),
+        );
+    };
+    let answer = match action.as_str() {
+        "confirm" => {
+            let confirm: Confirm = match serde_json::from_slice(&body) {
+                Ok(c) => c,
+                Err(e) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "malformed-json",
+                        "Malformed JSON body",
+                        e.to_string(),
+                    )
+                }
+            };
+            mssp.answer(&id, Some(&confirm.pin)).await
+        }
+        "cancel" => mssp.answer(&id, None).await,
+        _ => return not_found().await,
+    };
+    HttpResponse::Ok().json(answer)
 }
 
 fn problem(status: StatusCode, kind: &str, title: &str, detail: String) -> HttpResponse {
@@ -81,6 +377,7 @@ pub fn serve(
     let server: Server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(crate::mssp::MAX_SOAP_BYTES))
             .route("/health", web::get().to(health))
             .route(
                 "/handsets/{msisdn}/messages",
@@ -89,6 +386,23 @@ pub fn serve(
             .route(
                 "/handsets/{msisdn}/messages",
                 web::delete().to(clear_handset),
+            )
+            .route("/handsets/{msisdn}/prompts", web::get().to(prompts))
+            .route(
+                "/handsets/{msisdn}/prompts/{id}/{action}",
+                web::post().to(answer_prompt),
+            )
+            .route("/subscribers/{msisdn}", web::get().to(get_subscriber))
+            .route("/subscribers/{msisdn}", web::put().to(put_subscriber))
+            .route("/mssp/{carrier}", web::post().to(mssp_soap))
+            .route(
+                "/mssp/{carrier}/certificates/{msisdn}",
+                web::get().to(mssp_certificate),
+            )
+            .route("/ca/{file}", web::get().to(ca_file))
+            .route(
+                "/carriers/{carrier}/owner-check",
+                web::post().to(owner_check),
             )
             .default_service(web::to(not_found))
     })

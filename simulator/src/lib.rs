@@ -8,7 +8,9 @@
 pub mod config;
 pub mod handset;
 pub mod http;
+pub mod mssp;
 pub mod pki;
+pub mod registry;
 pub mod smsc;
 
 use std::net::SocketAddr;
@@ -28,6 +30,8 @@ pub struct RunningSimulator {
     /// SMSC name → bound address.
     pub smsc_addrs: Vec<(String, SocketAddr)>,
     pub handsets: Arc<Handsets>,
+    pub registry: Arc<registry::Registry>,
+    pub mssps: Vec<Arc<mssp::Mssp>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -40,6 +44,11 @@ impl RunningSimulator {
     }
 
     /// Waits until every server has stopped (after the shutdown token is cancelled).
+    /// The simulated MSSP of a carrier.
+    pub fn mssp(&self, carrier: carrier_adapters::Carrier) -> Option<&Arc<mssp::Mssp>> {
+        self.mssps.iter().find(|m| m.config.carrier == carrier)
+    }
+
     pub async fn stopped(self) {
         for task in self.tasks {
             let _ = task.await;
@@ -73,12 +82,28 @@ pub async fn start(
         smsc_addrs.push((name, addr));
         tasks.push(tokio::spawn(smsc.serve(listener, shutdown.clone())));
     }
+    let registry = Arc::new(registry::Registry::seeded());
+    let mut mssps = Vec::new();
+    for mssp_config in config.mssp {
+        let (cn, org) = mssp::ca_name(mssp_config.carrier);
+        let ca = tokio::task::spawn_blocking(move || -> anyhow::Result<pki::SimCa> {
+            pki::SimCa::new(cn, org, pki::generate_key()?)
+        })
+        .await??;
+        mssps.push(mssp::Mssp::new(
+            mssp_config,
+            Arc::new(ca),
+            registry.clone(),
+        )?);
+    }
     let http_listener = std::net::TcpListener::bind(config.http.listen)
         .with_context(|| format!("simulator HTTP cannot listen on {}", config.http.listen))?;
     let http_addr = http_listener.local_addr()?;
     let state = http::State {
         handsets: handsets.clone(),
         smscs,
+        registry: registry.clone(),
+        mssps: mssps.clone(),
     };
     tasks.push(http::serve(http_listener, state, shutdown)?);
     tracing::info!(%http_addr, ?smsc_addrs, "carrier simulator listening");
@@ -86,6 +111,8 @@ pub async fn start(
         http_addr,
         smsc_addrs,
         handsets,
+        registry,
+        mssps,
         tasks,
     })
 }

@@ -5,6 +5,7 @@
 //! whose part (`MSS_SignatureReq`) is unqualified (`xmlns=""`) in the WSDL but qualified
 //! by many implementations; both are accepted, and either can be written.
 
+pub mod dialect;
 pub mod xml;
 
 use std::fmt;

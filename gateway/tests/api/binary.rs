@@ -74,7 +74,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 1"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 2"));
     let out = gateway(&db).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
 
@@ -225,23 +225,29 @@ async fn the_demo_walkthrough_works_by_copy_paste() {
             .unwrap(),
     );
     let stdout = child.0.stdout.take().unwrap();
-    // Read the banner up to the end of the walk-through, in a thread (blocking IO).
+    // Read the banner up to the end of the walk-through in a thread (blocking IO), and
+    // keep draining stdout after that.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
     let printed = tokio::task::spawn_blocking(move || {
         let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
             let done = line.starts_with("curl -s \"$API/v1/otp/$ID\"");
             lines.push(line);
             if done {
-                break;
+                return Some(lines.join("\n"));
             }
         }
-        lines.join("\n")
-    });
-    let printed = tokio::time::timeout(Duration::from_secs(60), printed)
-        .await
-        .expect("the demo prints its walk-through")
-        .unwrap();
+        None
+    })
+    .await
+    .unwrap()
+    .expect("the demo prints its walk-through");
     let script = &printed[printed.find("export API=").expect("walk-through printed")..];
     let out = Command::new("bash")
         .arg("-c")
@@ -254,7 +260,11 @@ async fn the_demo_walkthrough_works_by_copy_paste() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(r#""status":"pending""#), "{stdout}");
+    assert!(
+        stdout.contains(r#""status":"pending""#),
+        "script:\n{script}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Mã OTP đăng ký Cổng DVC: "), "{stdout}");
     assert!(
         stdout.contains(r#""valid":true,"status":"approved""#),

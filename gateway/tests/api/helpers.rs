@@ -82,7 +82,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let api = format!("http://{}", app.addr());
     let shutdown = app.shutdown_token();
     tokio::spawn(app.run_until_stopped());
-    let (_, key) = gateway::clients::add(&pool, "test-portal").await.unwrap();
+    let client = gateway::clients::add(&pool, "test-portal").await.unwrap();
+    let key = client.key.clone();
 
     let test_app = TestApp {
         api,

@@ -251,9 +251,10 @@ async fn another_client_cannot_see_or_touch_the_otp() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (_, other_key) = gateway::clients::add(&app.pool, "other-portal")
+    let other_key = gateway::clients::add(&app.pool, "other-portal")
         .await
-        .unwrap();
+        .unwrap()
+        .key;
     let other = |req: reqwest::RequestBuilder| req.bearer_auth(&other_key);
     let get = other(app.http.get(format!("{}/v1/otp/{id}", app.api)))
         .send()

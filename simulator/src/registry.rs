@@ -1,0 +1,333 @@
+//! The subscriber registry shared by the SMSCs, MSSPs and owner checks: who owns each
+//! number, whether the SIM carries a signing key, its certificate state and how the
+//! simulated person behaves at the PIN prompt. Seeded with a synthetic population.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use carrier_adapters::{Carrier, Msisdn};
+use serde::{Deserialize, Serialize};
+
+use crate::pki::SimCredential;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Waits for a person or a test to answer the prompt over HTTP.
+    Manual,
+    /// Confirms with the right PIN after the configured delay.
+    Confirm,
+    /// Presses cancel.
+    Cancel,
+    /// Never answers; the transaction expires.
+    Timeout,
+    /// Types a wrong PIN three times: PIN_NR_BLOCKED.
+    WrongPin,
+    /// The SIM card is blocked: CARD_BLOCKED.
+    CardBlocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    Valid,
+    Expired,
+    Revoked,
+    /// The SIM has a key but no certificate was issued: NO_CERT_FOUND.
+    None,
+}
+
+/// What `PUT /subscribers/{msisdn}` takes and `GET` shows (without the PIN).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberRecord {
+    pub full_name: String,
+    pub id_number: String,
+    /// `YYYY-MM-DD`.
+    pub date_of_birth: String,
+    pub sim_pki: bool,
+    #[serde(default = "default_pin", skip_serializing)]
+    pub pin: String,
+    pub behaviour: Behaviour,
+    pub certificate: CertificateState,
+}
+
+fn default_pin() -> String {
+    "1234".into()
+}
+
+/// A subscriber with its network and, once it has signed, its key and certificate.
+pub struct Subscriber {
+    pub msisdn: Msisdn,
+    pub record: SubscriberRecord,
+    /// Issued lazily (key generation takes time) and reissued when the record changes.
+    pub credential: Option<Arc<SimCredential>>,
+    pub credential_state: Option<CertificateState>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    subscribers: Mutex<HashMap<String, Subscriber>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+const FAMILY: [&str; 12] = [
+    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ",
+];
+const MIDDLE: [&str; 8] = ["Văn", "Thị", "Hữu", "Minh", "Thanh", "Ngọc", "Đức", "Thu"];
+const GIVEN: [&str; 16] = [
+    "An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hùng", "Lan", "Linh", "Long", "Mai", "Nam",
+    "Phương", "Quân", "Thảo", "Tuấn",
+];
+/// CCCD province codes (first three digits).
+const PROVINCES: [&str; 6] = ["001", "079", "031", "048", "038", "092"];
+
+/// Numbers documented in the README for the demo: each confirms after a short delay.
+pub const DEMO_NUMBERS: [(&str, Carrier); 3] = [
+    ("84971234567", Carrier::Viettel),
+    ("84828123088", Carrier::Vinaphone),
+    ("84901234567", Carrier::Mobifone),
+];
+
+impl Registry {
+    /// A deterministic synthetic population: the demo numbers plus 20 subscribers per
+    /// carrier with varied behaviour.
+    pub fn seeded() -> Registry {
+        let registry = Registry::default();
+        let mut n: u64 = 0;
+        let person = |n: u64| {
+            let name = format!(
+                "{} {} {}",
+                FAMILY[(n % 12) as usize],
+                MIDDLE[((n / 3) % 8) as usize],
+                GIVEN[((n * 7) % 16) as usize]
+            );
+            let year = 1960 + (n * 13 % 45);
+            let gender_century = if n % 2 == 0 { 0 } else { 1 } + if year >= 2000 { 2 } else { 0 };
+            let id = format!(
+                "{}{}{:02}{:06}",
+                PROVINCES[(n % 6) as usize],
+                gender_century,
+                year % 100,
+                (n * 7919 + 12345) % 1_000_000
+            );
+            let dob = format!("{year}-{:02}-{:02}", 1 + n % 12, 1 + n % 28);
+            (name, id, dob)
+        };
+        for (msisdn, _) in DEMO_NUMBERS {
+            let (full_name, id_number, date_of_birth) = person(n);
+            n += 1;
+            registry.put(
+                Msisdn::parse(msisdn).expect("demo number parses"),
+                SubscriberRecord {
+                    full_name,
+                    id_number,
+                    date_of_birth,
+                    sim_pki: true,
+                    pin: default_pin(),
+                    behaviour: Behaviour::Confirm,
+                    certificate: CertificateState::Valid,
+                },
+            );
+        }
+        let behaviours = [
+            Behaviour::Confirm,
+            Behaviour::Confirm,
+            Behaviour::Confirm,
+            Behaviour::Manual,
+            Behaviour::Cancel,
+            Behaviour::Timeout,
+            Behaviour::WrongPin,
+            Behaviour::CardBlocked,
+        ];
+        for (carrier, prefix) in [
+            (Carrier::Viettel, "8498"),
+            (Carrier::Vinaphone, "8491"),
+            (Carrier::Mobifone, "8493"),
+        ] {
+            for i in 0..20u64 {
+                let (full_name, id_number, date_of_birth) = person(n);
+                n += 1;
+                let msisdn = Msisdn::parse(&format!("{prefix}{:07}", 1_000_000 + i * 1_117))
+                    .expect("seeded number parses");
+                debug_assert_eq!(msisdn.carrier(), carrier);
+                registry.put(
+                    msisdn,
+                    SubscriberRecord {
+                        full_name,
+                        id_number,
+                        date_of_birth,
+                        sim_pki: i % 5 != 4,
+                        pin: default_pin(),
+                        behaviour: behaviours[(i % 8) as usize],
+                        certificate: match i % 10 {
+                            8 => CertificateState::Expired,
+                            9 => CertificateState::Revoked,
+                            _ => CertificateState::Valid,
+                        },
+                    },
+                );
+            }
+        }
+        registry
+    }
+
+    pub fn put(&self, msisdn: Msisdn, record: SubscriberRecord) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let key = msisdn.e164().to_owned();
+        match subs.get_mut(&key) {
+            Some(existing) => {
+                // Keep the key; the certificate follows the new state on next use.
+                existing.record = record;
+            }
+            None => {
+                subs.insert(
+                    key,
+                    Subscriber {
+                        msisdn,
+                        record,
+                        credential: None,
+                        credential_state: None,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn get(&self, msisdn: &Msisdn) -> Option<(SubscriberRecord, Carrier)> {
+        let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subs.get(msisdn.e164())
+            .map(|s| (s.record.clone(), s.msisdn.carrier()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current credential if it matches the record's certificate state.
+    pub fn credential(&self, msisdn: &Msisdn) -> Option<(Arc<SimCredential>, CertificateState)> {
+        let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let s = subs.get(msisdn.e164())?;
+        match (&s.credential, s.credential_state) {
+            (Some(c), Some(state)) if state == s.record.certificate => Some((c.clone(), state)),
+            _ => None,
+        }
+    }
+
+    pub fn set_credential(
+        &self,
+        msisdn: &Msisdn,
+        credential: Arc<SimCredential>,
+        state: CertificateState,
+    ) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = subs.get_mut(msisdn.e164()) {
+            s.credential = Some(credential);
+            s.credential_state = Some(state);
+        }
+    }
+}
+
+/// What an owner check answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerMatch {
+    Full,
+    Partial,
+    None,
+    UnknownSubscriber,
+}
+
+fn normalise_name(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// The identity number must match; the name and date of birth, when given, must match
+/// too for a full match.
+pub fn owner_match(
+    record: &SubscriberRecord,
+    id_number: &str,
+    full_name: Option<&str>,
+    dob: Option<&str>,
+) -> OwnerMatch {
+    if record.id_number.trim() != id_number.trim() {
+        return OwnerMatch::None;
+    }
+    let name_ok = full_name.is_none_or(|n| normalise_name(n) == normalise_name(&record.full_name));
+    let dob_ok = dob.is_none_or(|d| d.trim() == record.date_of_birth);
+    if name_ok && dob_ok {
+        OwnerMatch::Full
+    } else {
+        OwnerMatch::Partial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_population_is_consistent() {
+        let r = Registry::seeded();
+        assert_eq!(r.len(), 63);
+        for (n, carrier) in DEMO_NUMBERS {
+            let (rec, c) = r.get(&Msisdn::parse(n).unwrap()).unwrap();
+            assert_eq!(c, carrier);
+            assert!(rec.sim_pki);
+            assert_eq!(rec.id_number.len(), 12);
+        }
+    }
+
+    #[test]
+    fn owner_matching() {
+        let rec = SubscriberRecord {
+            full_name: "Nguyễn Văn  An".into(),
+            id_number: "001099012345".into(),
+            date_of_birth: "1999-01-02".into(),
+            sim_pki: true,
+            pin: "1234".into(),
+            behaviour: Behaviour::Confirm,
+            certificate: CertificateState::Valid,
+        };
+        assert_eq!(
+            owner_match(&rec, "001099012345", None, None),
+            OwnerMatch::Full
+        );
+        assert_eq!(
+            owner_match(
+                &rec,
+                "001099012345",
+                Some("NGUYỄN VĂN AN"),
+                Some("1999-01-02")
+            ),
+            OwnerMatch::Full
+        );
+        assert_eq!(
+            owner_match(&rec, "001099012345", Some("Trần Văn An"), None),
+            OwnerMatch::Partial
+        );
+        assert_eq!(
+            owner_match(&rec, "001099012345", None, Some("2000-01-01")),
+            OwnerMatch::Partial
+        );
+        assert_eq!(
+            owner_match(&rec, "001099099999", Some("Nguyễn Văn An"), None),
+            OwnerMatch::None
+        );
+    }
+}

@@ -414,7 +414,12 @@ fn finish(
     })
 }
 
+/// Hex of a DER INTEGER's value, without the sign octet DER adds to positive numbers.
 fn hex_upper(bytes: &[u8]) -> String {
+    let bytes = match bytes {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        _ => bytes,
+    };
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 

@@ -50,14 +50,18 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("starting the carrier simulator")?;
 
-    settings.server.listen = args.listen;
     settings.use_simulator(&sim);
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    settings.server.listen = listener.local_addr()?;
+    // Carriers that call back reach this gateway at its own address.
+    settings.signatures.public_base_url = format!("http://{}", listener.local_addr()?);
     if settings.otp.hmac_key.is_none() {
         settings.otp.hmac_key = Some(crypto::generate_server_key()?);
     }
     // Fast resends make the walk-through easy to replay.
     settings.otp.resend_interval = Duration::from_secs(10);
-    let app = Application::build(settings).await?;
+    let app = Application::build_with_listener(settings, listener).await?;
     let key = match std::env::var("GATEWAY_DEMO_API_KEY") {
         Ok(k) if !k.trim().is_empty() => {
             let k = k.trim().to_owned();

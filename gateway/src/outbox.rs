@@ -15,7 +15,6 @@ use carrier_adapters::smpp::{DeliveryReport, Esme, OutgoingSms, ReceiptSink};
 use carrier_adapters::sms_text;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -269,49 +268,5 @@ impl ReceiptSink for ReceiptStore {
             tracing::debug!(%route, state = %report.state, "receipt stored");
             Ok(())
         })
-    }
-}
-
-/// Relays `NOTIFY sms_outbox` from any instance to this instance's dispatcher.
-pub async fn listen_for_work(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
-    use tokio_postgres::AsyncMessage;
-    while !shutdown.is_cancelled() {
-        let connected = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
-        match connected {
-            Ok((client, mut connection)) => {
-                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listen = client.batch_execute("LISTEN sms_outbox");
-                let mut listen = std::pin::pin!(listen);
-                let mut listening = false;
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        r = &mut listen, if !listening => {
-                            listening = true;
-                            if let Err(e) = r {
-                                tracing::warn!(error = %e, "LISTEN failed");
-                                break;
-                            }
-                            // Work may have been queued while we were not listening.
-                            wake.notify_one();
-                        }
-                        m = messages.next() => match m {
-                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => {
-                                tracing::warn!(error = %e, "notification connection lost");
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot open notification connection"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
     }
 }

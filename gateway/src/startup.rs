@@ -9,13 +9,14 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use carrier_adapters::smpp::Esme;
 use deadpool_postgres::Pool;
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::crypto::ServerKeys;
-use crate::outbox::{self, Dispatcher, ReceiptStore};
-use crate::{api, db};
+use crate::mssp::MsspClient;
+use crate::outbox::{Dispatcher, ReceiptStore};
+use crate::{api, db, mssp, notifications, signatures, webhooks};
 
 /// Shared by every request handler.
 pub struct AppState {
@@ -25,6 +26,10 @@ pub struct AppState {
     pub binds: Arc<BTreeMap<String, Esme>>,
     /// Wakes this instance's dispatcher right after a commit.
     pub outbox_wake: Arc<Notify>,
+    /// The carriers' MSSPs.
+    pub mssps: Arc<BTreeMap<carrier_adapters::Carrier, Arc<MsspClient>>>,
+    /// Ids of signature requests that ended (on any instance).
+    pub signature_events: broadcast::Sender<uuid::Uuid>,
 }
 
 pub struct Application {
@@ -76,20 +81,31 @@ impl Application {
             wake: wake.clone(),
         };
         workers.push(tokio::spawn(dispatcher.run(shutdown.clone())));
-        workers.push(tokio::spawn(outbox::listen_for_work(
+        let (signature_events, _) = broadcast::channel(1024);
+        workers.push(tokio::spawn(notifications::listen(
             settings.database.url.clone(),
             wake.clone(),
+            signature_events.clone(),
             shutdown.clone(),
         )));
+        let mssps = Arc::new(mssp::clients(&settings.mss)?);
 
         let settings = Arc::new(settings);
-        let state = web::Data::new(AppState {
+        let state = Arc::new(AppState {
             pool: pool.clone(),
             keys,
             settings: settings.clone(),
             binds,
             outbox_wake: wake,
+            mssps,
+            signature_events,
         });
+        workers.push(tokio::spawn(signatures::run_poller(
+            state.clone(),
+            shutdown.clone(),
+        )));
+        workers.push(tokio::spawn(webhooks::run(state.clone(), shutdown.clone())));
+        let state = web::Data::from(state);
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()

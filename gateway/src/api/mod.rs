@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod body;
+pub mod carriers;
 pub mod error;
 pub mod otp;
+pub mod signatures;
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -32,6 +34,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/otp/{id}/check")
                 .route(web::post().to(otp::check))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/signatures")
+                .route(web::post().to(signatures::create))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/signatures/{id}")
+                .route(web::get().to(signatures::get))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/signatures/{id}/cancel")
+                .route(web::post().to(signatures::cancel))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/subscriber-checks")
+                .route(web::post().to(signatures::subscriber_check))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/carriers/{carrier}/mss")
+                .route(web::post().to(carriers::notification))
                 .default_service(web::to(method_not_allowed)),
         );
 }

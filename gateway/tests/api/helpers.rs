@@ -36,14 +36,19 @@ pub struct TestApp {
     sim_shutdown: CancellationToken,
 }
 
+pub type SettingsTweak = Box<dyn FnOnce(&mut Settings) + Send>;
+
 pub struct Options {
     pub resend_interval: Duration,
+    /// Last changes to the settings (e.g. a second instance on the same database).
+    pub tweak: Option<SettingsTweak>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             resend_interval: Duration::from_secs(30),
+            tweak: None,
         }
     }
 }
@@ -71,13 +76,24 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let mut settings = Settings::default();
     settings.database.url = db_url.clone();
     settings.database.pool_size = 8;
-    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    settings.signatures.public_base_url = format!("http://{}", listener.local_addr().unwrap());
+    settings.signatures.poll_min = Duration::from_millis(100);
+    settings.signatures.poll_max = Duration::from_millis(400);
+    settings.signatures.expiry_grace = Duration::from_secs(1);
+    settings.webhooks.poll_interval = Duration::from_millis(100);
+    settings.webhooks.retry_schedule = vec![Duration::from_millis(200).into(); 3];
     settings.server.workers = 1;
     settings.otp.hmac_key = Some(gateway::crypto::generate_server_key().unwrap());
     settings.otp.resend_interval = options.resend_interval;
     settings.outbox.poll_interval = Duration::from_millis(100);
     settings.use_simulator(&sim);
-    let app = Application::build(settings).await.expect("gateway builds");
+    if let Some(tweak) = options.tweak {
+        tweak(&mut settings);
+    }
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("gateway builds");
     let pool = app.pool.clone();
     let api = format!("http://{}", app.addr());
     let shutdown = app.shutdown_token();

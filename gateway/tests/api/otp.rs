@@ -145,6 +145,7 @@ async fn expired_code_fails() {
 async fn resend_replaces_the_code_and_the_old_one_stops_working() {
     let app = spawn_app_with(Options {
         resend_interval: Duration::ZERO,
+        ..Options::default()
     })
     .await;
     let id = app.create_otp("0881234567", "change_phone").await["id"]
@@ -199,6 +200,7 @@ async fn resend_too_early_is_429_with_retry_after() {
 async fn resend_stops_at_max_sends() {
     let app = spawn_app_with(Options {
         resend_interval: Duration::ZERO,
+        ..Options::default()
     })
     .await;
     let id = app.create_otp("0881234567", "login").await["id"]

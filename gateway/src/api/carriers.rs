@@ -1,0 +1,200 @@
+//! `POST /carriers/{carrier}/mss`: results the carriers' MSSPs call back with
+//! (`MSS_Notification`). Authenticated by the carrier's HMAC header, checked for age,
+//! idempotent (a replayed callback is answered and not applied), and valid on any
+//! instance: everything it needs is in Postgres.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use carrier_adapters::mss::dialect::{self, CALLBACK_SIGNATURE_HEADER, CALLBACK_TIMESTAMP_HEADER};
+use carrier_adapters::mss::{
+    self, Fault, MssMessage, MsspInfo, Operation, ReceiptReq, SoapContent, SoapVersion, Status,
+    StatusCode,
+};
+use carrier_adapters::Carrier;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+
+use crate::signatures;
+use crate::startup::AppState;
+
+fn soap(version: SoapVersion, status: u16, body: String) -> HttpResponse {
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type(version.content_type())
+    .body(body)
+}
+
+fn fault(version: SoapVersion, http: u16, status: StatusCode, reason: &str) -> HttpResponse {
+    soap(
+        version,
+        http,
+        mss::write_fault(
+            version,
+            &Fault {
+                sender: true,
+                status,
+                reason: reason.to_owned(),
+            },
+        ),
+    )
+}
+
+pub async fn notification(
+    req: HttpRequest,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Ok(carrier) = path.parse::<Carrier>() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let Some(mssp) = state
+        .mssps
+        .get(&carrier)
+        .cloned()
+        .filter(|m| m.dialect.calls_back())
+    else {
+        return HttpResponse::NotFound().finish();
+    };
+    let version = mssp.dialect.soap;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return fault(version, 400, StatusCode::WrongParam, "unreadable body");
+        };
+        if body.len() + chunk.len() > mss::DEFAULT_MAX_BYTES {
+            return fault(
+                version,
+                413,
+                StatusCode::WrongDataLength,
+                "message too large",
+            );
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let authentic = dialect::verify_callback(
+        mssp.route.callback_secret.expose_secret().as_bytes(),
+        &header(CALLBACK_TIMESTAMP_HEADER),
+        &header(CALLBACK_SIGNATURE_HEADER),
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
+    if !authentic {
+        tracing::warn!(%carrier, "callback with a bad or stale signature refused");
+        return fault(
+            version,
+            401,
+            StatusCode::UnauthorizedAccess,
+            "UNAUTHORIZED_ACCESS",
+        );
+    }
+    let resp = match mss::parse_envelope(&body, mss::DEFAULT_MAX_BYTES) {
+        Ok((
+            _,
+            SoapContent::Message {
+                message: MssMessage::StatusResp(resp),
+                ..
+            },
+        )) => resp,
+        Ok(_) => {
+            return fault(
+                version,
+                400,
+                StatusCode::WrongParam,
+                "expected MSS_StatusResp",
+            )
+        }
+        Err(e) => return fault(version, 400, e.status(), &e.to_string()),
+    };
+    let found = match signatures::find_by_ap_trans_id(&state, carrier, &resp.ap.ap_trans_id).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "callback lookup failed");
+            return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+        }
+    };
+    let Some((id, mssp_trans_id)) = found else {
+        return fault(version, 400, StatusCode::WrongParam, "unknown AP_TransID");
+    };
+    if let (Some(ours), Some(theirs)) = (&mssp_trans_id, &resp.mssp_trans_id) {
+        if ours != theirs {
+            return fault(
+                version,
+                400,
+                StatusCode::WrongParam,
+                "MSSP_TransID does not match",
+            );
+        }
+    }
+    // Applied once: a replay of the same callback is acknowledged without effect.
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let first = match state.pool.get().await {
+        Ok(db) => db
+            .execute(
+                "INSERT INTO mss_callbacks (digest, carrier) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&digest.as_ref(), &carrier.as_str()],
+            )
+            .await
+            .map(|n| n == 1),
+        Err(e) => {
+            tracing::error!(error = %e, "callback store unavailable");
+            return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+        }
+    };
+    match first {
+        Ok(true) => {
+            if let Err(e) = signatures::apply_status(&state, id, &resp).await {
+                tracing::error!(signature = %id, error = %e, "callback not applied");
+                // Let the carrier retry: forget that we saw it.
+                if let Ok(db) = state.pool.get().await {
+                    let _ = db
+                        .execute(
+                            "DELETE FROM mss_callbacks WHERE digest = $1",
+                            &[&digest.as_ref()],
+                        )
+                        .await;
+                }
+                return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+            }
+        }
+        Ok(false) => tracing::info!(signature = %id, "replayed callback acknowledged, not applied"),
+        Err(e) => {
+            tracing::error!(error = %e, "callback store failed");
+            return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+        }
+    }
+    // The WSDL's MSS_Notification answers with an MSS_ReceiptReq.
+    let receipt = MssMessage::ReceiptReq(ReceiptReq {
+        ap: resp.ap.clone(),
+        mssp: MsspInfo {
+            mssp_id: resp.mssp.mssp_id.clone(),
+            instant: None,
+        },
+        mssp_trans_id: resp
+            .mssp_trans_id
+            .clone()
+            .or(mssp_trans_id)
+            .unwrap_or_else(|| "unknown".into()),
+        msisdn: resp.msisdn.clone(),
+        status: Some(Status::new(StatusCode::RequestOk)),
+        message: None,
+    });
+    soap(
+        version,
+        200,
+        mss::write_envelope(
+            version,
+            Operation::NotificationResponse,
+            &receipt,
+            mssp.dialect.part_style,
+        ),
+    )
+}

@@ -1,0 +1,240 @@
+//! Talking to the carriers' MSSPs: SOAP requests in each carrier's dialect, the trust
+//! material (CA roots, CRLs) to verify their signatures with, certificate fetch for the
+//! PKCS#1 dialect, and the carrier owner check.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use carrier_adapters::mss::dialect::Dialect;
+use carrier_adapters::mss::{self, MssMessage, Operation, SoapContent};
+use carrier_adapters::signature::TrustStore;
+use carrier_adapters::{Carrier, Msisdn};
+use secrecy::ExposeSecret;
+use tokio::sync::Mutex;
+
+use crate::config::MssRoute;
+
+/// One carrier's MSSP.
+pub struct MsspClient {
+    pub carrier: Carrier,
+    pub dialect: Dialect,
+    pub route: MssRoute,
+    http: reqwest::Client,
+    trust: Mutex<Option<CachedTrust>>,
+}
+
+struct CachedTrust {
+    roots: Vec<Vec<u8>>,
+    crl: Option<Vec<u8>>,
+    fetched: Instant,
+}
+
+/// CRLs are fetched again after this long even when their nextUpdate is later.
+const CRL_REFRESH: Duration = Duration::from_secs(60);
+
+impl MsspClient {
+    pub fn new(carrier: Carrier, route: MssRoute) -> anyhow::Result<MsspClient> {
+        let dialect = Dialect::of(carrier)
+            .ok_or_else(|| anyhow!("{carrier} has no SIM signature service"))?;
+        let http = reqwest::Client::builder()
+            .timeout(route.request_timeout)
+            .build()?;
+        Ok(MsspClient {
+            carrier,
+            dialect,
+            route,
+            http,
+            trust: Mutex::new(None),
+        })
+    }
+
+    /// Sends one request and reads the answer (a message or a fault).
+    pub async fn call(
+        &self,
+        operation: Operation,
+        message: &MssMessage,
+    ) -> anyhow::Result<SoapContent> {
+        let body = mss::write_envelope(
+            self.dialect.soap,
+            operation,
+            message,
+            self.dialect.part_style,
+        );
+        let resp = self
+            .http
+            .post(&self.route.endpoint)
+            .header("Content-Type", self.dialect.soap.content_type())
+            .header("SOAPAction", format!("\"#{}\"", operation.element_name()))
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("{} MSSP unreachable", self.carrier))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the MSSP's answer")?;
+        match mss::parse_envelope(&bytes, mss::DEFAULT_MAX_BYTES) {
+            Ok((_, content)) => Ok(content),
+            Err(e) => bail!(
+                "{} MSSP answered HTTP {status} with an unreadable body: {e}",
+                self.carrier
+            ),
+        }
+    }
+
+    /// Roots and CRL, loaded on first use and refreshed when stale.
+    pub async fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        let mut cached = self.trust.lock().await;
+        let stale = cached
+            .as_ref()
+            .is_none_or(|c| self.route.crl_url.is_some() && c.fetched.elapsed() > CRL_REFRESH);
+        if stale {
+            let roots = match cached.as_ref() {
+                Some(c) => c.roots.clone(),
+                None => self.load_roots().await?,
+            };
+            let crl = match &self.route.crl_url {
+                Some(url) => Some(self.fetch(url).await.context("fetching the CA's CRL")?),
+                None => None,
+            };
+            *cached = Some(CachedTrust {
+                roots,
+                crl,
+                fetched: Instant::now(),
+            });
+        }
+        let c = cached.as_ref().expect("just filled");
+        TrustStore::new(c.roots.clone(), c.crl.iter().cloned().collect())
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    async fn load_roots(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut roots = Vec::new();
+        for source in &self.route.ca_roots {
+            let text = if source.trim_start().starts_with("-----BEGIN") {
+                source.clone()
+            } else if source.starts_with("http://") || source.starts_with("https://") {
+                tracing::warn!(carrier = %self.carrier, url = %source, "trusting a CA root fetched over the network (test set-ups only)");
+                String::from_utf8(self.fetch(source).await?).context("CA root is not PEM text")?
+            } else {
+                std::fs::read_to_string(source)
+                    .with_context(|| format!("reading CA root {source}"))?
+            };
+            roots.extend(pem_blocks(&text, "CERTIFICATE")?);
+        }
+        if roots.is_empty() {
+            bail!("no CA root configured for {}", self.carrier);
+        }
+        Ok(roots)
+    }
+
+    async fn fetch(&self, url: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self.http.get(url).send().await?.error_for_status()?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    /// The SIM certificate (PKCS#1 dialect), DER.
+    pub async fn fetch_certificate(&self, msisdn: &Msisdn) -> anyhow::Result<Vec<u8>> {
+        let template = self
+            .route
+            .certificate_url
+            .as_ref()
+            .ok_or_else(|| anyhow!("mss.{}.certificate_url is not set", self.carrier))?;
+        let url = template.replace("{msisdn}", msisdn.e164());
+        let resp = self
+            .http
+            .get(url)
+            .basic_auth(&self.route.ap_id, Some(self.route.ap_pwd.expose_secret()))
+            .send()
+            .await?
+            .error_for_status()?;
+        let text = resp.text().await?;
+        pem_blocks(&text, "CERTIFICATE")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the MSSP sent no certificate"))
+    }
+
+    /// The carrier's owner check: `full`, `partial`, `none` or `unknown_subscriber`.
+    pub async fn owner_check(
+        &self,
+        msisdn: &Msisdn,
+        id_number: &str,
+        full_name: Option<&str>,
+        date_of_birth: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let url = self
+            .route
+            .owner_check_url
+            .as_ref()
+            .ok_or_else(|| anyhow!("mss.{}.owner_check_url is not set", self.carrier))?;
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(self.route.owner_check_key.expose_secret())
+            .json(&serde_json::json!({
+                "msisdn": msisdn.e164(),
+                "id_number": id_number,
+                "full_name": full_name,
+                "date_of_birth": date_of_birth,
+            }))
+            .send()
+            .await?
+            .error_for_status()?;
+        let body: serde_json::Value = resp.json().await?;
+        match body["match"].as_str() {
+            Some(m @ ("full" | "partial" | "none" | "unknown_subscriber")) => Ok(m.to_owned()),
+            _ => bail!("the carrier's owner check answered {body}"),
+        }
+    }
+}
+
+/// The DER of each `-----BEGIN {label}-----` block.
+pub fn pem_blocks(text: &str, label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let after = &rest[start + begin.len()..];
+        let stop = after
+            .find(&end)
+            .ok_or_else(|| anyhow!("unterminated PEM block"))?;
+        let b64: String = after[..stop]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        out.push(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .context("PEM block is not base64")?,
+        );
+        rest = &after[stop + end.len()..];
+    }
+    Ok(out)
+}
+
+/// The MSSPs configured, by carrier.
+pub fn clients(
+    routes: &BTreeMap<String, MssRoute>,
+) -> anyhow::Result<BTreeMap<Carrier, Arc<MsspClient>>> {
+    let mut out = BTreeMap::new();
+    for (name, route) in routes {
+        let carrier: Carrier = name.parse().map_err(|e| anyhow!("mss.{name}: {e}"))?;
+        out.insert(carrier, Arc::new(MsspClient::new(carrier, route.clone())?));
+    }
+    Ok(out)
+}
+
+/// PEM text of a DER object.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}

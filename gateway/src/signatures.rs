@@ -1,0 +1,730 @@
+//! SIM signatures (SIM ký số): push a signature request to the SIM through the carrier's
+//! MSSP, take the result by callback or by polling, verify it ourselves, and record the
+//! signer's identity. Every state change is one short transaction; the end of a request
+//! is announced with `NOTIFY signature_done` (long-pollers on any instance wake) and a
+//! webhook queued in the same transaction.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use carrier_adapters::mss::dialect::SignatureFormat;
+use carrier_adapters::mss::{
+    ApInfo, Data, MssMessage, MsspInfo, Operation, SignatureReq, SoapContent, StatusCode,
+    StatusReq, StatusResp,
+};
+use carrier_adapters::signature::{self, VerifyError, Window};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::Row;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+use crate::domain::Msisdn;
+use crate::mssp::MsspClient;
+use crate::startup::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignaturePurpose {
+    Register,
+    Login,
+    AddMethod,
+}
+
+impl SignaturePurpose {
+    pub fn parse(s: &str) -> Option<SignaturePurpose> {
+        match s {
+            "register" => Some(SignaturePurpose::Register),
+            "login" => Some(SignaturePurpose::Login),
+            "add_method" => Some(SignaturePurpose::AddMethod),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignaturePurpose::Register => "register",
+            SignaturePurpose::Login => "login",
+            SignaturePurpose::AddMethod => "add_method",
+        }
+    }
+
+    /// What the phone shows when the portal gives no text.
+    pub fn default_display_text(self) -> &'static str {
+        match self {
+            SignaturePurpose::Register => "Xác nhận đăng ký tài khoản Cổng Dịch vụ công",
+            SignaturePurpose::Login => "Xác nhận đăng nhập Cổng Dịch vụ công",
+            SignaturePurpose::AddMethod => "Xác nhận thêm phương thức xác thực Cổng Dịch vụ công",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSignature {
+    pub msisdn: Msisdn,
+    pub purpose: SignaturePurpose,
+    pub display_text: String,
+    pub data_to_sign: Vec<u8>,
+    pub timeout_seconds: u32,
+    pub callback_url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignatureView {
+    pub id: Uuid,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    pub carrier: String,
+    pub msisdn_masked: String,
+    pub purpose: String,
+    /// Exactly what the SIM is asked to sign (base64).
+    pub data_to_sign: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// When signed: the verified signature and who made it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<serde_json::Value>,
+}
+
+const COLUMNS: &str =
+    "id, client_id, status, status_detail, carrier, msisdn, purpose, data_to_sign, created_at, \
+    expires_at, ended_at, signature_cms, certificate_der, signer, signed_at, callback_url";
+
+fn view(row: &Row) -> Result<SignatureView, ApiError> {
+    let msisdn = Msisdn::parse(row.get("msisdn"))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
+    let signed = match row.get::<_, Option<Vec<u8>>>("signature_cms") {
+        Some(cms) => {
+            let cert: Vec<u8> = row.get("certificate_der");
+            let signer: serde_json::Value = row.get("signer");
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut v = json!({
+                "signature_cms": b64.encode(&cms),
+                "certificate_pem": crate::mssp::pem_encode("CERTIFICATE", &cert),
+                "signed_at": row.get::<_, Option<DateTime<Utc>>>("signed_at"),
+            });
+            if let (Some(obj), Some(signer)) = (v.as_object_mut(), signer.as_object()) {
+                for (k, val) in signer {
+                    obj.insert(k.clone(), val.clone());
+                }
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    Ok(SignatureView {
+        id: row.get("id"),
+        status: row.get("status"),
+        status_detail: row.get("status_detail"),
+        carrier: row.get("carrier"),
+        msisdn_masked: msisdn.masked(),
+        purpose: row.get("purpose"),
+        data_to_sign: base64::engine::general_purpose::STANDARD
+            .encode(row.get::<_, Vec<u8>>("data_to_sign")),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        ended_at: row.get("ended_at"),
+        signed,
+    })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn ap_info(mssp: &MsspClient, state: &AppState, ap_trans_id: &str) -> ApInfo {
+    use secrecy::ExposeSecret;
+    ApInfo {
+        ap_id: mssp.route.ap_id.clone(),
+        ap_trans_id: ap_trans_id.to_owned(),
+        ap_pwd: mssp.route.ap_pwd.expose_secret().to_owned(),
+        instant: rfc3339(SystemTime::now()),
+        ap_url: mssp.dialect.calls_back().then(|| {
+            format!(
+                "{}/carriers/{}/mss",
+                state
+                    .settings
+                    .signatures
+                    .public_base_url
+                    .trim_end_matches('/'),
+                mssp.carrier
+            )
+        }),
+    }
+}
+
+fn mssp_info(mssp: &MsspClient) -> MsspInfo {
+    MsspInfo {
+        mssp_id: format!("http://mssp.{}.vn", mssp.carrier),
+        instant: None,
+    }
+}
+
+/// The gateway status an ETSI status ends a request with (`None`: not an end).
+fn ending(code: StatusCode) -> Option<&'static str> {
+    Some(match code {
+        StatusCode::RequestOk
+        | StatusCode::Signature
+        | StatusCode::ValidSignature
+        | StatusCode::OutstandingTransaction => return None,
+        StatusCode::ExpiredTransaction => "expired",
+        StatusCode::UserCancel => "user_cancel",
+        StatusCode::PinNrBlocked => "pin_blocked",
+        StatusCode::CardBlocked => "card_blocked",
+        StatusCode::NoKeyFound => "no_key",
+        StatusCode::NoCertFound => "no_cert",
+        StatusCode::RevokedCertificate => "revoked",
+        StatusCode::InvalidSignature => "invalid_signature",
+        _ => "carrier_error",
+    })
+}
+
+/// Creates the request, pushes it to the MSSP and records its transaction id.
+pub async fn create(
+    state: &AppState,
+    client: Uuid,
+    req: NewSignature,
+) -> Result<SignatureView, ApiError> {
+    let carrier = req.msisdn.carrier();
+    let mssp = state
+        .mssps
+        .get(&carrier)
+        .cloned()
+        .ok_or_else(|| ApiError::InvalidField {
+            field: "msisdn",
+            detail: format!("{carrier} offers no SIM signature service here"),
+        })?;
+    let id = Uuid::now_v7();
+    let ap_trans_id = format!("T{}", id.simple());
+    let settings = &state.settings.signatures;
+    // Carriers that call back are still polled now and then, in case a callback is lost.
+    let first_poll = if mssp.dialect.calls_back() {
+        settings.poll_max * 4
+    } else {
+        settings.poll_min
+    };
+    let db = state.pool.get().await?;
+    db.execute(
+        "INSERT INTO signature_requests (id, client_id, msisdn, carrier, purpose, display_text,
+            data_to_sign, ap_trans_id, timeout_seconds, callback_url, expires_at, next_poll_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+            now() + make_interval(secs => $9::int), now() + make_interval(secs => $11::float8))",
+        &[
+            &id,
+            &client,
+            &req.msisdn.e164(),
+            &carrier.as_str(),
+            &req.purpose.as_str(),
+            &req.display_text,
+            &req.data_to_sign,
+            &ap_trans_id,
+            &(req.timeout_seconds as i32),
+            &req.callback_url,
+            &first_poll.as_secs_f64(),
+        ],
+    )
+    .await?;
+    drop(db);
+
+    let message = MssMessage::SignatureReq(SignatureReq {
+        ap: ap_info(&mssp, state, &ap_trans_id),
+        mssp: mssp_info(&mssp),
+        msisdn: req.msisdn.e164().to_owned(),
+        mode: mssp.dialect.mode,
+        timeout_seconds: Some(req.timeout_seconds),
+        data_to_be_signed: Data {
+            value: base64::engine::general_purpose::STANDARD.encode(&req.data_to_sign),
+            mime_type: Some("application/octet-stream".into()),
+            encoding: Some("base64".into()),
+        },
+        data_to_be_displayed: Some(Data {
+            value: req.display_text.clone(),
+            mime_type: Some("text/plain".into()),
+            encoding: Some("UTF-8".into()),
+        }),
+        signature_profile: Some(mssp.dialect.signature_profile.to_owned()),
+        mss_format: Some(mssp.dialect.format.uri().to_owned()),
+    });
+    match mssp.call(Operation::Signature, &message).await {
+        Ok(SoapContent::Message {
+            message: MssMessage::SignatureResp(resp),
+            ..
+        }) => match ending(resp.status.code) {
+            None => {
+                let db = state.pool.get().await?;
+                db.execute(
+                    "UPDATE signature_requests SET mssp_trans_id = $2, updated_at = now() WHERE id = $1",
+                    &[&id, &resp.mssp_trans_id],
+                )
+                .await?;
+            }
+            Some(status) => {
+                end(state, id, status, Some(resp.status.code.to_string())).await?;
+            }
+        },
+        Ok(SoapContent::Fault(fault)) => {
+            let status = ending(fault.status).unwrap_or("carrier_error");
+            end(
+                state,
+                id,
+                status,
+                Some(format!("{}: {}", fault.status, fault.reason)),
+            )
+            .await?;
+        }
+        Ok(SoapContent::Message { message, .. }) => {
+            end(
+                state,
+                id,
+                "carrier_error",
+                Some(format!(
+                    "unexpected {} from the MSSP",
+                    message.element_name()
+                )),
+            )
+            .await?;
+        }
+        Err(e) => {
+            tracing::warn!(signature = %id, error = format!("{e:#}"), "MSSP request failed");
+            end(
+                state,
+                id,
+                "carrier_error",
+                Some("the carrier's MSSP could not be reached".into()),
+            )
+            .await?;
+        }
+    }
+    tracing::info!(signature = %id, msisdn = %req.msisdn, %carrier, "signature requested");
+    get(state, client, id).await
+}
+
+pub async fn get(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
+    let db = state.pool.get().await?;
+    let row = db
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM signature_requests WHERE id = $1 AND client_id = $2"),
+            &[&id, &client],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    view(&row)
+}
+
+/// `GET ?wait=N`: answers at once unless pending, else when the request ends on any
+/// instance or after `wait`.
+pub async fn wait(
+    state: &AppState,
+    client: Uuid,
+    id: Uuid,
+    wait: Duration,
+) -> Result<SignatureView, ApiError> {
+    let mut events = state.signature_events.subscribe();
+    let current = get(state, client, id).await?;
+    if current.status != "pending" || wait.is_zero() {
+        return Ok(current);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            e = events.recv() => match e {
+                Ok(done) if done == id => break,
+                Ok(_) => {}
+                // Missed events: look again.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let now = get(state, client, id).await?;
+                    if now.status != "pending" {
+                        return Ok(now);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+    get(state, client, id).await
+}
+
+pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
+    let db = state.pool.get().await?;
+    let row = db
+        .query_opt(
+            "SELECT status FROM signature_requests WHERE id = $1 AND client_id = $2",
+            &[&id, &client],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    drop(db);
+    let status: String = row.get(0);
+    if status != "pending"
+        || !end(state, id, "canceled", Some("canceled by the portal".into())).await?
+    {
+        let now = get(state, client, id).await?;
+        return Err(ApiError::NotPending { status: now.status });
+    }
+    get(state, client, id).await
+}
+
+/// Ends a pending request once (no-op if it already ended). Returns whether it ended it.
+pub async fn end(
+    state: &AppState,
+    id: Uuid,
+    status: &str,
+    detail: Option<String>,
+) -> Result<bool, ApiError> {
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE signature_requests SET status = $2, status_detail = $3, ended_at = now(),
+                    updated_at = now(), claimed_until = NULL
+                 WHERE id = $1 AND status = 'pending' RETURNING {COLUMNS}"
+            ),
+            &[&id, &status, &detail],
+        )
+        .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    announce(&tx, &row).await?;
+    tx.commit().await?;
+    tracing::info!(signature = %id, status, "signature request ended");
+    Ok(true)
+}
+
+/// Records a verified signature.
+async fn end_signed(
+    state: &AppState,
+    id: Uuid,
+    verified: &signature::Verified,
+) -> Result<bool, ApiError> {
+    let subject = &verified.subject;
+    let signer = json!({
+        "subject": {
+            "common_name": subject.common_name,
+            "identifiers": subject.identifiers.iter().map(|(t, v)| json!({"type": t, "value": v})).collect::<Vec<_>>(),
+            "organization": subject.organization,
+        },
+        "issuer": { "common_name": verified.issuer_common_name },
+        "not_before": rfc3339(verified.not_before),
+        "not_after": rfc3339(verified.not_after),
+        "serial": verified.serial_hex,
+    });
+    let signed_at = DateTime::<Utc>::from(verified.signed_at);
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE signature_requests SET status = 'signed', status_detail = NULL, ended_at = now(),
+                    updated_at = now(), claimed_until = NULL, signature_cms = $2,
+                    certificate_der = $3, signer = $4, signed_at = $5
+                 WHERE id = $1 AND status = 'pending' RETURNING {COLUMNS}"
+            ),
+            &[&id, &verified.cms_der, &verified.certificate_der, &signer, &signed_at],
+        )
+        .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    announce(&tx, &row).await?;
+    tx.commit().await?;
+    tracing::info!(signature = %id, "signature verified and stored");
+    Ok(true)
+}
+
+/// Wakes long-pollers everywhere and queues the webhook, in the ending transaction.
+async fn announce(tx: &deadpool_postgres::Transaction<'_>, row: &Row) -> Result<(), ApiError> {
+    let id: Uuid = row.get("id");
+    tx.execute("SELECT pg_notify('signature_done', $1)", &[&id.to_string()])
+        .await?;
+    if let Some(url) = row.get::<_, Option<String>>("callback_url") {
+        let view = view(row)?;
+        let payload = json!({
+            "type": "signature.completed",
+            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "data": view,
+        });
+        crate::webhooks::enqueue(tx, row.get("client_id"), &url, &payload).await?;
+    }
+    Ok(())
+}
+
+/// A result from the MSSP (callback or poll): verify and record it, or keep waiting.
+pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Result<(), ApiError> {
+    if let Some(status) = ending(resp.status.code) {
+        end(state, id, status, Some(resp.status.code.to_string())).await?;
+        return Ok(());
+    }
+    if resp.status.code == StatusCode::OutstandingTransaction
+        || resp.status.code == StatusCode::RequestOk
+    {
+        return Ok(());
+    }
+    let Some(sig) = resp.signature.as_deref() else {
+        end(
+            state,
+            id,
+            "carrier_error",
+            Some("the MSSP reported a signature but sent none".into()),
+        )
+        .await?;
+        return Ok(());
+    };
+    let db = state.pool.get().await?;
+    let row = db
+        .query_opt(
+            "SELECT carrier, msisdn, data_to_sign, created_at, status FROM signature_requests WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    drop(db);
+    if row.get::<_, String>("status") != "pending" {
+        return Ok(());
+    }
+    let carrier: carrier_adapters::Carrier = row
+        .get::<_, String>("carrier")
+        .parse()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let msisdn =
+        Msisdn::parse(row.get("msisdn")).map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let data: Vec<u8> = row.get("data_to_sign");
+    let created: DateTime<Utc> = row.get("created_at");
+    let Some(mssp) = state.mssps.get(&carrier).cloned() else {
+        end(
+            state,
+            id,
+            "carrier_error",
+            Some("carrier no longer configured".into()),
+        )
+        .await?;
+        return Ok(());
+    };
+    let trust = match mssp.trust_store().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(signature = %id, error = format!("{e:#}"), "trust material unavailable");
+            end(
+                state,
+                id,
+                "carrier_error",
+                Some("the CA's CRL or root could not be loaded".into()),
+            )
+            .await?;
+            return Ok(());
+        }
+    };
+    let window = Window {
+        started: SystemTime::from(created),
+        now: SystemTime::now(),
+    };
+    let verified = match mssp.dialect.format {
+        SignatureFormat::Pkcs7 => signature::verify_cms(sig, &data, &trust, window),
+        SignatureFormat::Pkcs1 => match mssp.fetch_certificate(&msisdn).await {
+            Ok(cert) => signature::verify_pkcs1(sig, &cert, &data, &trust, window),
+            Err(e) => {
+                tracing::warn!(signature = %id, error = format!("{e:#}"), "certificate fetch failed");
+                end(
+                    state,
+                    id,
+                    "carrier_error",
+                    Some("the SIM certificate could not be fetched".into()),
+                )
+                .await?;
+                return Ok(());
+            }
+        },
+    };
+    match verified {
+        Ok(v) => {
+            end_signed(state, id, &v).await?;
+        }
+        Err(e) => {
+            let status = match e {
+                VerifyError::Revoked => "revoked",
+                VerifyError::RevocationUnknown(_) => "carrier_error",
+                _ => "invalid_signature",
+            };
+            tracing::warn!(signature = %id, error = %e, "signature refused");
+            end(state, id, status, Some(e.to_string())).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Finds the request a carrier's message is about.
+pub async fn find_by_ap_trans_id(
+    state: &AppState,
+    carrier: carrier_adapters::Carrier,
+    ap_trans_id: &str,
+) -> Result<Option<(Uuid, Option<String>)>, ApiError> {
+    let db = state.pool.get().await?;
+    let row = db
+        .query_opt(
+            "SELECT id, mssp_trans_id FROM signature_requests WHERE ap_trans_id = $1 AND carrier = $2",
+            &[&ap_trans_id, &carrier.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+struct Due {
+    id: Uuid,
+    carrier: String,
+    ap_trans_id: String,
+    mssp_trans_id: Option<String>,
+    msisdn: String,
+    attempts: i32,
+    overdue: bool,
+}
+
+/// Polls pending requests (and sweeps those whose answer never came) on every instance,
+/// each row claimed by one.
+pub async fn run_poller(state: std::sync::Arc<AppState>, shutdown: CancellationToken) {
+    let tick = state
+        .settings
+        .signatures
+        .poll_min
+        .min(Duration::from_millis(500));
+    loop {
+        if let Err(e) = poll_once(&state).await {
+            tracing::warn!(error = format!("{e:#}"), "signature poll pass failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+async fn poll_once(state: &AppState) -> anyhow::Result<()> {
+    let grace = state.settings.signatures.expiry_grace.as_secs_f64();
+    let due: Vec<Due> = {
+        let db = state.pool.get().await?;
+        db.query(
+            "UPDATE signature_requests s SET claimed_until = now() + interval '30 seconds'
+             WHERE s.id IN (
+                SELECT id FROM signature_requests
+                WHERE status = 'pending' AND next_poll_at <= now()
+                  AND (claimed_until IS NULL OR claimed_until < now())
+                ORDER BY next_poll_at LIMIT 32
+                FOR UPDATE SKIP LOCKED)
+             RETURNING s.id, s.carrier, s.ap_trans_id, s.mssp_trans_id, s.msisdn, s.poll_attempts,
+                (s.expires_at + make_interval(secs => $1::float8) < now()) AS overdue",
+            &[&grace],
+        )
+        .await?
+        .into_iter()
+        .map(|r| Due {
+            id: r.get(0),
+            carrier: r.get(1),
+            ap_trans_id: r.get(2),
+            mssp_trans_id: r.get(3),
+            msisdn: r.get(4),
+            attempts: r.get(5),
+            overdue: r.get(6),
+        })
+        .collect()
+    };
+    futures::future::join_all(due.into_iter().map(|d| poll_one(state, d))).await;
+    Ok(())
+}
+
+async fn poll_one(state: &AppState, due: Due) {
+    let id = due.id;
+    if let Err(e) = poll_one_inner(state, due).await {
+        tracing::warn!(signature = %id, error = %e, "poll failed");
+    }
+}
+
+async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
+    if due.overdue {
+        end(
+            state,
+            due.id,
+            "expired",
+            Some("no answer before the request timed out".into()),
+        )
+        .await?;
+        return Ok(());
+    }
+    let carrier: carrier_adapters::Carrier = due
+        .carrier
+        .parse()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let Some(mssp) = state.mssps.get(&carrier).cloned() else {
+        end(
+            state,
+            due.id,
+            "carrier_error",
+            Some("carrier no longer configured".into()),
+        )
+        .await?;
+        return Ok(());
+    };
+    let Some(mssp_trans_id) = due.mssp_trans_id.clone() else {
+        // The push is still in flight (or was lost between insert and update): later.
+        reschedule(state, &due, &mssp).await?;
+        return Ok(());
+    };
+    let query = MssMessage::StatusReq(StatusReq {
+        ap: ap_info(&mssp, state, &due.ap_trans_id),
+        mssp: mssp_info(&mssp),
+        mssp_trans_id,
+        msisdn: Some(due.msisdn.clone()),
+    });
+    match mssp.call(Operation::StatusQuery, &query).await {
+        Ok(SoapContent::Message {
+            message: MssMessage::StatusResp(resp),
+            ..
+        }) => {
+            apply_status(state, due.id, &resp).await?;
+            reschedule(state, &due, &mssp).await?;
+        }
+        Ok(SoapContent::Fault(f)) => {
+            let status = ending(f.status).unwrap_or("carrier_error");
+            end(
+                state,
+                due.id,
+                status,
+                Some(format!("{}: {}", f.status, f.reason)),
+            )
+            .await?;
+        }
+        Ok(_) => reschedule(state, &due, &mssp).await?,
+        Err(e) => {
+            tracing::warn!(signature = %due.id, error = format!("{e:#}"), "status query failed; will retry");
+            reschedule(state, &due, &mssp).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Next poll with back-off, never later than the expiry sweep.
+async fn reschedule(state: &AppState, due: &Due, mssp: &MsspClient) -> Result<(), ApiError> {
+    let s = &state.settings.signatures;
+    let delay = if mssp.dialect.calls_back() {
+        s.poll_max * 4
+    } else {
+        (s.poll_min * 2u32.saturating_pow(due.attempts.clamp(0, 8) as u32)).min(s.poll_max)
+    };
+    let grace = s.expiry_grace.as_secs_f64();
+    let db = state.pool.get().await?;
+    db.execute(
+        "UPDATE signature_requests SET poll_attempts = poll_attempts + 1, claimed_until = NULL,
+            next_poll_at = LEAST(now() + make_interval(secs => $2::float8),
+                                 expires_at + make_interval(secs => $3::float8))
+         WHERE id = $1 AND status = 'pending'",
+        &[&due.id, &delay.as_secs_f64(), &grace],
+    )
+    .await?;
+    Ok(())
+}

@@ -29,6 +29,10 @@ pub struct TestApp {
     pub api: String,
     pub sim: String,
     pub key: String,
+    pub webhook_secret: String,
+    /// The settings this instance runs with (for a second instance on the same database).
+    pub settings: Settings,
+    pub mssps: Vec<std::sync::Arc<simulator::mssp::Mssp>>,
     pub http: reqwest::Client,
     pub pool: deadpool_postgres::Pool,
     pub db_url: String,
@@ -91,6 +95,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if let Some(tweak) = options.tweak {
         tweak(&mut settings);
     }
+    let kept_settings = settings.clone();
     let app = Application::build_with_listener(settings, listener)
         .await
         .expect("gateway builds");
@@ -105,6 +110,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         api,
         sim: format!("http://{}", sim.http_addr),
         key,
+        webhook_secret: client.webhook_secret.clone(),
+        settings: kept_settings,
+        mssps: sim.mssps.clone(),
         http: reqwest::Client::new(),
         pool,
         db_url,
@@ -115,7 +123,32 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     test_app
 }
 
+/// Another gateway instance on the same database and simulator.
+pub struct SecondInstance {
+    pub api: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for SecondInstance {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 impl TestApp {
+    pub async fn second_instance(&self, public_base_url: &str) -> SecondInstance {
+        let mut settings = self.settings.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        settings.signatures.public_base_url = public_base_url.to_owned();
+        let app = Application::build_with_listener(settings, listener)
+            .await
+            .expect("second instance builds");
+        let api = format!("http://{}", app.addr());
+        let shutdown = app.shutdown_token();
+        tokio::spawn(app.run_until_stopped());
+        SecondInstance { api, shutdown }
+    }
+
     async fn wait_bound(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

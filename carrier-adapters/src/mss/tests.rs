@@ -118,6 +118,23 @@ fn every_message_round_trips_in_every_envelope_style() {
 }
 
 #[test]
+fn line_breaks_and_tabs_survive_a_round_trip() {
+    let mut req = signature_req();
+    req.data_to_be_displayed.as_mut().unwrap().value = "dòng 1\r\ndòng 2\tcột".into();
+    req.ap.ap_pwd = "a\nb\tc\rd".into();
+    let message = MssMessage::SignatureReq(req);
+    let xml = write_envelope(SoapVersion::Soap11, Operation::Signature, &message, PartStyle::Qualified);
+    let (_, content) = parse_envelope(xml.as_bytes(), DEFAULT_MAX_BYTES).unwrap();
+    assert_eq!(
+        content,
+        SoapContent::Message {
+            operation: Some(Operation::Signature),
+            message
+        }
+    );
+}
+
+#[test]
 fn faults_carry_the_etsi_status() {
     for version in [SoapVersion::Soap11, SoapVersion::Soap12] {
         let fault = Fault {

@@ -215,7 +215,19 @@ fn push_text(stack: &mut [Element], root: &Option<Element>, content: &str) -> Re
     }
 }
 
-/// Escapes text and attribute values for writing.
+/// Escapes text and attribute values for writing. Carriage returns, newlines and tabs
+/// become character references so that a reader's end-of-line and attribute-value
+/// normalisation gives back exactly what was written.
 pub fn escape(value: &str) -> Cow<'_, str> {
-    quick_xml::escape::escape(value)
+    let escaped = quick_xml::escape::escape(value);
+    if escaped.contains(['\r', '\n', '\t']) {
+        Cow::Owned(
+            escaped
+                .replace('\r', "&#13;")
+                .replace('\n', "&#10;")
+                .replace('\t', "&#9;"),
+        )
+    } else {
+        escaped
+    }
 }

@@ -69,6 +69,11 @@ pub struct MssRoute {
     pub owner_check_key: SecretString,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Extra CA roots for the MSSP's HTTPS endpoints (PEM file paths or inline PEM), on
+    /// top of the public web roots.
+    pub tls_roots: Vec<String>,
+    /// Client certificate and private key for mutual TLS (PEM file path or inline PEM).
+    pub tls_client_identity: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +244,8 @@ impl MssRoute {
             owner_check_url: Some(format!("{base}/carriers/{carrier}/owner-check")),
             owner_check_key: SecretString::from(format!("sim-owner-{carrier}")),
             request_timeout: Duration::from_secs(10),
+            tls_roots: Vec::new(),
+            tls_client_identity: None,
         }
     }
 }

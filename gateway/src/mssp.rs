@@ -39,9 +39,28 @@ impl MsspClient {
     pub fn new(carrier: Carrier, route: MssRoute) -> anyhow::Result<MsspClient> {
         let dialect = Dialect::of(carrier)
             .ok_or_else(|| anyhow!("{carrier} has no SIM signature service"))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(route.request_timeout)
-            .build()?;
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        for source in &route.tls_roots {
+            let pem = pem_source(source).with_context(|| format!("mss.{carrier}.tls_roots"))?;
+            for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .with_context(|| format!("mss.{carrier}.tls_roots: not PEM certificates"))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(identity) = &route.tls_client_identity {
+            let pem = pem_source(identity.expose_secret())
+                .with_context(|| format!("mss.{carrier}.tls_client_identity"))?;
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).with_context(|| {
+                format!(
+                    "mss.{carrier}.tls_client_identity: needs a PEM certificate and private key"
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder.build()?;
         Ok(MsspClient {
             carrier,
             dialect,
@@ -190,6 +209,15 @@ impl MsspClient {
     }
 }
 
+/// Inline PEM as is, otherwise the contents of the file it names.
+fn pem_source(source: &str) -> anyhow::Result<String> {
+    if source.trim_start().starts_with("-----BEGIN") {
+        Ok(source.to_owned())
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
+    }
+}
+
 /// The DER of each `-----BEGIN {label}-----` block.
 pub fn pem_blocks(text: &str, label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let begin = format!("-----BEGIN {label}-----");
@@ -237,4 +265,49 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn ca_pem() -> String {
+        let ca = simulator::pki::SimCa::new(
+            "Test TLS CA",
+            "Test",
+            simulator::pki::generate_key().unwrap(),
+        )
+        .unwrap();
+        ca.certificate_pem()
+    }
+
+    #[test]
+    fn tls_roots_and_client_identity_are_loaded_or_refused_clearly() {
+        let mut route = MssRoute::simulator("viettel", "https://mss.example.vn");
+        route.tls_roots = vec![ca_pem()];
+        MsspClient::new(Carrier::Viettel, route.clone()).unwrap();
+
+        let path = std::env::temp_dir().join(format!("mss-root-{}.pem", std::process::id()));
+        std::fs::write(&path, ca_pem()).unwrap();
+        route.tls_roots = vec![path.display().to_string()];
+        MsspClient::new(Carrier::Viettel, route.clone()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        route.tls_roots = vec!["/nonexistent/root.pem".into()];
+        let err = MsspClient::new(Carrier::Viettel, route.clone())
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("tls_roots"), "{err:#}");
+
+        route.tls_roots = vec![];
+        route.tls_client_identity = Some(SecretString::from(ca_pem()));
+        let err = MsspClient::new(Carrier::Viettel, route).err().unwrap();
+        assert!(format!("{err:#}").contains("private key"), "{err:#}");
+    }
+
+    #[test]
+    fn only_carriers_with_sim_signatures_get_a_client() {
+        assert!(MsspClient::new(Carrier::Gmobile, MssRoute::default()).is_err());
+    }
 }

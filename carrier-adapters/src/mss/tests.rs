@@ -123,7 +123,12 @@ fn line_breaks_and_tabs_survive_a_round_trip() {
     req.data_to_be_displayed.as_mut().unwrap().value = "dòng 1\r\ndòng 2\tcột".into();
     req.ap.ap_pwd = "a\nb\tc\rd".into();
     let message = MssMessage::SignatureReq(req);
-    let xml = write_envelope(SoapVersion::Soap11, Operation::Signature, &message, PartStyle::Qualified);
+    let xml = write_envelope(
+        SoapVersion::Soap11,
+        Operation::Signature,
+        &message,
+        PartStyle::Qualified,
+    );
     let (_, content) = parse_envelope(xml.as_bytes(), DEFAULT_MAX_BYTES).unwrap();
     assert_eq!(
         content,

@@ -1,12 +1,16 @@
-//! How each carrier's MSSP speaks ETSI TS 102 204. The carriers differ, and both the
-//! gateway's adapters and the simulator's MSSPs read this one table, so the differences
-//! are written down once:
+//! How each carrier's MSSP speaks ETSI TS 102 204: one module per carrier
+//! ([`viettel`], [`vinaphone`], [`mobifone`]), read by both the gateway's adapters and the
+//! simulator's MSSPs, so each difference is written down once:
 //!
 //! | carrier   | SOAP | part element  | result delivery                        | MSS_Format | callback auth |
 //! |-----------|------|---------------|----------------------------------------|------------|---------------|
 //! | Viettel   | 1.1  | unqualified   | MSSP calls `AP_URL` (asynchServerServer) | PKCS7 (CMS) | HMAC header |
 //! | VinaPhone | 1.2  | qualified     | AP polls `MSS_StatusQuery` (asynchClientServer) | PKCS7 (CMS) | — |
 //! | MobiFone  | 1.1  | qualified     | AP polls `MSS_StatusQuery` (asynchClientServer) | PKCS1, certificate fetched separately | — |
+
+pub mod mobifone;
+pub mod viettel;
+pub mod vinaphone;
 
 use super::{MessagingMode, PartStyle, SoapVersion, FORMAT_PKCS1, FORMAT_PKCS7};
 use crate::Carrier;
@@ -50,30 +54,9 @@ impl Dialect {
     /// The dialect of a carrier that offers SIM signatures.
     pub fn of(carrier: Carrier) -> Option<Dialect> {
         match carrier {
-            Carrier::Viettel => Some(Dialect {
-                carrier,
-                soap: SoapVersion::Soap11,
-                part_style: PartStyle::Unqualified,
-                mode: MessagingMode::AsynchServerServer,
-                format: SignatureFormat::Pkcs7,
-                signature_profile: "http://mobile-ca.viettel.vn/profile/sign",
-            }),
-            Carrier::Vinaphone => Some(Dialect {
-                carrier,
-                soap: SoapVersion::Soap12,
-                part_style: PartStyle::Qualified,
-                mode: MessagingMode::AsynchClientServer,
-                format: SignatureFormat::Pkcs7,
-                signature_profile: "http://vnpt-ca.vn/mss/profile/digitalSignature",
-            }),
-            Carrier::Mobifone => Some(Dialect {
-                carrier,
-                soap: SoapVersion::Soap11,
-                part_style: PartStyle::Qualified,
-                mode: MessagingMode::AsynchClientServer,
-                format: SignatureFormat::Pkcs1,
-                signature_profile: "http://mobifone.vn/mobile-id/profile/sign",
-            }),
+            Carrier::Viettel => Some(viettel::DIALECT),
+            Carrier::Vinaphone => Some(vinaphone::DIALECT),
+            Carrier::Mobifone => Some(mobifone::DIALECT),
             _ => None,
         }
     }

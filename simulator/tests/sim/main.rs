@@ -1,4 +1,5 @@
 //! Simulator integration tests: real sockets, plain protocol clients, the real PKI.
 
+mod mssp;
 mod pki;
 mod smsc;

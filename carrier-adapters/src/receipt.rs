@@ -230,6 +230,25 @@ pub fn normalise_message_id(id: &str) -> String {
     }
 }
 
+/// The other forms an SMSC may write the same id in (normalised): the decimal value of
+/// a hex id and the hex form of a decimal id, for SMSCs that answer `submit_sm` in one
+/// base and write receipts in the other.
+pub fn alternate_message_ids(id: &str) -> (Option<String>, Option<String>) {
+    let id = normalise_message_id(id);
+    let as_decimal = u128::from_str_radix(&id, 16)
+        .ok()
+        .map(|n| n.to_string())
+        .filter(|d| *d != id);
+    let as_hex = id
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| id.parse::<u128>().ok())
+        .flatten()
+        .map(|n| format!("{n:x}"))
+        .filter(|h| *h != id);
+    (as_decimal, as_hex)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +309,26 @@ mod tests {
             Err(ReceiptParseError::UnknownState("GONE".into()))
         );
         assert_eq!(parse(""), Err(ReceiptParseError::MissingId));
+    }
+
+    #[test]
+    fn message_ids_have_their_other_base() {
+        assert_eq!(
+            alternate_message_ids("00001C2806CD0000"),
+            (Some("30958238367744".into()), None)
+        );
+        assert_eq!(
+            alternate_message_ids("30958238367744"),
+            (
+                Some(
+                    u128::from_str_radix("30958238367744", 16)
+                        .unwrap()
+                        .to_string()
+                ),
+                Some("1c2806cd0000".into())
+            )
+        );
+        assert_eq!(alternate_message_ids("not-an-id"), (None, None));
     }
 
     #[test]

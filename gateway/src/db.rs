@@ -13,6 +13,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_signatures",
         include_str!("../../migrations/0002_signatures.sql"),
     ),
+    (
+        "0003_receipt_forms",
+        include_str!("../../migrations/0003_receipt_forms.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

@@ -410,7 +410,12 @@ pub async fn get(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView, Ap
                  LEFT JOIN LATERAL (
                     SELECT * FROM sms_outbox WHERE challenge_id = c.id ORDER BY id DESC LIMIT 1
                  ) o ON true
-                 LEFT JOIN delivery_receipts r ON r.route = o.route AND r.message_id = o.message_key
+                 LEFT JOIN LATERAL (
+                    SELECT * FROM delivery_receipts d
+                    WHERE d.route = o.route
+                      AND d.message_id IN (o.message_key, o.message_key_dec, o.message_key_hex)
+                    ORDER BY d.received_at DESC LIMIT 1
+                 ) r ON true
                  WHERE c.id = $1 AND c.client_id = $2"
             ),
             &[&id, &client],

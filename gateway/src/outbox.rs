@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carrier_adapters::receipt::normalise_message_id;
+use carrier_adapters::receipt::{alternate_message_ids, normalise_message_id};
 use carrier_adapters::smpp::{DeliveryReport, Esme, OutgoingSms, ReceiptSink};
 use carrier_adapters::sms_text;
 use deadpool_postgres::Pool;
@@ -83,7 +83,18 @@ impl Dispatcher {
         }
     }
 
+    /// Claims ready rows of routes whose bind is up; rows of a route that is down stay
+    /// queued without spending attempts, so a flapping bind does not fail messages.
     async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
+        let bound: Vec<String> = self
+            .binds
+            .iter()
+            .filter(|(_, esme)| esme.is_bound())
+            .map(|(route, _)| route.clone())
+            .collect();
+        if bound.is_empty() {
+            return Ok(Vec::new());
+        }
         let db = self.pool.get().await?;
         let lease = self.settings.claim_timeout.as_secs_f64();
         let rows = db
@@ -94,11 +105,12 @@ impl Dispatcher {
                     SELECT id FROM sms_outbox
                     WHERE status = 'queued' AND next_attempt_at <= now()
                       AND (claimed_until IS NULL OR claimed_until < now())
+                      AND route = ANY($3)
                     ORDER BY next_attempt_at, id
                     LIMIT $1
                     FOR UPDATE SKIP LOCKED)
                  RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts",
-                &[&self.settings.batch_size, &lease],
+                &[&self.settings.batch_size, &lease, &bound],
             )
             .await?;
         Ok(rows
@@ -177,6 +189,7 @@ impl Dispatcher {
     /// One statement per kind of outcome for the whole batch.
     async fn record(&self, outcomes: Vec<Outcome>) -> anyhow::Result<()> {
         let (mut ok_ids, mut ok_mids, mut ok_keys) = (vec![], vec![], vec![]);
+        let (mut ok_dec, mut ok_hex): (Vec<Option<String>>, Vec<Option<String>>) = (vec![], vec![]);
         let (mut retry_ids, mut retry_secs, mut retry_errs) = (vec![], vec![], vec![]);
         let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
         for o in outcomes {
@@ -184,6 +197,9 @@ impl Dispatcher {
                 Outcome::Submitted { id, message_id } => {
                     ok_ids.push(id);
                     ok_keys.push(normalise_message_id(&message_id));
+                    let (dec, hex) = alternate_message_ids(&message_id);
+                    ok_dec.push(dec);
+                    ok_hex.push(hex);
                     ok_mids.push(message_id);
                 }
                 Outcome::Retry { id, after, error } => {
@@ -202,11 +218,12 @@ impl Dispatcher {
         if !ok_ids.is_empty() {
             tx.execute(
                 "UPDATE sms_outbox o SET status = 'submitted', smsc_message_id = v.mid,
-                    message_key = v.key, submitted_at = now(), body_sealed = NULL,
-                    claimed_until = NULL, last_error = NULL
-                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, mid, key)
+                    message_key = v.key, message_key_dec = v.dec, message_key_hex = v.hex,
+                    submitted_at = now(), body_sealed = NULL, claimed_until = NULL, last_error = NULL
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+                    AS v(id, mid, key, dec, hex)
                  WHERE o.id = v.id",
-                &[&ok_ids, &ok_mids, &ok_keys],
+                &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex],
             )
             .await?;
         }
@@ -236,9 +253,95 @@ impl Dispatcher {
 }
 
 /// Stores receipts keyed by route and normalised message id; the submit may be
-/// recorded before or after.
+/// recorded before or after. Receipts are written in batches (one statement for all that
+/// arrived within a few milliseconds) and each is acknowledged to the SMSC only after its
+/// batch committed.
 pub struct ReceiptStore {
-    pub pool: Pool,
+    tx: tokio::sync::mpsc::Sender<PendingReceipt>,
+}
+
+struct PendingReceipt {
+    route: String,
+    report: DeliveryReport,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Most receipts in one statement, and how long the first one waits for company.
+const RECEIPT_BATCH: usize = 256;
+const RECEIPT_LINGER: Duration = Duration::from_millis(5);
+
+impl ReceiptStore {
+    pub fn start(
+        pool: Pool,
+        shutdown: CancellationToken,
+    ) -> (Arc<ReceiptStore>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let task = tokio::spawn(write_receipts(pool, rx, shutdown));
+        (Arc::new(ReceiptStore { tx }), task)
+    }
+}
+
+async fn write_receipts(
+    pool: Pool,
+    mut rx: tokio::sync::mpsc::Receiver<PendingReceipt>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = rx.recv() => r,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(RECEIPT_LINGER);
+        tokio::pin!(linger);
+        while batch.len() < RECEIPT_BATCH {
+            tokio::select! {
+                _ = &mut linger => break,
+                r = rx.recv() => match r {
+                    Some(r) => batch.push(r),
+                    None => break,
+                },
+            }
+        }
+        let result = insert_receipts(&pool, &batch)
+            .await
+            .map_err(|e| format!("{e:#}"));
+        for r in batch {
+            let _ = r.done.send(result.clone());
+        }
+    }
+}
+
+async fn insert_receipts(pool: &Pool, batch: &[PendingReceipt]) -> anyhow::Result<()> {
+    // One row per key: ON CONFLICT cannot touch a row twice in one statement; the
+    // latest receipt for a message wins.
+    let mut rows: std::collections::HashMap<(String, String), (&str, Option<String>)> =
+        std::collections::HashMap::new();
+    for r in batch {
+        rows.insert(
+            (r.route.clone(), normalise_message_id(&r.report.message_id)),
+            (r.report.state.as_str(), r.report.error.clone()),
+        );
+    }
+    let (mut routes, mut ids, mut states, mut errors) = (vec![], vec![], vec![], vec![]);
+    for ((route, id), (state, error)) in rows {
+        routes.push(route);
+        ids.push(id);
+        states.push(state.to_owned());
+        errors.push(error);
+    }
+    let db = pool.get().await?;
+    db.execute(
+        "INSERT INTO delivery_receipts (route, message_id, state, error_code)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         ON CONFLICT (route, message_id) DO UPDATE
+            SET state = EXCLUDED.state, error_code = EXCLUDED.error_code, received_at = now()",
+        &[&routes, &ids, &states, &errors],
+    )
+    .await?;
+    tracing::debug!(receipts = batch.len(), "receipts stored");
+    Ok(())
 }
 
 impl ReceiptSink for ReceiptStore {
@@ -247,26 +350,19 @@ impl ReceiptSink for ReceiptStore {
         route: &str,
         report: DeliveryReport,
     ) -> BoxFuture<'static, Result<(), String>> {
-        let pool = self.pool.clone();
+        let tx = self.tx.clone();
         let route = route.to_owned();
         Box::pin(async move {
-            let db = pool.get().await.map_err(|e| e.to_string())?;
-            db.execute(
-                "INSERT INTO delivery_receipts (route, message_id, state, error_code)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (route, message_id) DO UPDATE
-                    SET state = EXCLUDED.state, error_code = EXCLUDED.error_code, received_at = now()",
-                &[
-                    &route,
-                    &normalise_message_id(&report.message_id),
-                    &report.state.as_str(),
-                    &report.error,
-                ],
-            )
+            let (done, wait) = tokio::sync::oneshot::channel();
+            tx.send(PendingReceipt {
+                route,
+                report,
+                done,
+            })
             .await
-            .map_err(|e| e.to_string())?;
-            tracing::debug!(%route, state = %report.state, "receipt stored");
-            Ok(())
+            .map_err(|_| "receipt writer stopped".to_owned())?;
+            wait.await
+                .map_err(|_| "receipt writer stopped".to_owned())?
         })
     }
 }

@@ -64,7 +64,8 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut workers = Vec::new();
-        let sink = Arc::new(ReceiptStore { pool: pool.clone() });
+        let (sink, receipt_writer) = ReceiptStore::start(pool.clone(), shutdown.clone());
+        workers.push(receipt_writer);
         let mut binds = BTreeMap::new();
         for (name, route) in &settings.smpp {
             let (esme, task) = Esme::start(route.esme_config(name), sink.clone(), shutdown.clone());

@@ -57,6 +57,7 @@ impl SimConfig {
             password: DEFAULT_PASSWORD.to_owned(),
             networks,
             receipt_delay: Duration::from_millis(500),
+            faults: Default::default(),
         };
         SimConfig {
             http: HttpConfig {

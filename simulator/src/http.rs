@@ -256,6 +256,51 @@ async fn put_subscriber(
     get_subscriber(state, web::Path::from(msisdn.e164().to_owned())).await
 }
 
+async fn get_faults(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    match state.smscs.iter().find(|s| s.name() == path.as_str()) {
+        Some(smsc) => HttpResponse::Ok().json(smsc.faults()),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "unknown-smsc",
+            "Unknown SMSC",
+            format!("no SMSC named {:?}", path.as_str()),
+        ),
+    }
+}
+
+async fn put_faults(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(smsc) = state.smscs.iter().find(|s| s.name() == path.as_str()) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown-smsc",
+            "Unknown SMSC",
+            format!("no SMSC named {:?}", path.as_str()),
+        );
+    };
+    match serde_json::from_slice::<crate::smsc::SmscFaults>(&body) {
+        Ok(f) if (0.0..=1.0).contains(&f.lose_receipts) => {
+            smsc.set_faults(f);
+            HttpResponse::Ok().json(smsc.faults())
+        }
+        Ok(_) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-faults",
+            "Invalid faults",
+            "lose_receipts must be 0..=1".into(),
+        ),
+        Err(e) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-faults",
+            "Invalid faults",
+            e.to_string(),
+        ),
+    }
+}
+
 async fn prompts(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     let msisdn = match parse_msisdn(&path) {
         Ok(m) => m,
@@ -400,6 +445,8 @@ pub fn serve(
                 web::get().to(mssp_certificate),
             )
             .route("/ca/{file}", web::get().to(ca_file))
+            .route("/smsc/{name}/faults", web::get().to(get_faults))
+            .route("/smsc/{name}/faults", web::put().to(put_faults))
             .route(
                 "/carriers/{carrier}/owner-check",
                 web::post().to(owner_check),

@@ -48,6 +48,33 @@ pub struct SmscConfig {
     /// Time from `submit_sm_resp` to handset delivery and receipt.
     #[serde(with = "humantime_serde")]
     pub receipt_delay: Duration,
+    /// Scripted misbehaviour (also settable at run time: `PUT /smsc/{name}/faults`).
+    #[serde(default)]
+    pub faults: SmscFaults,
+}
+
+/// What a misbehaving SMSC does. Everything off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmscFaults {
+    /// Answer every bind with ESME_RBINDFAIL.
+    pub refuse_binds: bool,
+    /// Close each connection (no unbind) after answering this many PDUs.
+    pub drop_after_pdus: Option<u64>,
+    /// Wait this long before answering a submit_sm.
+    #[serde(with = "humantime_serde")]
+    pub response_delay: Option<Duration>,
+    /// Answer ESME_RTHROTTLED to submits beyond this many per second.
+    pub throttle_above_tps: Option<u32>,
+    /// Fraction (0..=1) of delivery receipts never sent.
+    pub lose_receipts: f64,
+    /// Receipt delay instead of the configured one.
+    #[serde(with = "humantime_serde")]
+    pub receipt_delay: Option<Duration>,
+    /// Deliver (and send the receipt) before answering the submit_sm.
+    pub receipt_before_response: bool,
+    /// Write the message id in receipts in decimal (responses stay hex).
+    pub decimal_receipt_ids: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +100,9 @@ struct Outlet {
     connection: u64,
     tx: mpsc::Sender<Command>,
     sequence: Arc<AtomicU32>,
+    /// Receipts sent and not yet acknowledged, by sequence number: held again if the
+    /// connection ends first, as an SMSC keeps a receipt until the ESME takes it.
+    unacked: Arc<Mutex<std::collections::HashMap<u32, DeliverSm>>>,
 }
 
 impl Outlet {
@@ -91,6 +121,9 @@ pub struct Smsc {
     /// Receipts waiting for a receiver bind.
     held_receipts: Mutex<VecDeque<DeliverSm>>,
     submitted: AtomicU64,
+    faults: Mutex<SmscFaults>,
+    /// Start of the current one-second window and submits in it (throttling fault).
+    window: Mutex<(std::time::Instant, u32)>,
 }
 
 impl std::fmt::Debug for Smsc {
@@ -115,18 +148,41 @@ impl Smsc {
         // Start ids from the clock so that ids differ across simulator restarts.
         let base = (Utc::now().timestamp_millis() as u64 & 0xFFFF_FFFF) << 16;
         Arc::new(Smsc {
-            config,
             handsets,
             next_message_id: AtomicU64::new(base),
             next_connection: AtomicU64::new(1),
             receivers: Mutex::new(Vec::new()),
             held_receipts: Mutex::new(VecDeque::new()),
             submitted: AtomicU64::new(0),
+            faults: Mutex::new(config.faults.clone()),
+            window: Mutex::new((std::time::Instant::now(), 0)),
+            config,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn faults(&self) -> SmscFaults {
+        lock(&self.faults).clone()
+    }
+
+    pub fn set_faults(&self, faults: SmscFaults) {
+        *lock(&self.faults) = faults;
+    }
+
+    /// Whether one more submit fits under the throttling fault's TPS.
+    fn over_tps(&self) -> bool {
+        let Some(limit) = self.faults().throttle_above_tps else {
+            return false;
+        };
+        let mut w = lock(&self.window);
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (std::time::Instant::now(), 0);
+        }
+        w.1 += 1;
+        w.1 > limit
     }
 
     pub fn status(&self) -> SmscStatus {
@@ -183,9 +239,11 @@ impl Smsc {
             connection,
             tx: tx.clone(),
             sequence: Arc::new(AtomicU32::new(1)),
+            unacked: Arc::default(),
         };
         tracing::debug!(smsc = %self.config.name, %peer, connection, "connected");
         let mut bound: Option<BindKind> = None;
+        let mut pdus: u64 = 0;
         loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -215,8 +273,20 @@ impl Smsc {
                 Flow::Continue => {}
                 Flow::Close => break,
             }
+            pdus += 1;
+            if self.faults().drop_after_pdus.is_some_and(|n| pdus >= n) {
+                tracing::info!(smsc = %self.config.name, connection, "fault: dropping the connection");
+                // Answers already given go out; then the socket closes without an unbind.
+                lock(&self.receivers).retain(|o| o.connection != connection);
+                self.rehold(&outlet);
+                drop(tx);
+                drop(outlet);
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                return;
+            }
         }
         lock(&self.receivers).retain(|o| o.connection != connection);
+        self.rehold(&outlet);
         drop(tx);
         drop(outlet);
         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
@@ -288,13 +358,34 @@ impl Smsc {
                     .await;
             }
             Pdu::SubmitSm(submit) => {
+                let faults = self.faults();
                 let (status, message_id) = match *bound {
+                    Some(kind) if kind.can_submit() && self.over_tps() => {
+                        (CommandStatus::EsmeRthrottled, String::new())
+                    }
                     Some(kind) if kind.can_submit() => match self.accept_submit(submit) {
-                        Ok(id) => (CommandStatus::EsmeRok, id),
+                        Ok(delivery) => {
+                            let id = delivery.message_id.clone();
+                            if faults.receipt_before_response {
+                                self.deliver(delivery).await;
+                            } else {
+                                let smsc = self.clone();
+                                let delay =
+                                    faults.receipt_delay.unwrap_or(self.config.receipt_delay);
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(delay).await;
+                                    smsc.deliver(delivery).await;
+                                });
+                            }
+                            (CommandStatus::EsmeRok, id)
+                        }
                         Err(status) => (status, String::new()),
                     },
                     _ => (CommandStatus::EsmeRinvbndsts, String::new()),
                 };
+                if let Some(delay) = faults.response_delay {
+                    tokio::time::sleep(delay).await;
+                }
                 let resp = SubmitSmResp::builder()
                     .message_id(COctetString::from_str(&message_id).unwrap_or_default())
                     .build();
@@ -315,12 +406,22 @@ impl Smsc {
                 .await;
                 return Flow::Close;
             }
+            Pdu::DeliverSmResp(_) => {
+                let receipt = lock(&outlet.unacked).remove(&seq);
+                if command.status != CommandStatus::EsmeRok {
+                    // The ESME could not take it now: offer it again later.
+                    tracing::info!(smsc = %self.config.name, status = ?command.status, "receipt refused; will resend");
+                    if let Some(receipt) = receipt {
+                        let smsc = self.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            smsc.send_receipt(receipt).await;
+                        });
+                    }
+                }
+            }
             // Responses to what we sent: nothing to answer.
-            Pdu::DeliverSmResp(_)
-            | Pdu::EnquireLinkResp
-            | Pdu::UnbindResp
-            | Pdu::GenericNack
-            | Pdu::DataSmResp(_) => {
+            Pdu::EnquireLinkResp | Pdu::UnbindResp | Pdu::GenericNack | Pdu::DataSmResp(_) => {
                 if command.status != CommandStatus::EsmeRok {
                     tracing::info!(smsc = %self.config.name, status = ?command.status, "ESME answered with an error");
                 }
@@ -350,7 +451,9 @@ impl Smsc {
         system_id: &str,
         password: &str,
     ) -> CommandStatus {
-        if bound.is_some() {
+        if self.faults().refuse_binds {
+            CommandStatus::EsmeRbindfail
+        } else if bound.is_some() {
             CommandStatus::EsmeRalybnd
         } else if system_id != self.config.system_id {
             CommandStatus::EsmeRinvsysid
@@ -387,8 +490,8 @@ impl Smsc {
         let _ = outlet.tx.send(command).await;
     }
 
-    /// Validates a submit and schedules its delivery; returns the message id.
-    fn accept_submit(self: &Arc<Self>, submit: &SubmitSm) -> Result<String, CommandStatus> {
+    /// Validates a submit; returns what to deliver.
+    fn accept_submit(&self, submit: &SubmitSm) -> Result<PendingDelivery, CommandStatus> {
         if submit.source_addr.as_str().is_empty() {
             return Err(CommandStatus::EsmeRinvsrcadr);
         }
@@ -422,20 +525,14 @@ impl Smsc {
         let id = format!("{:X}", self.next_message_id.fetch_add(1, Ordering::Relaxed));
         self.submitted.fetch_add(1, Ordering::Relaxed);
         let want_receipt = u8::from(submit.registered_delivery) & 0x03 != 0;
-        let delivery = PendingDelivery {
-            message_id: id.clone(),
+        Ok(PendingDelivery {
+            message_id: id,
             from: submit.source_addr.as_str().to_owned(),
             to: destination.e164().to_owned(),
             text,
             want_receipt,
             submitted_at: Utc::now(),
-        };
-        let smsc = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(smsc.config.receipt_delay).await;
-            smsc.deliver(delivery).await;
-        });
-        Ok(id)
+        })
     }
 
     async fn deliver(&self, d: PendingDelivery) {
@@ -453,9 +550,21 @@ impl Smsc {
         if !d.want_receipt {
             return;
         }
+        let faults = self.faults();
+        if faults.lose_receipts > 0.0 && rand::random::<f64>() < faults.lose_receipts {
+            tracing::info!(smsc = %self.config.name, "fault: receipt lost");
+            return;
+        }
+        let receipt_id = if faults.decimal_receipt_ids {
+            u64::from_str_radix(&d.message_id, 16)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| d.message_id.clone())
+        } else {
+            d.message_id.clone()
+        };
         let fmt = "%y%m%d%H%M";
         let text = receipt::format(
-            &d.message_id,
+            &receipt_id,
             ReceiptState::Delivered,
             0,
             &d.submitted_at.format(fmt).to_string(),
@@ -472,7 +581,7 @@ impl Smsc {
             .esm_class(EsmClass::from(0x04u8))
             .short_message(OctetString::from_slice(text.as_bytes()).unwrap_or_default())
             .push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(
-                COctetString::from_str(&d.message_id).unwrap_or_default(),
+                COctetString::from_str(&receipt_id).unwrap_or_default(),
             ))
             .push_tlv(MessageDeliveryRequestTlvValue::MessageState(
                 MessageState::from(ReceiptState::Delivered.message_state()),
@@ -484,16 +593,24 @@ impl Smsc {
     async fn send_receipt(&self, deliver: DeliverSm) {
         let outlets: Vec<Outlet> = lock(&self.receivers).clone();
         for outlet in outlets {
-            let command = Command::new(
-                CommandStatus::EsmeRok,
-                outlet.next_sequence(),
-                deliver.clone(),
-            );
+            let seq = outlet.next_sequence();
+            lock(&outlet.unacked).insert(seq, deliver.clone());
+            let command = Command::new(CommandStatus::EsmeRok, seq, deliver.clone());
             if outlet.tx.send(command).await.is_ok() {
                 return;
             }
+            lock(&outlet.unacked).remove(&seq);
         }
         lock(&self.held_receipts).push_back(deliver);
+    }
+
+    /// A connection ended: its unacknowledged receipts wait for the next receiver bind.
+    fn rehold(&self, outlet: &Outlet) {
+        let pending: Vec<DeliverSm> = lock(&outlet.unacked).drain().map(|(_, d)| d).collect();
+        if !pending.is_empty() {
+            tracing::info!(smsc = %self.config.name, receipts = pending.len(), "receipts not acknowledged; held");
+            lock(&self.held_receipts).extend(pending);
+        }
     }
 }
 

@@ -5,3 +5,4 @@ mod binary;
 mod helpers;
 mod otp;
 mod signatures;
+mod smpp;

@@ -1,0 +1,168 @@
+//! SMPP delivery against a misbehaving SMSC: receipts in another base or before the
+//! response, lost receipts, throttling, dropped connections, refused binds.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, Options, TestApp};
+
+impl TestApp {
+    async fn set_faults(&self, smsc: &str, faults: Value) {
+        let resp = self
+            .http
+            .put(format!("{}/smsc/{smsc}/faults", self.sim))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    }
+
+    async fn delivery_of(&self, id: &str) -> Value {
+        let body: Value = self
+            .get(&format!("/v1/otp/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["delivery"].clone()
+    }
+
+    async fn wait_delivery_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let d = self.delivery_of(id).await;
+            if d["status"] == want {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery of {id} never became {want}: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn app() -> TestApp {
+    spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            s.outbox.retry_base = Duration::from_millis(100);
+            s.outbox.retry_max = Duration::from_millis(500);
+            s.outbox.max_attempts = 50;
+            for route in s.smpp.values_mut() {
+                route.reconnect_min = Duration::from_millis(50);
+                route.reconnect_max = Duration::from_millis(200);
+            }
+        })),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn receipts_in_decimal_and_before_the_response_still_match() {
+    let app = app().await;
+    app.set_faults(
+        "vinaphone",
+        json!({"decimal_receipt_ids": true, "receipt_before_response": true}),
+    )
+    .await;
+    let id = app.create_otp("0828123088", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = app.wait_delivery_status(&id, "delivered").await;
+    // The response id was hex; the receipt's decimal id matched it anyway.
+    let hex = d["message_id"].as_str().unwrap();
+    assert!(u64::from_str_radix(hex, 16).is_ok(), "{d}");
+    let db = app.pool.get().await.unwrap();
+    let stored: String = db
+        .query_one("SELECT message_id FROM delivery_receipts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, u64::from_str_radix(hex, 16).unwrap().to_string());
+}
+
+#[tokio::test]
+async fn a_lost_receipt_leaves_the_message_submitted() {
+    let app = app().await;
+    app.set_faults("viettel", json!({"lose_receipts": 1.0}))
+        .await;
+    let id = app.create_otp("0971234567", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_code("84971234567", 1).await;
+    let d = app.wait_delivery_status(&id, "submitted").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.delivery_of(&id).await["status"], "submitted", "{d}");
+}
+
+#[tokio::test]
+async fn throttled_dropped_and_refused_binds_do_not_lose_messages() {
+    let app = app().await;
+    // Throttling: beyond 2 submits a second the SMSC says ESME_RTHROTTLED; we retry.
+    app.set_faults("mobifone", json!({"throttle_above_tps": 2}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let n = format!("09012340{i:02}");
+        ids.push(
+            app.create_otp(&n, "login").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        app.wait_delivery_status(id, "delivered").await;
+    }
+    let db = app.pool.get().await.unwrap();
+    let throttled: i64 = db
+        .query_one(
+            "SELECT count(*) FROM sms_outbox WHERE route = 'mobifone' AND attempts > 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(throttled > 0, "some submits were throttled and retried");
+
+    // Dropped connections: the bind comes back and every message arrives.
+    app.set_faults("viettel", json!({"drop_after_pdus": 3}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let n = format!("09712340{i:02}");
+        ids.push(
+            app.create_otp(&n, "login").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for (i, _) in ids.iter().enumerate() {
+        app.wait_for_code(&format!("849712340{i:02}"), 1).await;
+    }
+
+    // Refused binds: nothing goes out until the SMSC takes binds again, then all does.
+    app.set_faults(
+        "vinaphone",
+        json!({"refuse_binds": true, "drop_after_pdus": 1}),
+    )
+    .await;
+    // Force a reconnect: the next PDU on the current bind drops it.
+    let id = app.create_otp("0881230000", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.set_faults("vinaphone", json!({})).await;
+    app.wait_for_code("84881230000", 1).await;
+    app.wait_delivery_status(&id, "delivered").await;
+}

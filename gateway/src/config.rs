@@ -148,6 +148,11 @@ pub struct SmppRoute {
     pub version: SmppVersion,
     /// Brandname (sender id) used on this route.
     pub sender: String,
+    /// Sessions this instance opens to the SMSC (all instances together must stay
+    /// within the carrier's contracted binds).
+    pub binds: usize,
+    /// Most submit_sm per second per bind (this instance's share of the contracted TPS).
+    pub tps: Option<u32>,
     pub window: usize,
     #[serde(with = "humantime_serde")]
     pub enquire_link_interval: Duration,
@@ -325,6 +330,8 @@ impl Default for SmppRoute {
             system_type: String::new(),
             version: SmppVersion::V34,
             sender: "DVCQG".into(),
+            binds: 1,
+            tps: None,
             window: 10,
             enquire_link_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(5),
@@ -355,6 +362,7 @@ impl SmppRoute {
             system_type: self.system_type.clone(),
             version: self.version,
             window: self.window,
+            tps: self.tps,
             enquire_link_interval: self.enquire_link_interval,
             response_timeout: self.response_timeout,
             connect_timeout: self.connect_timeout,
@@ -444,6 +452,12 @@ impl Settings {
             }
             if !(1..=1000).contains(&route.window) {
                 bail!("smpp.{name}.window must be 1..=1000");
+            }
+            if !(1..=32).contains(&route.binds) {
+                bail!("smpp.{name}.binds must be 1..=32");
+            }
+            if route.tps == Some(0) {
+                bail!("smpp.{name}.tps must be at least 1 (or unset)");
             }
         }
         for (name, route) in &self.mss {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_adapters::receipt::{alternate_message_ids, normalise_message_id};
-use carrier_adapters::smpp::{DeliveryReport, Esme, OutgoingSms, ReceiptSink};
+use carrier_adapters::smpp::{BindGroup, DeliveryReport, OutgoingSms, ReceiptSink};
 use carrier_adapters::sms_text;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
@@ -24,7 +24,7 @@ use crate::crypto::ServerKeys;
 pub struct Dispatcher {
     pub pool: Pool,
     pub keys: Arc<ServerKeys>,
-    pub binds: Arc<BTreeMap<String, Esme>>,
+    pub binds: Arc<BTreeMap<String, BindGroup>>,
     pub settings: OutboxSettings,
     pub wake: Arc<Notify>,
 }
@@ -89,7 +89,7 @@ impl Dispatcher {
         let bound: Vec<String> = self
             .binds
             .iter()
-            .filter(|(_, esme)| esme.is_bound())
+            .filter(|(_, group)| group.is_bound())
             .map(|(route, _)| route.clone())
             .collect();
         if bound.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use carrier_adapters::smpp::Esme;
+use carrier_adapters::smpp::{BindGroup, Esme};
 use deadpool_postgres::Pool;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ pub struct AppState {
     pub pool: Pool,
     pub keys: Arc<ServerKeys>,
     pub settings: Arc<Settings>,
-    pub binds: Arc<BTreeMap<String, Esme>>,
+    pub binds: Arc<BTreeMap<String, BindGroup>>,
     /// Wakes this instance's dispatcher right after a commit.
     pub outbox_wake: Arc<Notify>,
     /// The carriers' MSSPs.
@@ -68,9 +68,14 @@ impl Application {
         workers.push(receipt_writer);
         let mut binds = BTreeMap::new();
         for (name, route) in &settings.smpp {
-            let (esme, task) = Esme::start(route.esme_config(name), sink.clone(), shutdown.clone());
-            binds.insert(name.clone(), esme);
-            workers.push(task);
+            let mut group = Vec::with_capacity(route.binds);
+            for _ in 0..route.binds {
+                let (esme, task) =
+                    Esme::start(route.esme_config(name), sink.clone(), shutdown.clone());
+                group.push(esme);
+                workers.push(task);
+            }
+            binds.insert(name.clone(), BindGroup::new(name, group));
         }
         let binds = Arc::new(binds);
         let wake = Arc::new(Notify::new());

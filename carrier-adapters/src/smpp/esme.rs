@@ -49,6 +49,8 @@ pub struct EsmeConfig {
     pub version: SmppVersion,
     /// Most submit_sm outstanding at once on this bind.
     pub window: usize,
+    /// Most submit_sm per second on this bind (the carrier's contracted TPS share).
+    pub tps: Option<u32>,
     pub enquire_link_interval: Duration,
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
@@ -141,7 +143,126 @@ pub struct Esme {
     route: Arc<str>,
     client: watch::Receiver<Option<rusmppc::Client>>,
     window: Arc<Semaphore>,
+    window_size: usize,
     response_timeout: Duration,
+    tps: Option<u32>,
+    limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    throttle: Arc<std::sync::Mutex<Throttle>>,
+    stats: Arc<BindStats>,
+}
+
+/// Slow-down after ESME_RTHROTTLED / ESME_RMSGQFUL: the whole bind waits, doubling the
+/// pause while the SMSC keeps refusing.
+#[derive(Debug)]
+struct Throttle {
+    until: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+const THROTTLE_MIN: Duration = Duration::from_millis(100);
+const THROTTLE_MAX: Duration = Duration::from_secs(5);
+/// Submit times remembered for receipt latency; beyond this the oldest are forgotten.
+const LATENCY_MEMORY: usize = 50_000;
+
+/// Counters of one bind, for metrics and health.
+#[derive(Debug, Default)]
+pub struct BindStats {
+    submitted: std::sync::atomic::AtomicU64,
+    receipts: std::sync::atomic::AtomicU64,
+    errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    last_receipt_latency_ms: std::sync::atomic::AtomicU64,
+    submit_times: std::sync::Mutex<(
+        std::collections::HashMap<String, std::time::Instant>,
+        std::collections::VecDeque<String>,
+    )>,
+    /// Submits per second over the last minute: (second, count) buckets.
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
+}
+
+impl BindStats {
+    fn record_submit(&self, message_id: &str) {
+        use std::sync::atomic::Ordering;
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        let key = crate::receipt::normalise_message_id(message_id);
+        {
+            let mut times = self.submit_times.lock().unwrap_or_else(|p| p.into_inner());
+            if times.1.len() >= LATENCY_MEMORY {
+                if let Some(old) = times.1.pop_front() {
+                    times.0.remove(&old);
+                }
+            }
+            times.0.insert(key.clone(), std::time::Instant::now());
+            times.1.push_back(key);
+        }
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        match recent.back_mut() {
+            Some((s, n)) if *s == second => *n += 1,
+            _ => recent.push_back((second, 1)),
+        }
+        while recent.front().is_some_and(|(s, _)| *s + 60 < second) {
+            recent.pop_front();
+        }
+    }
+
+    fn record_error(&self, label: &str) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(label.to_owned())
+            .or_default() += 1;
+    }
+
+    fn record_receipt(&self, message_id: &str) {
+        use std::sync::atomic::Ordering;
+        self.receipts.fetch_add(1, Ordering::Relaxed);
+        let key = crate::receipt::normalise_message_id(message_id);
+        let (dec, hex) = crate::receipt::alternate_message_ids(&key);
+        let times = self.submit_times.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = [Some(key), dec, hex]
+            .into_iter()
+            .flatten()
+            .find_map(|k| times.0.get(&k).copied());
+        if let Some(sent) = sent {
+            self.last_receipt_latency_ms
+                .store(sent.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn submits_per_second(&self) -> f64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        // The last ten whole seconds.
+        let n: u64 = recent
+            .iter()
+            .filter(|(s, _)| *s < now && *s + 10 >= now)
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 / 10.0
+    }
+}
+
+/// What metrics and health show of a bind.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BindSnapshot {
+    pub route: String,
+    pub bound: bool,
+    pub window_size: usize,
+    pub window_in_use: usize,
+    pub tps_limit: Option<u32>,
+    pub submitted_total: u64,
+    pub submits_per_second: f64,
+    pub errors_by_status: std::collections::BTreeMap<String, u64>,
+    pub receipts_total: u64,
+    pub last_receipt_latency_ms: Option<u64>,
+    pub throttled_for_ms: u64,
 }
 
 impl std::fmt::Debug for Esme {
@@ -161,13 +282,27 @@ impl Esme {
         shutdown: CancellationToken,
     ) -> (Esme, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(None);
+        let limiter = config.tps.and_then(std::num::NonZeroU32::new).map(|tps| {
+            Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                tps,
+            )))
+        });
+        let stats = Arc::new(BindStats::default());
         let esme = Esme {
             route: config.route.clone().into(),
             client: rx,
             window: Arc::new(Semaphore::new(config.window.max(1))),
+            window_size: config.window.max(1),
             response_timeout: config.response_timeout,
+            tps: config.tps,
+            limiter,
+            throttle: Arc::new(std::sync::Mutex::new(Throttle {
+                until: None,
+                pause: THROTTLE_MIN,
+            })),
+            stats: stats.clone(),
         };
-        let task = tokio::spawn(supervise(config, sink, tx, shutdown));
+        let task = tokio::spawn(supervise(config, sink, tx, shutdown, stats));
         (esme, task)
     }
 
@@ -187,9 +322,99 @@ impl Esme {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Submits one message and returns the SMSC's message id.
+    /// Free places in the window (0 when not bound).
+    pub fn available(&self) -> usize {
+        if self.is_bound() {
+            self.window.available_permits()
+        } else {
+            0
+        }
+    }
+
+    pub fn snapshot(&self) -> BindSnapshot {
+        use std::sync::atomic::Ordering;
+        let throttled_for_ms = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .until
+            .map(|u| {
+                u.saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as u64
+            })
+            .unwrap_or(0);
+        let latency = self.stats.last_receipt_latency_ms.load(Ordering::Relaxed);
+        BindSnapshot {
+            route: self.route.to_string(),
+            bound: self.is_bound(),
+            window_size: self.window_size,
+            window_in_use: self.window_size - self.window.available_permits(),
+            tps_limit: self.tps,
+            submitted_total: self.stats.submitted.load(Ordering::Relaxed),
+            submits_per_second: self.stats.submits_per_second(),
+            errors_by_status: self
+                .stats
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            receipts_total: self.stats.receipts.load(Ordering::Relaxed),
+            last_receipt_latency_ms: (self.stats.receipts.load(Ordering::Relaxed) > 0
+                && latency > 0)
+                .then_some(latency),
+            throttled_for_ms,
+        }
+    }
+
+    /// Submits one message and returns the SMSC's message id. Waits for the bind's TPS
+    /// limit, its window and any throttling pause.
     pub async fn submit(&self, sms: &OutgoingSms) -> Result<String, SubmitError> {
+        let result = self.submit_inner(sms).await;
+        match &result {
+            Ok(id) => {
+                self.stats.record_submit(id);
+                self.throttle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pause = THROTTLE_MIN;
+            }
+            Err(e) => {
+                self.stats.record_error(&e.label());
+                if let SubmitError::Rejected { status, .. } = e {
+                    if matches!(
+                        status,
+                        CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful
+                    ) {
+                        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+                        let now = std::time::Instant::now();
+                        // Submits that were in flight together count as one refusal: the
+                        // pause grows only when the SMSC refuses again after it ended.
+                        if t.until.is_none_or(|u| u <= now) {
+                            t.until = Some(now + t.pause);
+                            tracing::info!(target: "smpp::esme", route = %self.route, pause = ?t.pause, "SMSC throttles: slowing the bind down");
+                            t.pause = (t.pause * 2).min(THROTTLE_MAX);
+                        }
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    async fn submit_inner(&self, sms: &OutgoingSms) -> Result<String, SubmitError> {
         let submit = build_submit_sm(sms)?;
+        let pause = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .until
+            .map(|u| u.saturating_duration_since(std::time::Instant::now()));
+        if let Some(pause) = pause.filter(|p| !p.is_zero()) {
+            tokio::time::sleep(pause).await;
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
         let _permit = self
             .window
             .acquire()
@@ -311,6 +536,7 @@ async fn supervise(
     sink: Arc<dyn ReceiptSink>,
     state: watch::Sender<Option<rusmppc::Client>>,
     shutdown: CancellationToken,
+    stats: Arc<BindStats>,
 ) {
     let mut delay = config.reconnect_min;
     loop {
@@ -326,7 +552,7 @@ async fn supervise(
                 tracing::info!(target: "smpp::esme", route = %config.route, "bound");
                 delay = config.reconnect_min;
                 state.send_replace(Some(client.clone()));
-                run_session(&config, &client, events, &sink, &shutdown).await;
+                run_session(&config, &client, events, &sink, &shutdown, &stats).await;
                 state.send_replace(None);
                 if shutdown.is_cancelled() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), client.unbind()).await;
@@ -376,7 +602,8 @@ async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Event
         .response_timeout(config.response_timeout)
         // rusmppc only speaks of 5.0; 3.4 PDUs are a subset it encodes the same way.
         .with_interface_version_check(config.version == SmppVersion::V50);
-    let (client, events) = builder.connected(stream);
+    let (client, events, connection) = builder.no_spawn().connected(stream);
+    tokio::spawn(drive(connection));
     let version = match config.version {
         SmppVersion::V34 => InterfaceVersion::Smpp3_4,
         SmppVersion::V50 => InterfaceVersion::Smpp5_0,
@@ -404,6 +631,21 @@ async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Event
     }
 }
 
+/// Runs rusmppc's connection future, polling it again on a short tick as well as on its
+/// own wake-ups: rusmppc 0.4 caps the work done per poll (5 actions, 5 sink steps) and can
+/// return with requests still queued and no waker registered for them, which stalls a
+/// burst of submits until unrelated I/O arrives. The tick bounds that stall.
+async fn drive(connection: impl std::future::Future<Output = ()>) {
+    let mut connection = std::pin::pin!(connection);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    std::future::poll_fn(|cx| {
+        while tick.poll_tick(cx).is_ready() {}
+        connection.as_mut().poll(cx)
+    })
+    .await
+}
+
 fn cstr_plain<const MIN: usize, const MAX: usize>(
     value: &str,
     field: &str,
@@ -417,6 +659,7 @@ async fn run_session(
     mut events: Events,
     sink: &Arc<dyn ReceiptSink>,
     shutdown: &CancellationToken,
+    stats: &Arc<BindStats>,
 ) {
     loop {
         let event = tokio::select! {
@@ -426,7 +669,7 @@ async fn run_session(
         match event {
             None => return,
             Some(Event::Incoming(command)) => {
-                handle_incoming(config, client, command, sink).await;
+                handle_incoming(config, client, command, sink, stats).await;
             }
             Some(Event::Error(e)) => {
                 tracing::warn!(target: "smpp::esme", route = %config.route, error = %e, "session error");
@@ -443,12 +686,14 @@ async fn handle_incoming(
     client: &rusmppc::Client,
     command: Command,
     sink: &Arc<dyn ReceiptSink>,
+    stats: &Arc<BindStats>,
 ) {
     let sequence_number = command.sequence_number();
     match command.pdu() {
         Some(Pdu::DeliverSm(deliver)) => {
             let status = match delivery_report(deliver) {
                 Some(Ok(report)) => {
+                    stats.record_receipt(&report.message_id);
                     // Acknowledge only once the receipt is stored.
                     let client = client.clone();
                     let sink = sink.clone();

@@ -3,7 +3,10 @@
 
 pub mod esme;
 pub mod frame;
+pub mod pool;
 
 pub use esme::{
-    DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink, SmppVersion, SubmitError,
+    BindSnapshot, DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink, SmppVersion,
+    SubmitError,
 };
+pub use pool::BindGroup;

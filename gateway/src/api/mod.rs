@@ -4,6 +4,7 @@ pub mod auth;
 pub mod body;
 pub mod carriers;
 pub mod error;
+pub mod metrics;
 pub mod otp;
 pub mod signatures;
 
@@ -15,6 +16,8 @@ use error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/v1/health/carriers", web::get().to(metrics::carriers))
         .service(
             web::resource("/v1/otp")
                 .route(web::post().to(otp::create))
@@ -80,7 +83,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     let binds: serde_json::Map<String, serde_json::Value> = state
         .binds
         .iter()
-        .map(|(route, esme)| (route.clone(), json!({ "bound": esme.is_bound() })))
+        .map(|(route, group)| (route.clone(), json!({ "bound": group.is_bound() })))
         .collect();
     let body = json!({
         "status": if db_ok { "ok" } else { "degraded" },

@@ -132,6 +132,27 @@ async fn throttled_dropped_and_refused_binds_do_not_lose_messages() {
         .unwrap()
         .get(0);
     assert!(throttled > 0, "some submits were throttled and retried");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gateway_smpp_submit_errors_total{route="mobifone",bind="1",status="command_status_0x00000058"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gateway_smpp_bind_up{route="viettel",bind="1"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE gateway_smpp_submits_total counter"),
+        "{metrics}"
+    );
 
     // Dropped connections: the bind comes back and every message arrives.
     app.set_faults("viettel", json!({"drop_after_pdus": 3}))
@@ -165,4 +186,78 @@ async fn throttled_dropped_and_refused_binds_do_not_lose_messages() {
     app.set_faults("vinaphone", json!({})).await;
     app.wait_for_code("84881230000", 1).await;
     app.wait_delivery_status(&id, "delivered").await;
+}
+
+#[tokio::test]
+async fn several_binds_per_route_share_the_load_within_their_tps() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            let route = s.smpp.get_mut("vinaphone").unwrap();
+            route.binds = 2;
+            route.tps = Some(50);
+        })),
+        ..Options::default()
+    })
+    .await;
+    let health: Value = app
+        .http
+        .get(format!("{}/v1/health/carriers", app.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vina = health["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "vinaphone")
+        .unwrap()
+        .clone();
+    assert_eq!(vina["bound_binds"], 2, "{health}");
+    assert_eq!(vina["binds"][0]["tps_limit"], 50);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let n = format!("08812345{i:02}");
+        ids.push(
+            app.create_otp(&n, "login").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        app.wait_delivery_status(id, "delivered").await;
+    }
+    let health: Value = app
+        .http
+        .get(format!("{}/v1/health/carriers", app.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vina = health["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "vinaphone")
+        .unwrap()
+        .clone();
+    let submitted: u64 = vina["binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["submitted_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(submitted, 12, "{vina}");
+    let receipts: u64 = vina["binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["receipts_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(receipts, 12, "{vina}");
 }

@@ -1,0 +1,169 @@
+//! Operator views: `GET /metrics` (Prometheus text) and `GET /v1/health/carriers`
+//! (JSON), both from this instance's binds plus a few queue depths from Postgres.
+
+use std::fmt::Write;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::startup::AppState;
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn carriers(state: web::Data<AppState>) -> HttpResponse {
+    let routes: Vec<_> = state
+        .binds
+        .values()
+        .map(|group| {
+            json!({
+                "route": group.route(),
+                "bound_binds": group.bound_count(),
+                "binds": group.snapshots(),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "routes": routes }))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::new();
+    let mut lines = Vec::new();
+    for group in state.binds.values() {
+        for (i, b) in group.snapshots().iter().enumerate() {
+            let l = format!("route=\"{}\",bind=\"{}\"", escape_label(&b.route), i + 1);
+            lines.push((
+                "gateway_smpp_bind_up",
+                l.clone(),
+                f64::from(u8::from(b.bound)),
+            ));
+            lines.push(("gateway_smpp_window_size", l.clone(), b.window_size as f64));
+            lines.push((
+                "gateway_smpp_window_in_use",
+                l.clone(),
+                b.window_in_use as f64,
+            ));
+            lines.push((
+                "gateway_smpp_submits_total",
+                l.clone(),
+                b.submitted_total as f64,
+            ));
+            lines.push((
+                "gateway_smpp_submits_per_second",
+                l.clone(),
+                b.submits_per_second,
+            ));
+            lines.push((
+                "gateway_smpp_receipts_total",
+                l.clone(),
+                b.receipts_total as f64,
+            ));
+            if let Some(ms) = b.last_receipt_latency_ms {
+                lines.push((
+                    "gateway_smpp_last_receipt_latency_seconds",
+                    l.clone(),
+                    ms as f64 / 1000.0,
+                ));
+            }
+            lines.push((
+                "gateway_smpp_throttled_seconds",
+                l.clone(),
+                b.throttled_for_ms as f64 / 1000.0,
+            ));
+            for (status, n) in &b.errors_by_status {
+                lines.push((
+                    "gateway_smpp_submit_errors_total",
+                    format!("{l},status=\"{}\"", escape_label(status)),
+                    *n as f64,
+                ));
+            }
+        }
+    }
+    let families: [(&str, &str, &str); 9] = [
+        (
+            "gateway_smpp_bind_up",
+            "gauge",
+            "1 when the SMPP session is bound.",
+        ),
+        (
+            "gateway_smpp_window_size",
+            "gauge",
+            "Most submit_sm outstanding on the bind.",
+        ),
+        (
+            "gateway_smpp_window_in_use",
+            "gauge",
+            "submit_sm awaiting a response.",
+        ),
+        (
+            "gateway_smpp_submits_total",
+            "counter",
+            "submit_sm accepted by the SMSC.",
+        ),
+        (
+            "gateway_smpp_submits_per_second",
+            "gauge",
+            "Accepted submits per second over the last 10 s.",
+        ),
+        (
+            "gateway_smpp_receipts_total",
+            "counter",
+            "Delivery receipts received.",
+        ),
+        (
+            "gateway_smpp_last_receipt_latency_seconds",
+            "gauge",
+            "Submit to receipt, for the latest receipt.",
+        ),
+        (
+            "gateway_smpp_throttled_seconds",
+            "gauge",
+            "Remaining pause after the SMSC throttled.",
+        ),
+        (
+            "gateway_smpp_submit_errors_total",
+            "counter",
+            "Failed submits by outcome (command_status).",
+        ),
+    ];
+    let mut emitted = std::collections::BTreeSet::new();
+    for (name, labels, value) in &lines {
+        if emitted.insert(*name) {
+            if let Some((n, kind, help)) = families.iter().find(|(n, _, _)| n == name) {
+                let _ = writeln!(out, "# HELP {n} {help}\n# TYPE {n} {kind}");
+            }
+        }
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+    if let Ok(db) = state.pool.get().await {
+        let queries = [
+            (
+                "gateway_outbox_queued",
+                "SMS waiting in the outbox.",
+                "SELECT count(*) FROM sms_outbox WHERE status = 'queued'",
+            ),
+            (
+                "gateway_signature_requests_pending",
+                "SIM signature requests awaiting a result.",
+                "SELECT count(*) FROM signature_requests WHERE status = 'pending'",
+            ),
+            (
+                "gateway_webhooks_pending",
+                "Webhook deliveries not yet delivered.",
+                "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'",
+            ),
+        ];
+        for (name, help, sql) in queries {
+            if let Ok(row) = db.query_one(sql, &[]).await {
+                let n: i64 = row.get(0);
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {n}");
+            }
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}

@@ -17,6 +17,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_receipt_forms",
         include_str!("../../migrations/0003_receipt_forms.sql"),
     ),
+    (
+        "0004_ported_numbers",
+        include_str!("../../migrations/0004_ported_numbers.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::config::Settings;
 use gateway::startup::{shutdown_signal, Application};
-use gateway::{clients, db, demo, telemetry};
+use gateway::{clients, db, demo, mnp, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "OTP and SIM-signature gateway")]
@@ -30,6 +30,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ClientCmd,
     },
+    /// Number portability.
+    Mnp {
+        #[command(subcommand)]
+        command: MnpCmd,
+    },
     /// Run the simulator and the gateway together, with a demo client and walk-through.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -37,6 +42,12 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: SocketAddr,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum MnpCmd {
+    /// Import ported numbers from a CSV file of `msisdn,carrier` lines (all or nothing).
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +100,27 @@ async fn main() -> anyhow::Result<()> {
             println!("client {name} ({})", client.id);
             println!("API key (shown once, store it now): {}", client.key);
             println!("webhook signing secret: {}", client.webhook_secret);
+            Ok(())
+        }
+        Cmd::Mnp {
+            command: MnpCmd::Import { file },
+        } => {
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let rows = match mnp::read_csv(std::io::BufReader::new(input)) {
+                Ok(rows) => rows,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{}: {e}", file.display());
+                    }
+                    anyhow::bail!("{} bad lines; nothing imported", errors.len());
+                }
+            };
+            db::ensure_database(&settings.database.url).await?;
+            let pool = db::pool(&settings.database.url, 1)?;
+            db::migrate(&pool).await?;
+            let n = mnp::import(&pool, &rows).await?;
+            println!("ported numbers imported: {n}");
             Ok(())
         }
         Cmd::Demo { listen, sim_listen } => {

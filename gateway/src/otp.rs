@@ -150,7 +150,6 @@ pub async fn create(
     let mac = state
         .keys
         .code_mac(id, 1, req.purpose.as_str(), req.msisdn.e164(), &code);
-    let (route, route_cfg) = settings.route_for(req.msisdn.carrier());
     let text = sms_text(req.purpose, req.locale, &code, req.ttl_seconds);
     drop(code);
     let sealed = state.keys.seal(&text, req.msisdn.e164())?;
@@ -160,6 +159,9 @@ pub async fn create(
 
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
+    // The network that serves the number now (number portability), not its prefix's.
+    let carrier = crate::mnp::carrier_of(&tx, &req.msisdn).await?;
+    let (route, route_cfg) = settings.route_for(carrier);
     let row = tx
         .query_opt(
             &format!(
@@ -176,7 +178,7 @@ pub async fn create(
                 &id,
                 &client,
                 &req.msisdn.e164(),
-                &req.msisdn.carrier().as_str(),
+                &carrier.as_str(),
                 &req.purpose.as_str(),
                 &req.locale.as_str(),
                 &i16::from(req.code_length),
@@ -272,7 +274,8 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
     drop(code);
     let sealed = state.keys.seal(&text, msisdn.e164())?;
-    let (route, route_cfg) = settings.route_for(msisdn.carrier());
+    let carrier = crate::mnp::carrier_of(&tx, &msisdn).await?;
+    let (route, route_cfg) = settings.route_for(carrier);
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
 
     let updated = tx

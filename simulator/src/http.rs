@@ -256,6 +256,57 @@ async fn put_subscriber(
     get_subscriber(state, web::Path::from(msisdn.e164().to_owned())).await
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Port {
+    carrier: carrier_adapters::Carrier,
+}
+
+/// `PUT /ported/{msisdn}` `{"carrier"}`: the number now belongs to that network.
+async fn put_ported(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let msisdn = match parse_msisdn(&path) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    match serde_json::from_slice::<Port>(&body) {
+        Ok(p) => {
+            state.registry.port(&msisdn, Some(p.carrier));
+            get_ported(state, web::Path::from(msisdn.e164().to_owned())).await
+        }
+        Err(e) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-port",
+            "Invalid porting",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn delete_ported(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    let msisdn = match parse_msisdn(&path) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    state.registry.port(&msisdn, None);
+    get_ported(state, web::Path::from(msisdn.e164().to_owned())).await
+}
+
+async fn get_ported(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    let msisdn = match parse_msisdn(&path) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    HttpResponse::Ok().json(json!({
+        "msisdn": msisdn.e164(),
+        "prefix_carrier": msisdn.carrier(),
+        "carrier": state.registry.network_of(&msisdn),
+    }))
+}
+
 async fn get_faults(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     match state.smscs.iter().find(|s| s.name() == path.as_str()) {
         Some(smsc) => HttpResponse::Ok().json(smsc.faults()),
@@ -445,6 +496,9 @@ pub fn serve(
                 web::get().to(mssp_certificate),
             )
             .route("/ca/{file}", web::get().to(ca_file))
+            .route("/ported/{msisdn}", web::get().to(get_ported))
+            .route("/ported/{msisdn}", web::put().to(put_ported))
+            .route("/ported/{msisdn}", web::delete().to(delete_ported))
             .route("/smsc/{name}/faults", web::get().to(get_faults))
             .route("/smsc/{name}/faults", web::put().to(put_faults))
             .route(

@@ -63,6 +63,7 @@ pub async fn start(
 ) -> anyhow::Result<RunningSimulator> {
     use anyhow::Context;
     let handsets = Arc::new(Handsets::default());
+    let registry = Arc::new(registry::Registry::seeded());
     let mut smscs = Vec::new();
     let mut smsc_addrs = Vec::new();
     let mut tasks = Vec::new();
@@ -77,12 +78,11 @@ pub async fn start(
             })?;
         let addr = listener.local_addr()?;
         let name = smsc_config.name.clone();
-        let smsc = Smsc::new(smsc_config, handsets.clone());
+        let smsc = Smsc::new(smsc_config, handsets.clone(), registry.clone());
         smscs.push(smsc.clone());
         smsc_addrs.push((name, addr));
         tasks.push(tokio::spawn(smsc.serve(listener, shutdown.clone())));
     }
-    let registry = Arc::new(registry::Registry::seeded());
     let mut mssps = Vec::new();
     for mssp_config in config.mssp {
         let (cn, org) = mssp::ca_name(mssp_config.carrier);

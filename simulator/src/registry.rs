@@ -68,6 +68,8 @@ pub struct Subscriber {
 #[derive(Default)]
 pub struct Registry {
     subscribers: Mutex<HashMap<String, Subscriber>>,
+    /// Numbers ported away from the network their prefix names.
+    ported: Mutex<HashMap<String, Carrier>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -199,10 +201,34 @@ impl Registry {
         }
     }
 
+    /// The subscriber and the network that serves the number now.
     pub fn get(&self, msisdn: &Msisdn) -> Option<(SubscriberRecord, Carrier)> {
+        let network = self.network_of(msisdn);
         let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subs.get(msisdn.e164())
-            .map(|s| (s.record.clone(), s.msisdn.carrier()))
+        subs.get(msisdn.e164()).map(|s| (s.record.clone(), network))
+    }
+
+    /// The network that serves a number: its porting record, else its prefix.
+    pub fn network_of(&self, msisdn: &Msisdn) -> Carrier {
+        self.ported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(msisdn.e164())
+            .copied()
+            .unwrap_or(msisdn.carrier())
+    }
+
+    /// Ports a number to `carrier` (`None`: back to its prefix's network).
+    pub fn port(&self, msisdn: &Msisdn, carrier: Option<Carrier>) {
+        let mut ported = self.ported.lock().unwrap_or_else(|p| p.into_inner());
+        match carrier {
+            Some(c) if c != msisdn.carrier() => {
+                ported.insert(msisdn.e164().to_owned(), c);
+            }
+            _ => {
+                ported.remove(msisdn.e164());
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

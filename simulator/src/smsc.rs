@@ -115,6 +115,7 @@ impl Outlet {
 pub struct Smsc {
     config: SmscConfig,
     handsets: Arc<Handsets>,
+    registry: Arc<crate::registry::Registry>,
     next_message_id: AtomicU64,
     next_connection: AtomicU64,
     receivers: Mutex<Vec<Outlet>>,
@@ -144,11 +145,16 @@ pub struct SmscStatus {
 }
 
 impl Smsc {
-    pub fn new(config: SmscConfig, handsets: Arc<Handsets>) -> Arc<Smsc> {
+    pub fn new(
+        config: SmscConfig,
+        handsets: Arc<Handsets>,
+        registry: Arc<crate::registry::Registry>,
+    ) -> Arc<Smsc> {
         // Start ids from the clock so that ids differ across simulator restarts.
         let base = (Utc::now().timestamp_millis() as u64 & 0xFFFF_FFFF) << 16;
         Arc::new(Smsc {
             handsets,
+            registry,
             next_message_id: AtomicU64::new(base),
             next_connection: AtomicU64::new(1),
             receivers: Mutex::new(Vec::new()),
@@ -497,7 +503,12 @@ impl Smsc {
         }
         let destination = Msisdn::parse(submit.destination_addr.as_str())
             .map_err(|_| CommandStatus::EsmeRinvdstadr)?;
-        if !self.config.networks.contains(&destination.carrier()) {
+        // The SMSC serves the number's real network: a ported-away number is not its.
+        if !self
+            .config
+            .networks
+            .contains(&self.registry.network_of(&destination))
+        {
             return Err(CommandStatus::EsmeRinvdstadr);
         }
         let esm: u8 = submit.esm_class.into();

@@ -74,9 +74,39 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 3"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 4"));
     let out = gateway(&db).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
+
+    // Number portability import: all or nothing.
+    let csv = std::env::temp_dir().join(format!("mnp-{}.csv", uuid::Uuid::new_v4().simple()));
+    std::fs::write(
+        &csv,
+        "msisdn,carrier\n0971234567,mobifone\n0828123088,viettel\n",
+    )
+    .unwrap();
+    let out = gateway(&db)
+        .arg("mnp")
+        .arg("import")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ported numbers imported: 2"));
+    std::fs::write(&csv, "0901234567,vinaphone\n0901234568,nowhere\n").unwrap();
+    let out = gateway(&db)
+        .arg("mnp")
+        .arg("import")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    std::fs::remove_file(&csv).unwrap();
 
     let out = gateway(&db)
         .args(["client", "add", "--name", "portal"])

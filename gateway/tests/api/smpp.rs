@@ -261,3 +261,40 @@ async fn several_binds_per_route_share_the_load_within_their_tps() {
         .sum();
     assert_eq!(receipts, 12, "{vina}");
 }
+
+#[tokio::test]
+async fn a_ported_number_goes_to_the_network_that_serves_it() {
+    let app = app().await;
+    // 0971234567 has a Viettel prefix but moved to MobiFone.
+    let resp = app
+        .http
+        .put(format!("{}/ported/84971234567", app.sim))
+        .json(&json!({"carrier": "mobifone"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Without the porting record the gateway routes by prefix and Viettel refuses it.
+    let id = app.create_otp("0971234567", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = app.wait_delivery_status(&id, "failed").await;
+    assert_eq!(
+        d["error"], "command_status_0x0000000b",
+        "ESME_RINVDSTADR: {d}"
+    );
+
+    // With it (imported as an operator would), the OTP goes to MobiFone.
+    let rows = gateway::mnp::read_csv("msisdn,carrier\n0971234567,mobifone\n".as_bytes()).unwrap();
+    assert_eq!(gateway::mnp::import(&app.pool, &rows).await.unwrap(), 1);
+    let created = app.create_otp("0971234567", "login").await;
+    assert_eq!(created["carrier"], "mobifone");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let d = app.wait_delivery_status(&id, "delivered").await;
+    assert_eq!(d["route"], "mobifone");
+    let messages = app.handset("84971234567").await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["carrier"], "mobifone");
+}

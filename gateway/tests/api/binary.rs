@@ -11,12 +11,12 @@ use crate::helpers::{base_database_url, extract_code};
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
 /// A database for one test, dropped at the end.
-struct Db {
-    url: String,
+pub struct Db {
+    pub url: String,
 }
 
 impl Db {
-    fn new() -> Db {
+    pub fn new() -> Db {
         let base = base_database_url();
         let (prefix, _) = base.rsplit_once('/').unwrap();
         Db {
@@ -39,7 +39,7 @@ impl Drop for Db {
     }
 }
 
-struct Running(Child);
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,7 +56,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn gateway(db: &Db) -> Command {
+pub fn gateway(db: &Db) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -2,6 +2,7 @@
 //! over real SMPP sockets, the real HTTP API.
 
 mod binary;
+mod durability;
 mod helpers;
 mod otp;
 mod signatures;

@@ -57,7 +57,7 @@ enum Outcome {
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            match self.drain().await {
+            match self.drain(&shutdown).await {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox pass failed"),
             }
@@ -70,9 +70,13 @@ impl Dispatcher {
         tracing::info!("outbox dispatcher stopped");
     }
 
-    /// Claims and sends batches until nothing is ready.
-    async fn drain(&self) -> anyhow::Result<()> {
+    /// Claims and sends batches until nothing is ready or shutdown begins; a batch that
+    /// was claimed is always finished and recorded.
+    async fn drain(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
             let batch = self.claim().await?;
             if batch.is_empty() {
                 return Ok(());

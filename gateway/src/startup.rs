@@ -36,6 +36,10 @@ pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
     shutdown: CancellationToken,
+    /// Stops the binds and the receipt writer, after the dispatcher has drained.
+    smpp_shutdown: CancellationToken,
+    dispatcher: tokio::task::JoinHandle<()>,
+    smpp_workers: Vec<tokio::task::JoinHandle<()>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     pub pool: Pool,
 }
@@ -63,17 +67,19 @@ impl Application {
         db::migrate(&pool).await.context("applying migrations")?;
 
         let shutdown = CancellationToken::new();
+        let smpp_shutdown = CancellationToken::new();
         let mut workers = Vec::new();
-        let (sink, receipt_writer) = ReceiptStore::start(pool.clone(), shutdown.clone());
-        workers.push(receipt_writer);
+        let mut smpp_workers = Vec::new();
+        let (sink, receipt_writer) = ReceiptStore::start(pool.clone(), smpp_shutdown.clone());
+        smpp_workers.push(receipt_writer);
         let mut binds = BTreeMap::new();
         for (name, route) in &settings.smpp {
             let mut group = Vec::with_capacity(route.binds);
             for _ in 0..route.binds {
                 let (esme, task) =
-                    Esme::start(route.esme_config(name), sink.clone(), shutdown.clone());
+                    Esme::start(route.esme_config(name), sink.clone(), smpp_shutdown.clone());
                 group.push(esme);
-                workers.push(task);
+                smpp_workers.push(task);
             }
             binds.insert(name.clone(), BindGroup::new(name, group));
         }
@@ -86,7 +92,7 @@ impl Application {
             settings: settings.outbox.clone(),
             wake: wake.clone(),
         };
-        workers.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+        let dispatcher = tokio::spawn(dispatcher.run(shutdown.clone()));
         let (signature_events, _) = broadcast::channel(1024);
         workers.push(tokio::spawn(notifications::listen(
             settings.database.url.clone(),
@@ -129,6 +135,9 @@ impl Application {
             addr,
             server,
             shutdown,
+            smpp_shutdown,
+            dispatcher,
+            smpp_workers,
             workers,
             pool,
         })
@@ -147,8 +156,10 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains: HTTP stops taking
-    /// requests, workers finish, binds unbind.
+    /// Serves until the shutdown token is cancelled, then drains in order: HTTP stops
+    /// taking requests (in-flight ones finish), the dispatcher finishes the batch it is
+    /// sending (at most 10 s; the rest stays queued for the next start or another
+    /// instance), then the binds unbind.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let shutdown = self.shutdown.clone();
@@ -159,7 +170,17 @@ impl Application {
         let served = self.server.await;
         self.shutdown.cancel();
         let _ = stopper.await;
+        if tokio::time::timeout(Duration::from_secs(10), self.dispatcher)
+            .await
+            .is_err()
+        {
+            tracing::warn!("outbox dispatcher did not finish within 10 s; its rows stay claimed until their lease ends");
+        }
         for worker in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+        }
+        self.smpp_shutdown.cancel();
+        for worker in self.smpp_workers {
             let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
         }
         served.context("HTTP server failed")

@@ -114,6 +114,101 @@ pub fn encode_ucs2(text: &str) -> EncodedText {
     }
 }
 
+/// Characters (septets or UTF-16 units) per part of a concatenated message: the
+/// 6-octet UDH takes the rest.
+fn part_capacity(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Gsm7 => 153,
+        Encoding::Ucs2 => 67,
+    }
+}
+
+/// Splits a text into `short_message` payloads: one without a header when it fits,
+/// else parts each led by a concatenation UDH (IEI 0x00, 8-bit reference `reference`).
+/// Never splits a GSM-7 escape from its character nor a UTF-16 surrogate pair.
+pub fn split(text: &EncodedText, reference: u8) -> Vec<Vec<u8>> {
+    if text.fits_single_part() {
+        return vec![text.bytes.clone()];
+    }
+    let capacity = part_capacity(text.encoding);
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    let mut rest: &[u8] = &text.bytes;
+    while !rest.is_empty() {
+        let mut take = match text.encoding {
+            Encoding::Gsm7 => capacity.min(rest.len()),
+            Encoding::Ucs2 => (capacity * 2).min(rest.len()),
+        };
+        if take < rest.len() {
+            match text.encoding {
+                // An escape as the last septet belongs with the next part.
+                Encoding::Gsm7 if rest[take - 1] == ESCAPE => take -= 1,
+                // A high surrogate as the last unit belongs with its low surrogate.
+                Encoding::Ucs2 if (0xD8..=0xDB).contains(&rest[take - 2]) => take -= 2,
+                _ => {}
+            }
+        }
+        chunks.push(&rest[..take]);
+        rest = &rest[take..];
+    }
+    let total = chunks.len().min(255) as u8;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut part = vec![0x05, 0x00, 0x03, reference, total, (i + 1) as u8];
+            part.extend_from_slice(chunk);
+            part
+        })
+        .collect()
+}
+
+/// Which part of a concatenated message a payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concatenation {
+    pub reference: u16,
+    pub total: u8,
+    /// 1-based.
+    pub seq: u8,
+}
+
+/// A concatenation header read from the front of a payload, and the payload after the
+/// whole UDH.
+pub fn concatenation(payload: &[u8]) -> Option<(Concatenation, &[u8])> {
+    let udhl = *payload.first()? as usize;
+    let header = payload.get(1..=udhl)?;
+    let body = &payload[udhl + 1..];
+    let mut i = 0;
+    while i + 1 < header.len() {
+        let (iei, len) = (header[i], header[i + 1] as usize);
+        let data = header.get(i + 2..i + 2 + len)?;
+        match (iei, data) {
+            (0x00, [r, total, seq]) => {
+                return Some((
+                    Concatenation {
+                        reference: u16::from(*r),
+                        total: *total,
+                        seq: *seq,
+                    },
+                    body,
+                ))
+            }
+            (0x08, [r1, r2, total, seq]) => {
+                return Some((
+                    Concatenation {
+                        reference: u16::from_be_bytes([*r1, *r2]),
+                        total: *total,
+                        seq: *seq,
+                    },
+                    body,
+                ))
+            }
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    None
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeTextError {
@@ -215,7 +310,64 @@ mod tests {
         );
     }
 
+    #[test]
+    fn long_texts_split_with_headers_and_join_back() {
+        let text: String = "Mã OTP đăng nhập Cổng Dịch vụ công quốc gia. ".repeat(4);
+        let e = encode(&text);
+        let parts = split(&e, 7);
+        assert_eq!(parts.len(), 3);
+        let mut joined = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.len() <= 140, "part {i} is {} octets", p.len());
+            let (c, body) = concatenation(p).unwrap();
+            assert_eq!((c.reference, c.total, c.seq), (7, 3, i as u8 + 1));
+            joined.extend_from_slice(body);
+        }
+        assert_eq!(decode(8, &joined).unwrap(), text);
+        // One part: no header.
+        assert_eq!(split(&encode("short"), 1), vec![b"short".to_vec()]);
+    }
+
+    #[test]
+    fn splits_never_break_escapes_or_surrogates() {
+        // 152 plain characters then '{' (escape + septet) across the 153 boundary.
+        let gsm = format!("{}{{{}", "a".repeat(152), "tail".repeat(5));
+        let parts = split(&encode(&gsm), 1);
+        let first = concatenation(&parts[0]).unwrap().1;
+        assert_eq!(*first.last().unwrap(), b'a');
+        assert_eq!(first.len(), 152);
+        // 66 units then an emoji (a surrogate pair) across the 67 boundary.
+        let ucs = format!("{}😀 xin chào và hẹn gặp lại", "ă".repeat(66));
+        let parts = split(&encode(&ucs), 1);
+        let first = concatenation(&parts[0]).unwrap().1;
+        assert_eq!(first.len(), 132);
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| concatenation(p).unwrap().1.to_vec())
+            .collect();
+        assert_eq!(decode(8, &joined).unwrap(), ucs);
+    }
+
     proptest! {
+        #[test]
+        fn split_then_join_gives_the_text_back(text in "\\PC{0,400}", reference in any::<u8>()) {
+            let e = encode(&text);
+            let parts = split(&e, reference);
+            let joined: Vec<u8> = if parts.len() == 1 {
+                parts[0].clone()
+            } else {
+                parts.iter().map(|p| {
+                    let (c, body) = concatenation(p).unwrap();
+                    assert_eq!((c.reference, c.total as usize), (u16::from(reference), parts.len()));
+                    body.to_vec()
+                }).collect::<Vec<_>>().concat()
+            };
+            prop_assert_eq!(decode(e.encoding.data_coding(), &joined).unwrap(), text);
+            for p in &parts {
+                prop_assert!(p.len() <= 160);
+            }
+        }
+
         #[test]
         fn any_text_round_trips(text in "\\PC{0,80}") {
             let e = encode(&text);

@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_ported_numbers",
         include_str!("../../migrations/0004_ported_numbers.sql"),
     ),
+    (
+        "0005_sms_parts",
+        include_str!("../../migrations/0005_sms_parts.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

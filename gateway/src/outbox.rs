@@ -39,9 +39,10 @@ struct Claimed {
 }
 
 enum Outcome {
+    /// The message ids of the parts, in order.
     Submitted {
         id: i64,
-        message_id: String,
+        message_ids: Vec<String>,
     },
     Retry {
         id: i64,
@@ -168,9 +169,9 @@ impl Dispatcher {
         };
         drop(text);
         match esme.submit(&sms).await {
-            Ok(message_id) => Outcome::Submitted {
+            Ok(message_ids) => Outcome::Submitted {
                 id: row.id,
-                message_id,
+                message_ids,
             },
             Err(e) if e.is_transient() && row.attempts < self.settings.max_attempts => {
                 tracing::warn!(outbox = row.id, route = %row.route, error = %e, "submit will be retried");
@@ -194,17 +195,28 @@ impl Dispatcher {
     async fn record(&self, outcomes: Vec<Outcome>) -> anyhow::Result<()> {
         let (mut ok_ids, mut ok_mids, mut ok_keys) = (vec![], vec![], vec![]);
         let (mut ok_dec, mut ok_hex): (Vec<Option<String>>, Vec<Option<String>>) = (vec![], vec![]);
+        let (mut part_rows, mut part_nos, mut part_keys, mut part_dec, mut part_hex) =
+            (vec![], vec![], vec![], vec![], vec![]);
         let (mut retry_ids, mut retry_secs, mut retry_errs) = (vec![], vec![], vec![]);
         let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
         for o in outcomes {
             match o {
-                Outcome::Submitted { id, message_id } => {
+                Outcome::Submitted { id, message_ids } => {
+                    for (i, mid) in message_ids.iter().enumerate() {
+                        let (dec, hex) = alternate_message_ids(mid);
+                        part_rows.push(id);
+                        part_nos.push(i as i32 + 1);
+                        part_keys.push(normalise_message_id(mid));
+                        part_dec.push(dec);
+                        part_hex.push(hex);
+                    }
+                    let first = message_ids.into_iter().next().unwrap_or_default();
                     ok_ids.push(id);
-                    ok_keys.push(normalise_message_id(&message_id));
-                    let (dec, hex) = alternate_message_ids(&message_id);
+                    ok_keys.push(normalise_message_id(&first));
+                    let (dec, hex) = alternate_message_ids(&first);
                     ok_dec.push(dec);
                     ok_hex.push(hex);
-                    ok_mids.push(message_id);
+                    ok_mids.push(first);
                 }
                 Outcome::Retry { id, after, error } => {
                     retry_ids.push(id);
@@ -228,6 +240,14 @@ impl Dispatcher {
                     AS v(id, mid, key, dec, hex)
                  WHERE o.id = v.id",
                 &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO sms_parts (outbox_id, part, message_key, message_key_dec, message_key_hex)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])
+                 ON CONFLICT (outbox_id, part) DO UPDATE SET message_key = EXCLUDED.message_key,
+                    message_key_dec = EXCLUDED.message_key_dec, message_key_hex = EXCLUDED.message_key_hex",
+                &[&part_rows, &part_nos, &part_keys, &part_dec, &part_hex],
             )
             .await?;
         }

@@ -123,6 +123,8 @@ pub struct Smsc {
     held_receipts: Mutex<VecDeque<DeliverSm>>,
     submitted: AtomicU64,
     faults: Mutex<SmscFaults>,
+    /// Parts of concatenated messages waiting for the rest: (from, to, reference).
+    concat: Mutex<std::collections::HashMap<PartsKey, Vec<Option<Vec<u8>>>>>,
     /// Start of the current one-second window and submits in it (throttling fault).
     window: Mutex<(std::time::Instant, u32)>,
 }
@@ -161,6 +163,7 @@ impl Smsc {
             held_receipts: Mutex::new(VecDeque::new()),
             submitted: AtomicU64::new(0),
             faults: Mutex::new(config.faults.clone()),
+            concat: Mutex::new(std::collections::HashMap::new()),
             window: Mutex::new((std::time::Instant::now(), 0)),
             config,
         })
@@ -520,19 +523,55 @@ impl Smsc {
                 }
             }
         }
+        let mut part_of = None;
         if esm & 0x40 != 0 {
-            // UDH present: skip it (UDHL + header).
+            // UDH present: a concatenation header says which part this is; skip the rest.
             let udhl = *payload.first().ok_or(CommandStatus::EsmeRinvesmclass)? as usize;
             if payload.len() < udhl + 1 {
                 return Err(CommandStatus::EsmeRinvesmclass);
             }
+            part_of = sms_text::concatenation(&payload).map(|(c, _)| c);
             payload.drain(..=udhl);
         }
         let data_coding: u8 = submit.data_coding.into();
-        let text = sms_text::decode(data_coding, &payload).map_err(|e| match e {
-            sms_text::DecodeTextError::UnsupportedDataCoding(_) => CommandStatus::EsmeRinvdcs,
-            _ => CommandStatus::EsmeRinvmsglen,
-        })?;
+        let decode = |bytes: &[u8]| {
+            sms_text::decode(data_coding, bytes).map_err(|e| match e {
+                sms_text::DecodeTextError::UnsupportedDataCoding(_) => CommandStatus::EsmeRinvdcs,
+                _ => CommandStatus::EsmeRinvmsglen,
+            })
+        };
+        let text = match part_of {
+            Some(sms_text::Concatenation {
+                reference,
+                total,
+                seq,
+            }) if total > 1 && seq >= 1 && seq <= total => {
+                // The handset shows the message once every part has arrived.
+                let key = (
+                    submit.source_addr.as_str().to_owned(),
+                    destination.e164().to_owned(),
+                    reference,
+                );
+                let mut pending = lock(&self.concat);
+                let parts = pending
+                    .entry(key.clone())
+                    .or_insert_with(|| vec![None; total as usize]);
+                if parts.len() != total as usize {
+                    *parts = vec![None; total as usize];
+                }
+                parts[seq as usize - 1] = Some(payload.clone());
+                if parts.iter().all(Option::is_some) {
+                    let whole: Vec<u8> = parts.iter().flatten().flatten().copied().collect();
+                    pending.remove(&key);
+                    Some(decode(&whole)?)
+                } else {
+                    // Each part is still a valid text on its own.
+                    decode(&payload)?;
+                    None
+                }
+            }
+            _ => Some(decode(&payload)?),
+        };
         let id = format!("{:X}", self.next_message_id.fetch_add(1, Ordering::Relaxed));
         self.submitted.fetch_add(1, Ordering::Relaxed);
         let want_receipt = u8::from(submit.registered_delivery) & 0x03 != 0;
@@ -547,17 +586,19 @@ impl Smsc {
     }
 
     async fn deliver(&self, d: PendingDelivery) {
-        tracing::debug!(smsc = %self.config.name, message_id = %d.message_id, "delivered to handset");
-        self.handsets.deliver(
-            &d.to,
-            HandsetMessage {
-                from: d.from.clone(),
-                text: d.text.clone(),
-                received_at: Utc::now(),
-                carrier: self.config.name.clone(),
-                smsc_message_id: d.message_id.clone(),
-            },
-        );
+        if let Some(text) = &d.text {
+            tracing::debug!(smsc = %self.config.name, message_id = %d.message_id, "delivered to handset");
+            self.handsets.deliver(
+                &d.to,
+                HandsetMessage {
+                    from: d.from.clone(),
+                    text: text.clone(),
+                    received_at: Utc::now(),
+                    carrier: self.config.name.clone(),
+                    smsc_message_id: d.message_id.clone(),
+                },
+            );
+        }
         if !d.want_receipt {
             return;
         }
@@ -580,7 +621,7 @@ impl Smsc {
             0,
             &d.submitted_at.format(fmt).to_string(),
             &Utc::now().format(fmt).to_string(),
-            &d.text,
+            d.text.as_deref().unwrap_or_default(),
         );
         let deliver = DeliverSm::builder()
             .source_addr_ton(Ton::International)
@@ -625,6 +666,9 @@ impl Smsc {
     }
 }
 
+/// A concatenated message in progress: (source, destination, reference).
+type PartsKey = (String, String, u16);
+
 enum Flow {
     Continue,
     Close,
@@ -634,7 +678,8 @@ struct PendingDelivery {
     message_id: String,
     from: String,
     to: String,
-    text: String,
+    /// `None` for a part of a message whose other parts have not all arrived.
+    text: Option<String>,
     want_receipt: bool,
     submitted_at: chrono::DateTime<Utc>,
 }

@@ -13,11 +13,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use rusmpp::pdus::{BindTransceiver, DeliverSm, DeliverSmResp, SubmitSm};
-use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
-use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::tlvs::TlvValue;
+use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{
-    DataCoding, EsmClass, InterfaceVersion, MessagePayload, Npi, RegisteredDelivery, ServiceType,
-    Ton,
+    DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, ServiceType, Ton,
 };
 use rusmpp::{Command, CommandStatus, Pdu};
 use rusmppc::{ConnectionBuilder, Event};
@@ -149,6 +148,8 @@ pub struct Esme {
     limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
     throttle: Arc<std::sync::Mutex<Throttle>>,
     stats: Arc<BindStats>,
+    /// Concatenation reference numbers, one per multi-part message.
+    next_reference: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// Slow-down after ESME_RTHROTTLED / ESME_RMSGQFUL: the whole bind waits, doubling the
@@ -301,6 +302,7 @@ impl Esme {
                 pause: THROTTLE_MIN,
             })),
             stats: stats.clone(),
+            next_reference: Arc::new(std::sync::atomic::AtomicU8::new(1)),
         };
         let task = tokio::spawn(supervise(config, sink, tx, shutdown, stats));
         (esme, task)
@@ -366,10 +368,30 @@ impl Esme {
         }
     }
 
-    /// Submits one message and returns the SMSC's message id. Waits for the bind's TPS
-    /// limit, its window and any throttling pause.
-    pub async fn submit(&self, sms: &OutgoingSms) -> Result<String, SubmitError> {
-        let result = self.submit_inner(sms).await;
+    /// Submits a message and returns the SMSC's message id of each part: one part when
+    /// it fits, else UDH-concatenated parts (GSM-7 153 / UCS2 67 characters each), each
+    /// with its own id and receipt. Waits for the bind's TPS limit, its window and any
+    /// throttling pause before each part.
+    pub async fn submit(&self, sms: &OutgoingSms) -> Result<Vec<String>, SubmitError> {
+        let reference = self
+            .next_reference
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let parts = crate::sms_text::split(&sms.text, reference);
+        let udhi = parts.len() > 1;
+        let mut ids = Vec::with_capacity(parts.len());
+        for part in &parts {
+            ids.push(self.submit_part(sms, part, udhi).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn submit_part(
+        &self,
+        sms: &OutgoingSms,
+        payload: &[u8],
+        udhi: bool,
+    ) -> Result<String, SubmitError> {
+        let result = self.submit_inner(sms, payload, udhi).await;
         match &result {
             Ok(id) => {
                 self.stats.record_submit(id);
@@ -401,8 +423,13 @@ impl Esme {
         result
     }
 
-    async fn submit_inner(&self, sms: &OutgoingSms) -> Result<String, SubmitError> {
-        let submit = build_submit_sm(sms)?;
+    async fn submit_inner(
+        &self,
+        sms: &OutgoingSms,
+        payload: &[u8],
+        udhi: bool,
+    ) -> Result<String, SubmitError> {
+        let submit = build_submit_sm(sms, payload, udhi)?;
         let pause = self
             .throttle
             .lock()
@@ -457,14 +484,15 @@ fn cstr<const MIN: usize, const MAX: usize>(
         .map_err(|e| SubmitError::Invalid(format!("{field} {value:?}: {e}")))
 }
 
-fn build_submit_sm(sms: &OutgoingSms) -> Result<SubmitSm, SubmitError> {
+/// One `submit_sm` for one part of `sms` (`udhi`: the payload starts with a UDH).
+fn build_submit_sm(sms: &OutgoingSms, payload: &[u8], udhi: bool) -> Result<SubmitSm, SubmitError> {
     let alphanumeric = sms.source.chars().any(|c| !c.is_ascii_digit());
     let (source_ton, source_npi) = if alphanumeric {
         (Ton::Alphanumeric, Npi::Unknown)
     } else {
         (Ton::National, Npi::Isdn)
     };
-    let mut builder = SubmitSm::builder()
+    Ok(SubmitSm::builder()
         .service_type(ServiceType::default())
         .source_addr_ton(source_ton)
         .source_addr_npi(source_npi)
@@ -472,24 +500,15 @@ fn build_submit_sm(sms: &OutgoingSms) -> Result<SubmitSm, SubmitError> {
         .dest_addr_ton(Ton::International)
         .dest_addr_npi(Npi::Isdn)
         .destination_addr(cstr(&sms.destination, "destination_addr")?)
-        // EsmClass::default() is 0x08 in rusmpp 0.4; we need the default mode, 0x00.
-        .esm_class(EsmClass::from(0u8))
+        // EsmClass::default() is 0x08 in rusmpp 0.4; we need the default mode, 0x00,
+        // with the UDH indicator (0x40) on concatenated parts.
+        .esm_class(EsmClass::from(if udhi { 0x40u8 } else { 0u8 }))
         .registered_delivery(RegisteredDelivery::from(u8::from(sms.request_receipt)))
-        .data_coding(DataCoding::from(sms.text.encoding.data_coding()));
-    if sms.text.bytes.len() <= 254 {
-        builder = builder.short_message(
-            OctetString::from_slice(&sms.text.bytes)
-                .map_err(|e| SubmitError::Invalid(e.to_string()))?,
-        );
-    } else {
-        // Longer than one short_message: the SMSC segments a message_payload.
-        builder = builder.short_message(OctetString::empty()).push_tlv(
-            MessageSubmissionRequestTlvValue::MessagePayload(MessagePayload::new(
-                AnyOctetString::from_vec(sms.text.bytes.clone()),
-            )),
-        );
-    }
-    Ok(builder.build())
+        .data_coding(DataCoding::from(sms.text.encoding.data_coding()))
+        .short_message(
+            OctetString::from_slice(payload).map_err(|e| SubmitError::Invalid(e.to_string()))?,
+        )
+        .build())
 }
 
 /// Reads a delivery receipt out of a `deliver_sm`; `None` for a mobile-originated message.

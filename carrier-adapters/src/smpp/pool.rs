@@ -42,8 +42,8 @@ impl BindGroup {
         true
     }
 
-    /// Submits on the bound session with the most free window.
-    pub async fn submit(&self, sms: &OutgoingSms) -> Result<String, SubmitError> {
+    /// Submits on the bound session with the most free window; the ids of the parts.
+    pub async fn submit(&self, sms: &OutgoingSms) -> Result<Vec<String>, SubmitError> {
         let best = self
             .binds
             .iter()

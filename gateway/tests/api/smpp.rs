@@ -298,3 +298,40 @@ async fn a_ported_number_goes_to_the_network_that_serves_it() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["carrier"], "mobifone");
 }
+
+#[tokio::test]
+async fn a_text_longer_than_one_sms_goes_in_parts_and_is_delivered_when_all_are() {
+    let app = app().await;
+    // 10 digits and 899 s make the Vietnamese add_method text 76 characters: two UCS2 parts.
+    let resp = app
+        .post("/v1/otp")
+        .json(&json!({"msisdn": "0828123088", "purpose": "add_method", "code_length": 10, "ttl_seconds": 899}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = app.wait_for_code("84828123088", 1).await;
+    let messages = app.handset("84828123088").await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "the handset shows one message: {messages:?}"
+    );
+    assert_eq!(
+        messages[0]["text"],
+        format!("Mã OTP thêm xác thực Cổng DVC: {code}. Hiệu lực 899 giây. Không chia sẻ.")
+    );
+    let d = app.wait_delivery_status(&id, "delivered").await;
+    assert_eq!(d["parts"], 2, "{d}");
+    let db = app.pool.get().await.unwrap();
+    let receipts: i64 = db
+        .query_one("SELECT count(*) FROM delivery_receipts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(receipts, 2, "one receipt per part");
+}

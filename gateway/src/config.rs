@@ -153,6 +153,10 @@ pub struct SmppRoute {
     pub binds: usize,
     /// Most submit_sm per second per bind (this instance's share of the contracted TPS).
     pub tps: Option<u32>,
+    /// Route to use when every bind of this one has been down for `fallback_after`.
+    pub fallback: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub fallback_after: Duration,
     pub window: usize,
     #[serde(with = "humantime_serde")]
     pub enquire_link_interval: Duration,
@@ -332,6 +336,8 @@ impl Default for SmppRoute {
             sender: "DVCQG".into(),
             binds: 1,
             tps: None,
+            fallback: None,
+            fallback_after: Duration::from_secs(60),
             window: 10,
             enquire_link_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(5),
@@ -455,6 +461,11 @@ impl Settings {
             }
             if !(1..=32).contains(&route.binds) {
                 bail!("smpp.{name}.binds must be 1..=32");
+            }
+            if let Some(fallback) = &route.fallback {
+                if fallback == name || !self.smpp.contains_key(fallback) {
+                    bail!("smpp.{name}.fallback {fallback:?} names no other [smpp.*] route");
+                }
             }
             if route.tps == Some(0) {
                 bail!("smpp.{name}.tps must be at least 1 (or unset)");

@@ -25,6 +25,8 @@ pub struct Dispatcher {
     pub pool: Pool,
     pub keys: Arc<ServerKeys>,
     pub binds: Arc<BTreeMap<String, BindGroup>>,
+    /// Route → (fallback route, after how long down).
+    pub fallbacks: BTreeMap<String, (String, Duration)>,
     pub settings: OutboxSettings,
     pub wake: Arc<Notify>,
 }
@@ -42,6 +44,8 @@ enum Outcome {
     /// The message ids of the parts, in order.
     Submitted {
         id: i64,
+        /// The route it actually went out on (a fallback when the route was down).
+        route: String,
         message_ids: Vec<String>,
     },
     Retry {
@@ -93,9 +97,9 @@ impl Dispatcher {
     async fn claim(&self) -> anyhow::Result<Vec<Claimed>> {
         let bound: Vec<String> = self
             .binds
-            .iter()
-            .filter(|(_, group)| group.is_bound())
-            .map(|(route, _)| route.clone())
+            .keys()
+            .filter(|route| self.route_to_use(route).is_some())
+            .cloned()
             .collect();
         if bound.is_empty() {
             return Ok(Vec::new());
@@ -131,6 +135,19 @@ impl Dispatcher {
             .collect())
     }
 
+    /// The route a row of `route` goes out on now: itself when bound, its fallback when
+    /// it has been down long enough and the fallback is bound.
+    fn route_to_use(&self, route: &str) -> Option<(&str, &BindGroup)> {
+        let (name, group) = self.binds.get_key_value(route)?;
+        if group.is_bound() {
+            return Some((name.as_str(), group));
+        }
+        let (fallback, after) = self.fallbacks.get(route)?;
+        let fallback_group = self.binds.get(fallback)?;
+        (group.down_for().is_some_and(|d| d >= *after) && fallback_group.is_bound())
+            .then_some((fallback.as_str(), fallback_group))
+    }
+
     fn backoff(&self, attempts: i32) -> Duration {
         let exp = self
             .settings
@@ -155,12 +172,22 @@ impl Dispatcher {
                 }
             }
         };
-        let Some(esme) = self.binds.get(&row.route) else {
+        if !self.binds.contains_key(&row.route) {
             return Outcome::Failed {
                 id: row.id,
                 error: format!("no SMPP route named {}", row.route),
             };
+        }
+        let Some((route, group)) = self.route_to_use(&row.route) else {
+            return Outcome::Retry {
+                id: row.id,
+                after: self.backoff(row.attempts),
+                error: "not_bound".into(),
+            };
         };
+        if route != row.route {
+            tracing::info!(outbox = row.id, from = %row.route, to = route, "route down: using its fallback");
+        }
         let sms = OutgoingSms {
             source: row.sender.clone(),
             destination: row.msisdn.clone(),
@@ -168,9 +195,10 @@ impl Dispatcher {
             request_receipt: true,
         };
         drop(text);
-        match esme.submit(&sms).await {
+        match group.submit(&sms).await {
             Ok(message_ids) => Outcome::Submitted {
                 id: row.id,
+                route: route.to_owned(),
                 message_ids,
             },
             Err(e) if e.is_transient() && row.attempts < self.settings.max_attempts => {
@@ -193,7 +221,8 @@ impl Dispatcher {
 
     /// One statement per kind of outcome for the whole batch.
     async fn record(&self, outcomes: Vec<Outcome>) -> anyhow::Result<()> {
-        let (mut ok_ids, mut ok_mids, mut ok_keys) = (vec![], vec![], vec![]);
+        let (mut ok_ids, mut ok_mids, mut ok_keys, mut ok_routes) =
+            (vec![], vec![], vec![], vec![]);
         let (mut ok_dec, mut ok_hex): (Vec<Option<String>>, Vec<Option<String>>) = (vec![], vec![]);
         let (mut part_rows, mut part_nos, mut part_keys, mut part_dec, mut part_hex) =
             (vec![], vec![], vec![], vec![], vec![]);
@@ -201,7 +230,12 @@ impl Dispatcher {
         let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
         for o in outcomes {
             match o {
-                Outcome::Submitted { id, message_ids } => {
+                Outcome::Submitted {
+                    id,
+                    route,
+                    message_ids,
+                } => {
+                    ok_routes.push(route);
                     for (i, mid) in message_ids.iter().enumerate() {
                         let (dec, hex) = alternate_message_ids(mid);
                         part_rows.push(id);
@@ -235,11 +269,12 @@ impl Dispatcher {
             tx.execute(
                 "UPDATE sms_outbox o SET status = 'submitted', smsc_message_id = v.mid,
                     message_key = v.key, message_key_dec = v.dec, message_key_hex = v.hex,
-                    submitted_at = now(), body_sealed = NULL, claimed_until = NULL, last_error = NULL
-                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-                    AS v(id, mid, key, dec, hex)
+                    route = v.route, submitted_at = now(), body_sealed = NULL,
+                    claimed_until = NULL, last_error = NULL
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                    AS v(id, mid, key, dec, hex, route)
                  WHERE o.id = v.id",
-                &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex],
+                &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex, &ok_routes],
             )
             .await?;
             tx.execute(

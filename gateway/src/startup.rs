@@ -89,6 +89,15 @@ impl Application {
             pool: pool.clone(),
             keys: keys.clone(),
             binds: binds.clone(),
+            fallbacks: settings
+                .smpp
+                .iter()
+                .filter_map(|(name, r)| {
+                    r.fallback
+                        .clone()
+                        .map(|f| (name.clone(), (f, r.fallback_after)))
+                })
+                .collect(),
             settings: settings.outbox.clone(),
             wake: wake.clone(),
         };

@@ -178,9 +178,20 @@ pub struct BindStats {
     )>,
     /// Submits per second over the last minute: (second, count) buckets.
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// Since when the session has been down (`None` while bound).
+    down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl BindStats {
+    fn set_bound(&self, bound: bool) {
+        let mut down = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        match (bound, *down) {
+            (true, _) => *down = None,
+            (false, None) => *down = Some(std::time::Instant::now()),
+            (false, Some(_)) => {}
+        }
+    }
+
     fn record_submit(&self, message_id: &str) {
         use std::sync::atomic::Ordering;
         self.submitted.fetch_add(1, Ordering::Relaxed);
@@ -289,6 +300,7 @@ impl Esme {
             )))
         });
         let stats = Arc::new(BindStats::default());
+        stats.set_bound(false);
         let esme = Esme {
             route: config.route.clone().into(),
             client: rx,
@@ -314,6 +326,19 @@ impl Esme {
 
     pub fn is_bound(&self) -> bool {
         self.client.borrow().as_ref().is_some_and(|c| c.is_active())
+    }
+
+    /// How long the session has been down (`None` while bound).
+    pub fn down_for(&self) -> Option<Duration> {
+        if self.is_bound() {
+            return None;
+        }
+        self.stats
+            .down_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| since.elapsed())
+            .or(Some(Duration::ZERO))
     }
 
     /// Waits until the bind is up, at most `timeout`.
@@ -571,8 +596,10 @@ async fn supervise(
                 tracing::info!(target: "smpp::esme", route = %config.route, "bound");
                 delay = config.reconnect_min;
                 state.send_replace(Some(client.clone()));
+                stats.set_bound(true);
                 run_session(&config, &client, events, &sink, &shutdown, &stats).await;
                 state.send_replace(None);
+                stats.set_bound(false);
                 if shutdown.is_cancelled() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), client.unbind()).await;
                     let _ = client.close().await;

@@ -29,6 +29,16 @@ impl BindGroup {
         self.binds.iter().any(Esme::is_bound)
     }
 
+    /// How long every bind has been down (`None` while any is bound).
+    pub fn down_for(&self) -> Option<Duration> {
+        self.binds
+            .iter()
+            .map(Esme::down_for)
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min()
+    }
+
     pub fn bound_count(&self) -> usize {
         self.binds.iter().filter(|b| b.is_bound()).count()
     }

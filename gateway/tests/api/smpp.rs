@@ -335,3 +335,60 @@ async fn a_text_longer_than_one_sms_goes_in_parts_and_is_delivered_when_all_are(
         .get(0);
     assert_eq!(receipts, 2, "one receipt per part");
 }
+
+#[tokio::test]
+async fn a_route_down_too_long_falls_back_to_the_aggregator() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            let viettel = s.smpp.get_mut("viettel").unwrap();
+            viettel.fallback = Some("aggregator".into());
+            viettel.fallback_after = Duration::from_millis(500);
+            viettel.reconnect_min = Duration::from_millis(50);
+            viettel.reconnect_max = Duration::from_millis(100);
+            s.outbox.retry_base = Duration::from_millis(100);
+            s.outbox.retry_max = Duration::from_millis(300);
+        })),
+        ..Options::default()
+    })
+    .await;
+    // Viettel's SMSC drops the bind at the next PDU and refuses new ones.
+    // Viettel's SMSC answers one more PDU, drops the bind and refuses new ones.
+    app.set_faults(
+        "viettel",
+        json!({"refuse_binds": true, "drop_after_pdus": 1}),
+    )
+    .await;
+    app.create_otp("0970000001", "login").await;
+    app.wait_for_code("84970000001", 1).await;
+    let created = app.create_otp("0971234567", "login").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let d = app.wait_delivery_status(&id, "delivered").await;
+    assert_eq!(d["route"], "aggregator", "{d}");
+    let messages = app.handset("84971234567").await;
+    assert_eq!(messages.last().unwrap()["carrier"], "aggregator");
+    // Once Viettel takes binds again, its numbers go to Viettel again.
+    app.set_faults("viettel", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h: Value = app
+            .http
+            .get(format!("{}/health", app.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if h["smpp"]["viettel"]["bound"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "viettel never rebound");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = app.create_otp("0971234568", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = app.wait_delivery_status(&id, "delivered").await;
+    assert_eq!(d["route"], "viettel", "{d}");
+}

@@ -392,3 +392,35 @@ async fn a_route_down_too_long_falls_back_to_the_aggregator() {
     let d = app.wait_delivery_status(&id, "delivered").await;
     assert_eq!(d["route"], "viettel", "{d}");
 }
+
+#[tokio::test]
+async fn slow_responses_and_late_receipts_still_end_delivered() {
+    let app = app().await;
+    app.set_faults(
+        "vinaphone",
+        json!({"response_delay": "300ms", "receipt_delay": "800ms"}),
+    )
+    .await;
+    let id = app.create_otp("0828123088", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = app.wait_delivery_status(&id, "delivered").await;
+    let submitted =
+        chrono::DateTime::parse_from_rfc3339(d["submitted_at"].as_str().unwrap()).unwrap();
+    let receipt = chrono::DateTime::parse_from_rfc3339(d["receipt_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (receipt - submitted).num_milliseconds() >= 400,
+        "the receipt came late, as scripted: {d}"
+    );
+    // A response slower than the response timeout: the submit is retried, not lost.
+    app.set_faults("vinaphone", json!({"response_delay": "6s"}))
+        .await;
+    let id = app.create_otp("0828123089", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    app.set_faults("vinaphone", json!({})).await;
+    app.wait_delivery_status(&id, "delivered").await;
+}

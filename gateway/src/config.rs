@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use carrier_adapters::smpp::{EsmeConfig, SmppVersion};
+use carrier_adapters::smpp::{BindMode, EsmeConfig, SmppVersion};
 use carrier_adapters::Carrier;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -151,6 +151,9 @@ pub struct SmppRoute {
     /// Sessions this instance opens to the SMSC (all instances together must stay
     /// within the carrier's contracted binds).
     pub binds: usize,
+    /// `transceiver`, or `transmitter_receiver`: each session is a transmitter plus a
+    /// receiver for the receipts.
+    pub bind_type: BindType,
     /// Most submit_sm per second per bind (this instance's share of the contracted TPS).
     pub tps: Option<u32>,
     /// Route to use when every bind of this one has been down for `fallback_after`.
@@ -335,6 +338,7 @@ impl Default for SmppRoute {
             version: SmppVersion::V34,
             sender: "DVCQG".into(),
             binds: 1,
+            bind_type: BindType::Transceiver,
             tps: None,
             fallback: None,
             fallback_after: Duration::from_secs(60),
@@ -357,9 +361,32 @@ impl Default for LogSettings {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindType {
+    Transceiver,
+    TransmitterReceiver,
+}
+
 impl SmppRoute {
+    /// The sessions one "bind" of this route opens.
+    pub fn esme_configs(&self, route: &str) -> Vec<EsmeConfig> {
+        let modes: &[BindMode] = match self.bind_type {
+            BindType::Transceiver => &[BindMode::Transceiver],
+            BindType::TransmitterReceiver => &[BindMode::Transmitter, BindMode::Receiver],
+        };
+        modes
+            .iter()
+            .map(|mode| EsmeConfig {
+                mode: *mode,
+                ..self.esme_config(route)
+            })
+            .collect()
+    }
+
     pub fn esme_config(&self, route: &str) -> EsmeConfig {
         EsmeConfig {
+            mode: BindMode::Transceiver,
             route: route.to_owned(),
             host: self.host.clone(),
             port: self.port,

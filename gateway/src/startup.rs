@@ -76,10 +76,11 @@ impl Application {
         for (name, route) in &settings.smpp {
             let mut group = Vec::with_capacity(route.binds);
             for _ in 0..route.binds {
-                let (esme, task) =
-                    Esme::start(route.esme_config(name), sink.clone(), smpp_shutdown.clone());
-                group.push(esme);
-                smpp_workers.push(task);
+                for config in route.esme_configs(name) {
+                    let (esme, task) = Esme::start(config, sink.clone(), smpp_shutdown.clone());
+                    group.push(esme);
+                    smpp_workers.push(task);
+                }
             }
             binds.insert(name.clone(), BindGroup::new(name, group));
         }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use rusmpp::pdus::{BindTransceiver, DeliverSm, DeliverSmResp, SubmitSm};
+use rusmpp::pdus::{
+    BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
+};
 use rusmpp::tlvs::TlvValue;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{
@@ -36,8 +38,25 @@ pub enum SmppVersion {
     V50,
 }
 
+/// How a session binds: one transceiver, or a transmitter (submits) or a receiver
+/// (receipts) of a transmitter + receiver pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMode {
+    Transceiver,
+    Transmitter,
+    Receiver,
+}
+
+impl BindMode {
+    pub fn can_submit(self) -> bool {
+        self != BindMode::Receiver
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EsmeConfig {
+    pub mode: BindMode,
     /// Route name, for logs (`viettel`, `aggregator`, …).
     pub route: String,
     pub host: String,
@@ -150,6 +169,7 @@ pub struct Esme {
     stats: Arc<BindStats>,
     /// Concatenation reference numbers, one per multi-part message.
     next_reference: Arc<std::sync::atomic::AtomicU8>,
+    mode: BindMode,
 }
 
 /// Slow-down after ESME_RTHROTTLED / ESME_RMSGQFUL: the whole bind waits, doubling the
@@ -265,6 +285,7 @@ impl BindStats {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BindSnapshot {
     pub route: String,
+    pub mode: BindMode,
     pub bound: bool,
     pub window_size: usize,
     pub window_in_use: usize,
@@ -315,6 +336,7 @@ impl Esme {
             })),
             stats: stats.clone(),
             next_reference: Arc::new(std::sync::atomic::AtomicU8::new(1)),
+            mode: config.mode,
         };
         let task = tokio::spawn(supervise(config, sink, tx, shutdown, stats));
         (esme, task)
@@ -326,6 +348,10 @@ impl Esme {
 
     pub fn is_bound(&self) -> bool {
         self.client.borrow().as_ref().is_some_and(|c| c.is_active())
+    }
+
+    pub fn mode(&self) -> BindMode {
+        self.mode
     }
 
     /// How long the session has been down (`None` while bound).
@@ -373,6 +399,7 @@ impl Esme {
         let latency = self.stats.last_receipt_latency_ms.load(Ordering::Relaxed);
         BindSnapshot {
             route: self.route.to_string(),
+            mode: self.mode,
             bound: self.is_bound(),
             window_size: self.window_size,
             window_in_use: self.window_size - self.window.available_permits(),
@@ -654,17 +681,57 @@ async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Event
         SmppVersion::V34 => InterfaceVersion::Smpp3_4,
         SmppVersion::V50 => InterfaceVersion::Smpp5_0,
     };
-    let bind = BindTransceiver::builder()
-        .system_id(cstr_plain(&config.system_id, "system_id")?)
-        .password(cstr_plain(&config.password, "password")?)
-        .system_type(cstr_plain(&config.system_type, "system_type")?)
-        .interface_version(version)
-        .addr_ton(Ton::Unknown)
-        .addr_npi(Npi::Unknown)
-        .address_range(COctetString::empty())
-        .build();
-    match client.bind_transceiver(bind).await {
-        Ok(_) => Ok((client, Box::new(events))),
+    let (system_id, password, system_type) = (
+        cstr_plain(&config.system_id, "system_id")?,
+        cstr_plain(&config.password, "password")?,
+        cstr_plain(&config.system_type, "system_type")?,
+    );
+    let bound = match config.mode {
+        BindMode::Transceiver => client
+            .bind_transceiver(
+                BindTransceiver::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(version)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+            .await
+            .map(|_| ()),
+        BindMode::Transmitter => client
+            .bind_transmitter(
+                BindTransmitter::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(version)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+            .await
+            .map(|_| ()),
+        BindMode::Receiver => client
+            .bind_receiver(
+                BindReceiver::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(version)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+            .await
+            .map(|_| ()),
+    };
+    match bound {
+        Ok(()) => Ok((client, Box::new(events))),
         Err(e) => {
             let _ = client.close().await;
             Err(match e {

@@ -6,7 +6,7 @@ pub mod frame;
 pub mod pool;
 
 pub use esme::{
-    BindSnapshot, DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink, SmppVersion,
-    SubmitError,
+    BindMode, BindSnapshot, DeliveryReport, Esme, EsmeConfig, OutgoingSms, ReceiptSink,
+    SmppVersion, SubmitError,
 };
 pub use pool::BindGroup;

@@ -24,9 +24,11 @@ impl BindGroup {
         &self.route
     }
 
-    /// Whether at least one bind is up.
+    /// Whether at least one bind that can submit is up.
     pub fn is_bound(&self) -> bool {
-        self.binds.iter().any(Esme::is_bound)
+        self.binds
+            .iter()
+            .any(|b| b.mode().can_submit() && b.is_bound())
     }
 
     /// How long every bind has been down (`None` while any is bound).
@@ -57,7 +59,7 @@ impl BindGroup {
         let best = self
             .binds
             .iter()
-            .filter(|b| b.is_bound())
+            .filter(|b| b.mode().can_submit() && b.is_bound())
             .max_by_key(|b| b.available());
         match best {
             Some(bind) => bind.submit(sms).await,

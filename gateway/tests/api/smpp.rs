@@ -424,3 +424,42 @@ async fn slow_responses_and_late_receipts_still_end_delivered() {
     app.set_faults("vinaphone", json!({})).await;
     app.wait_delivery_status(&id, "delivered").await;
 }
+
+#[tokio::test]
+async fn transmitter_and_receiver_binds_carry_submits_and_receipts() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            s.smpp.get_mut("mobifone").unwrap().bind_type =
+                gateway::config::BindType::TransmitterReceiver;
+        })),
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_otp("0901234567", "login").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_delivery_status(&id, "delivered").await;
+    let health: Value = app
+        .http
+        .get(format!("{}/v1/health/carriers", app.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mobi = health["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "mobifone")
+        .unwrap()
+        .clone();
+    let binds = mobi["binds"].as_array().unwrap();
+    assert_eq!(binds.len(), 2, "{mobi}");
+    assert_eq!(binds[0]["mode"], "transmitter");
+    assert_eq!(binds[0]["submitted_total"], 1);
+    assert_eq!(binds[1]["mode"], "receiver");
+    assert_eq!(binds[1]["receipts_total"], 1);
+}

@@ -29,7 +29,36 @@ pub struct Settings {
     /// MSSP connections by carrier (`viettel`, `vinaphone`, `mobifone`).
     pub mss: BTreeMap<String, MssRoute>,
     pub webhooks: WebhookSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
+}
+
+/// Limits that hold across all instances (counted in Postgres).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Most SMS to one number for one purpose within each window (creates and resends).
+    pub phone_purpose: Vec<WindowLimit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowLimit {
+    pub max: i64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let w = |max, secs| WindowLimit {
+            max,
+            window: Duration::from_secs(secs),
+        };
+        LimitSettings {
+            phone_purpose: vec![w(3, 600), w(5, 3600), w(10, 86_400)],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +247,7 @@ impl Default for Settings {
                 })
                 .collect(),
             webhooks: WebhookSettings::default(),
+            limits: LimitSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -511,6 +541,14 @@ impl Settings {
         }
         if !(30..=300).contains(&self.signatures.default_timeout_seconds) {
             bail!("signatures.default_timeout_seconds must be 30..=300");
+        }
+        for limit in &self.limits.phone_purpose {
+            if limit.max < 1
+                || limit.window.is_zero()
+                || limit.window > Duration::from_secs(7 * 86_400)
+            {
+                bail!("limits.phone_purpose: each limit needs max >= 1 and a window of at most 7 days");
+            }
         }
         if self.webhooks.retry_schedule.is_empty() {
             bail!("webhooks.retry_schedule is empty");

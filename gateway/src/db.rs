@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_sms_parts",
         include_str!("../../migrations/0005_sms_parts.sql"),
     ),
+    (
+        "0006_send_limits",
+        include_str!("../../migrations/0006_send_limits.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod limits;
 pub mod mnp;
 pub mod mssp;
 pub mod notifications;

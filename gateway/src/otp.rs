@@ -161,7 +161,36 @@ pub async fn create(
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
 
     let mut db = state.pool.get().await?;
+    // A retry with a known Idempotency-Key is answered as the first time, limits or not.
+    if let Some(key) = &req.idempotency_key {
+        if let Some(existing) = db
+            .query_opt(
+                &format!(
+                    "SELECT {CHALLENGE_COLUMNS}, c.request_hash FROM otp_challenges c
+                     WHERE c.client_id = $1 AND c.idempotency_key = $2"
+                ),
+                &[&client, key],
+            )
+            .await?
+        {
+            if existing
+                .get::<_, Option<Vec<u8>>>("request_hash")
+                .as_deref()
+                != Some(&hash[..])
+            {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            return Ok((view(&existing, None)?, true));
+        }
+    }
     let tx = db.transaction().await?;
+    crate::limits::check_phone_purpose(
+        &tx,
+        &settings.limits.phone_purpose,
+        req.msisdn.e164(),
+        req.purpose.as_str(),
+    )
+    .await?;
     // The network that serves the number now (number portability), not its prefix's.
     let carrier = crate::mnp::carrier_of(&tx, &req.msisdn).await?;
     let (route, route_cfg) = settings.route_for(carrier);
@@ -277,6 +306,13 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
     drop(code);
     let sealed = state.keys.seal(&text, msisdn.e164())?;
+    crate::limits::check_phone_purpose(
+        &tx,
+        &settings.limits.phone_purpose,
+        msisdn.e164(),
+        purpose.as_str(),
+    )
+    .await?;
     let carrier = crate::mnp::carrier_of(&tx, &msisdn).await?;
     let (route, route_cfg) = settings.route_for(carrier);
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;

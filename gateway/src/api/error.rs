@@ -23,6 +23,8 @@ pub enum ApiError {
     InvalidMsisdn(String),
     #[error("a new code can be sent in {retry_after} s")]
     ResendTooEarly { retry_after: u64 },
+    #[error("{detail}")]
+    RateLimited { retry_after: u64, detail: String },
     #[error("this verification already sent {max_sends} codes; start a new one")]
     MaxSendsReached { max_sends: i32 },
     #[error("the verification is {status}, not pending")]
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::InvalidField { .. } => ("invalid-field", "Invalid field"),
             ApiError::InvalidMsisdn(_) => ("invalid-msisdn", "Invalid phone number"),
             ApiError::ResendTooEarly { .. } => ("resend-too-early", "Too early to resend"),
+            ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
             ApiError::MaxSendsReached { .. } => ("max-sends-reached", "Too many codes sent"),
             ApiError::NotPending { .. } => ("verification-not-pending", "Verification not pending"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
@@ -81,9 +84,9 @@ impl ResponseError for ApiError {
             ApiError::InvalidField { .. } | ApiError::InvalidMsisdn(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::ResendTooEarly { .. } | ApiError::MaxSendsReached { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::ResendTooEarly { .. }
+            | ApiError::MaxSendsReached { .. }
+            | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotPending { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -120,7 +123,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::ResendTooEarly { retry_after } => {
+            ApiError::ResendTooEarly { retry_after }
+            | ApiError::RateLimited { retry_after, .. } => {
                 body["retry_after"] = json!(retry_after);
                 resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }

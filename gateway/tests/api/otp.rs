@@ -200,7 +200,8 @@ async fn resend_too_early_is_429_with_retry_after() {
 async fn resend_stops_at_max_sends() {
     let app = spawn_app_with(Options {
         resend_interval: Duration::ZERO,
-        ..Options::default()
+        // Per-number limits off here: this test is about the verification's own cap.
+        tweak: Some(Box::new(|s| s.limits.phone_purpose.clear())),
     })
     .await;
     let id = app.create_otp("0881234567", "login").await["id"]
@@ -585,5 +586,101 @@ async fn english_locale_and_code_length_are_honoured() {
         format!(
             "Public Service Portal password reset code: {code}. Valid for 10 min. Do not share it."
         )
+    );
+}
+
+#[tokio::test]
+async fn sends_to_one_number_are_limited_across_instances() {
+    let a = spawn_app_with(Options {
+        resend_interval: Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let b = a.second_instance(&a.api).await;
+    let create = |api: String, msisdn: &'static str, purpose: &'static str| {
+        a.http
+            .post(format!("{api}/v1/otp"))
+            .bearer_auth(&a.key)
+            .json(&json!({"msisdn": msisdn, "purpose": purpose}))
+            .send()
+    };
+    // 3 per 10 minutes per number and purpose, counted in Postgres: A, B, A, then B is refused.
+    assert_eq!(
+        create(a.api.clone(), "0971112222", "login")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let second = create(b.api.clone(), "0971112222", "login").await.unwrap();
+    assert_eq!(second.status(), 201);
+    let id = second.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        create(a.api.clone(), "0971112222", "login")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let refused = create(b.api.clone(), "0971112222", "login").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&retry), "{retry}");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/rate-limited");
+    // A resend is a send too.
+    let resend = a
+        .post(&format!("/v1/otp/{id}/resend"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resend.status(), 429);
+    // Another purpose, or another number, is not affected.
+    assert_eq!(
+        create(a.api.clone(), "0971112222", "register")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        create(b.api.clone(), "0971112223", "login")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // Concurrent creates cannot squeeze past the limit together.
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let api = if i % 2 == 0 {
+                a.api.clone()
+            } else {
+                b.api.clone()
+            };
+            create(api, "0971113333", "login")
+        })
+        .collect();
+    let statuses: Vec<u16> = futures::future::join_all(burst)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
     );
 }

@@ -1,0 +1,54 @@
+//! Limits that hold across all gateway instances: counted in Postgres, inside the
+//! transaction that would send, under a transaction-scoped advisory lock on the
+//! (number, purpose) pair so that two instances cannot both squeeze past the limit.
+
+use crate::api::error::ApiError;
+use crate::config::WindowLimit;
+
+/// Refuses with 429 and `Retry-After` when one more SMS to `msisdn` for `purpose` would
+/// exceed any window.
+pub async fn check_phone_purpose(
+    tx: &deadpool_postgres::Transaction<'_>,
+    limits: &[WindowLimit],
+    msisdn: &str,
+    purpose: &str,
+) -> Result<(), ApiError> {
+    let Some(longest) = limits.iter().map(|l| l.window).max() else {
+        return Ok(());
+    };
+    let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+        &[&format!("phone-purpose:{msisdn}:{purpose}")],
+    )
+    .await?;
+    // Newest first: seconds since each recent send, by the database clock.
+    let rows = tx
+        .query(
+            "SELECT EXTRACT(EPOCH FROM (now() - o.created_at))::float8
+             FROM sms_outbox o JOIN otp_challenges c ON c.id = o.challenge_id
+             WHERE o.msisdn = $1 AND c.purpose = $2
+               AND o.created_at > now() - make_interval(secs => $3::float8)
+             ORDER BY o.created_at DESC LIMIT $4",
+            &[&msisdn, &purpose, &longest.as_secs_f64(), &most],
+        )
+        .await?;
+    let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut wait: Option<f64> = None;
+    for limit in limits {
+        let window = limit.window.as_secs_f64();
+        let in_window: Vec<f64> = ages.iter().copied().filter(|a| *a < window).collect();
+        if in_window.len() as i64 >= limit.max {
+            // When the max-th newest send leaves the window, one more fits.
+            let until = window - in_window[(limit.max - 1) as usize];
+            wait = Some(wait.map_or(until, |w| w.max(until)));
+        }
+    }
+    match wait {
+        None => Ok(()),
+        Some(seconds) => Err(ApiError::RateLimited {
+            retry_after: seconds.ceil().max(1.0) as u64,
+            detail: "too many codes sent to this number for this purpose; try again later".into(),
+        }),
+    }
+}

@@ -56,12 +56,21 @@ pub async fn add_key(pool: &Pool, name: &str, key: &str, prefix: &str) -> anyhow
         )
         .await?;
     let id: Uuid = row.get(0);
-    tx.execute(
-        "INSERT INTO api_keys (key_hash, client_id, key_prefix) VALUES ($1, $2, $3)
-         ON CONFLICT (key_hash) DO NOTHING",
-        &[&hash_api_key(key), &id, &prefix],
-    )
-    .await?;
+    let added = tx
+        .execute(
+            "INSERT INTO api_keys (key_hash, client_id, key_prefix) VALUES ($1, $2, $3)
+             ON CONFLICT (key_hash) DO NOTHING",
+            &[&hash_api_key(key), &id, &prefix],
+        )
+        .await?;
+    if added == 1 {
+        tx.execute(
+            "INSERT INTO audit_events (client_id, event, detail)
+             VALUES ($1, 'client.key_added', jsonb_build_object('name', $2::text, 'key_prefix', $3::text))",
+            &[&id, &name, &prefix],
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(id)
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 /// Keys derived from the configured server key; each use has its own key (HKDF).
 pub struct ServerKeys {
     mac: hmac::Key,
+    lookup: hmac::Key,
     seal: aead::LessSafeKey,
     rng: SystemRandom,
 }
@@ -45,6 +46,7 @@ impl ServerKeys {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"otp-gateway/v1");
         let prk = salt.extract(secret.expose_secret().as_bytes());
         let mac = hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, b"otp-code-mac", 32)?);
+        let lookup = hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, b"lookup-key", 32)?);
         let seal_bytes = derive(&prk, b"sms-body-seal", 32)?;
         let seal = aead::LessSafeKey::new(
             aead::UnboundKey::new(&aead::AES_256_GCM, &seal_bytes)
@@ -52,6 +54,7 @@ impl ServerKeys {
         );
         Ok(ServerKeys {
             mac,
+            lookup,
             seal,
             rng: SystemRandom::new(),
         })
@@ -101,6 +104,12 @@ impl ServerKeys {
             stored_mac,
         )
         .is_ok()
+    }
+
+    /// A keyed hash of an identifier (a phone number) for finding rows without storing
+    /// the identifier in clear.
+    pub fn lookup_key(&self, value: &str) -> Vec<u8> {
+        hmac::sign(&self.lookup, value.as_bytes()).as_ref().to_vec()
     }
 
     /// A code of `len` decimal digits, uniformly distributed.

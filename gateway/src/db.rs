@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_send_limits",
         include_str!("../../migrations/0006_send_limits.sql"),
     ),
+    (
+        "0007_audit",
+        include_str!("../../migrations/0007_audit.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

@@ -2,6 +2,7 @@
 //! SMPP, configuration and the demo.
 
 pub mod api;
+pub mod audit;
 pub mod clients;
 pub mod config;
 pub mod crypto;

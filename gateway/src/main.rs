@@ -30,6 +30,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ClientCmd,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Number portability.
     Mnp {
         #[command(subcommand)]
@@ -41,6 +46,19 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Write events as JSON lines to standard output (all clients).
+    Export {
+        /// RFC 3339; default: 30 days ago.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339; default: now.
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -100,6 +118,57 @@ async fn main() -> anyhow::Result<()> {
             println!("client {name} ({})", client.id);
             println!("API key (shown once, store it now): {}", client.key);
             println!("webhook signing secret: {}", client.webhook_secret);
+            Ok(())
+        }
+        Cmd::Audit {
+            command: AuditCmd::Export { from, to },
+        } => {
+            let parse = |t: Option<String>, default: chrono::DateTime<chrono::Utc>| match t {
+                None => Ok(default),
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .with_context(|| format!("{t:?} is not an RFC 3339 time")),
+            };
+            let now = chrono::Utc::now();
+            let from = parse(from, now - chrono::Duration::days(30))?;
+            let to = parse(to, now + chrono::Duration::seconds(1))?;
+            let keys = match &settings.otp.hmac_key {
+                Some(k) => gateway::crypto::ServerKeys::from_secret(k)?,
+                None => gateway::crypto::ServerKeys::from_secret(
+                    &gateway::crypto::generate_server_key()?,
+                )?,
+            };
+            let pool = db::pool(&settings.database.url, 1)?;
+            let db = pool.get().await.context("connecting to the database")?;
+            let mut after_id = 0i64;
+            let mut written = 0usize;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            loop {
+                let page = gateway::audit::query(
+                    &db,
+                    &keys,
+                    gateway::audit::Filter {
+                        client: None,
+                        from,
+                        to,
+                        msisdn: None,
+                        after_id,
+                        limit: 5000,
+                    },
+                )
+                .await?;
+                let Some(last) = page.last() else { break };
+                after_id = last.id;
+                for e in &page {
+                    use std::io::Write;
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                    written += 1;
+                }
+            }
+            use std::io::Write;
+            out.flush()?;
+            eprintln!("audit events exported: {written}");
             Ok(())
         }
         Cmd::Mnp {

@@ -6,7 +6,10 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use serde_json::json;
+
 use crate::api::error::ApiError;
+use crate::audit;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
 use crate::startup::AppState;
 
@@ -184,13 +187,31 @@ pub async fn create(
         }
     }
     let tx = db.transaction().await?;
-    crate::limits::check_phone_purpose(
+    if let Err(e) = crate::limits::check_phone_purpose(
         &tx,
         &settings.limits.phone_purpose,
         req.msisdn.e164(),
         req.purpose.as_str(),
     )
-    .await?;
+    .await
+    {
+        tx.rollback().await?;
+        if matches!(e, ApiError::RateLimited { .. }) {
+            audit::record(
+                &db,
+                &state.keys,
+                audit::Event {
+                    event: "otp.rate_limited",
+                    client: Some(client),
+                    msisdn: Some(&req.msisdn),
+                    subject: None,
+                    detail: json!({ "purpose": req.purpose.as_str() }),
+                },
+            )
+            .await?;
+        }
+        return Err(e);
+    }
     // The network that serves the number now (number portability), not its prefix's.
     let carrier = crate::mnp::carrier_of(&tx, &req.msisdn).await?;
     let (route, route_cfg) = settings.route_for(carrier);
@@ -247,6 +268,18 @@ pub async fn create(
         return Ok((view(&existing, None)?, true));
     };
     queue_sms(&tx, id, 1, route, &req.msisdn, &route_cfg.sender, &sealed).await?;
+    audit::record(
+        &tx,
+        &state.keys,
+        audit::Event {
+            event: "otp.created",
+            client: Some(client),
+            msisdn: Some(&req.msisdn),
+            subject: Some(id),
+            detail: json!({ "purpose": req.purpose.as_str(), "carrier": carrier.as_str(), "route": route }),
+        },
+    )
+    .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
@@ -306,13 +339,31 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
     drop(code);
     let sealed = state.keys.seal(&text, msisdn.e164())?;
-    crate::limits::check_phone_purpose(
+    if let Err(e) = crate::limits::check_phone_purpose(
         &tx,
         &settings.limits.phone_purpose,
         msisdn.e164(),
         purpose.as_str(),
     )
-    .await?;
+    .await
+    {
+        tx.rollback().await?;
+        if matches!(e, ApiError::RateLimited { .. }) {
+            audit::record(
+                &db,
+                &state.keys,
+                audit::Event {
+                    event: "otp.rate_limited",
+                    client: Some(client),
+                    msisdn: Some(&msisdn),
+                    subject: Some(id),
+                    detail: json!({ "purpose": purpose.as_str() }),
+                },
+            )
+            .await?;
+        }
+        return Err(e);
+    }
     let carrier = crate::mnp::carrier_of(&tx, &msisdn).await?;
     let (route, route_cfg) = settings.route_for(carrier);
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
@@ -332,6 +383,18 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     // The old code no longer works: an unsent SMS carrying it is pointless.
     cancel_unsent_sms(&tx, id).await?;
     queue_sms(&tx, id, version, route, &msisdn, &route_cfg.sender, &sealed).await?;
+    audit::record(
+        &tx,
+        &state.keys,
+        audit::Event {
+            event: "otp.resent",
+            client: Some(client),
+            msisdn: Some(&msisdn),
+            subject: Some(id),
+            detail: json!({ "send": sends + 1, "route": route }),
+        },
+    )
+    .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
@@ -404,6 +467,24 @@ pub async fn check(
     if new_status != "pending" {
         cancel_unsent_sms(&tx, id).await?;
     }
+    let checked_msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    for event in ["otp.checked", "otp.locked"] {
+        if event == "otp.locked" && new_status != "max_attempts_reached" {
+            continue;
+        }
+        audit::record(
+            &tx,
+            &state.keys,
+            audit::Event {
+                event,
+                client: Some(client),
+                msisdn: checked_msisdn.as_ref(),
+                subject: Some(id),
+                detail: json!({ "valid": valid, "status": new_status, "attempts": attempts }),
+            },
+        )
+        .await?;
+    }
     tx.commit().await?;
     tracing::info!(otp = %id, valid, status = new_status, "OTP checked");
     Ok(result(valid, new_status, attempts))
@@ -435,6 +516,19 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
         });
     };
     cancel_unsent_sms(&tx, id).await?;
+    let canceled_msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    audit::record(
+        &tx,
+        &state.keys,
+        audit::Event {
+            event: "otp.canceled",
+            client: Some(client),
+            msisdn: canceled_msisdn.as_ref(),
+            subject: Some(id),
+            detail: json!({}),
+        },
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(otp = %id, "OTP canceled");
     view(&row, None)

@@ -86,9 +86,17 @@ impl Dispatcher {
             if batch.is_empty() {
                 return Ok(());
             }
+            let numbers: Vec<(carrier_adapters::Msisdn, i64)> = batch
+                .iter()
+                .filter_map(|r| {
+                    carrier_adapters::Msisdn::parse(&r.msisdn)
+                        .ok()
+                        .map(|m| (m, r.id))
+                })
+                .collect();
             let outcomes =
                 futures::future::join_all(batch.into_iter().map(|row| self.send(row))).await;
-            self.record(outcomes).await?;
+            self.record(outcomes, &numbers).await?;
         }
     }
 
@@ -220,12 +228,18 @@ impl Dispatcher {
     }
 
     /// One statement per kind of outcome for the whole batch.
-    async fn record(&self, outcomes: Vec<Outcome>) -> anyhow::Result<()> {
+    async fn record(
+        &self,
+        outcomes: Vec<Outcome>,
+        msisdns: &[(carrier_adapters::Msisdn, i64)],
+    ) -> anyhow::Result<()> {
         let (mut ok_ids, mut ok_mids, mut ok_keys, mut ok_routes) =
             (vec![], vec![], vec![], vec![]);
         let (mut ok_dec, mut ok_hex): (Vec<Option<String>>, Vec<Option<String>>) = (vec![], vec![]);
         let (mut part_rows, mut part_nos, mut part_keys, mut part_dec, mut part_hex) =
             (vec![], vec![], vec![], vec![], vec![]);
+        let (mut audit_ids, mut audit_masked, mut audit_keys, mut audit_parts) =
+            (vec![], vec![], vec![], vec![]);
         let (mut retry_ids, mut retry_secs, mut retry_errs) = (vec![], vec![], vec![]);
         let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
         for o in outcomes {
@@ -236,6 +250,12 @@ impl Dispatcher {
                     message_ids,
                 } => {
                     ok_routes.push(route);
+                    if let Some((msisdn, _)) = msisdns.iter().find(|(_, i)| *i == id) {
+                        audit_ids.push(id);
+                        audit_masked.push(msisdn.masked());
+                        audit_keys.push(self.keys.lookup_key(msisdn.e164()));
+                        audit_parts.push(message_ids.len() as i32);
+                    }
                     for (i, mid) in message_ids.iter().enumerate() {
                         let (dec, hex) = alternate_message_ids(mid);
                         part_rows.push(id);
@@ -275,6 +295,19 @@ impl Dispatcher {
                     AS v(id, mid, key, dec, hex, route)
                  WHERE o.id = v.id",
                 &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex, &ok_routes],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id, detail)
+                 SELECT c.client_id, 'sms.submitted', o.msisdn_masked, o.msisdn_key, o.challenge_id,
+                        jsonb_build_object('route', o.route, 'outbox_id', o.id, 'parts', o.parts)
+                 FROM (SELECT x.id, x.route, x.challenge_id, v.masked AS msisdn_masked,
+                              v.key AS msisdn_key, v.parts
+                       FROM sms_outbox x
+                       JOIN unnest($1::bigint[], $2::text[], $3::bytea[], $4::int[])
+                            AS v(id, masked, key, parts) ON v.id = x.id) o
+                 LEFT JOIN otp_challenges c ON c.id = o.challenge_id",
+                &[&audit_ids, &audit_masked, &audit_keys, &audit_parts],
             )
             .await?;
             tx.execute(

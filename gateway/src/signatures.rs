@@ -228,6 +228,18 @@ pub async fn create(
         ],
     )
     .await?;
+    crate::audit::record(
+        &db,
+        &state.keys,
+        crate::audit::Event {
+            event: "signature.requested",
+            client: Some(client),
+            msisdn: Some(&req.msisdn),
+            subject: Some(id),
+            detail: json!({ "purpose": req.purpose.as_str(), "carrier": carrier.as_str() }),
+        },
+    )
+    .await?;
     drop(db);
 
     let message = MssMessage::SignatureReq(SignatureReq {
@@ -392,7 +404,7 @@ pub async fn end(
         tx.rollback().await?;
         return Ok(false);
     };
-    announce(&tx, &row).await?;
+    announce(state, &tx, &row).await?;
     tx.commit().await?;
     tracing::info!(signature = %id, status, "signature request ended");
     Ok(true)
@@ -434,15 +446,36 @@ async fn end_signed(
         tx.rollback().await?;
         return Ok(false);
     };
-    announce(&tx, &row).await?;
+    announce(state, &tx, &row).await?;
     tx.commit().await?;
     tracing::info!(signature = %id, "signature verified and stored");
     Ok(true)
 }
 
 /// Wakes long-pollers everywhere and queues the webhook, in the ending transaction.
-async fn announce(tx: &deadpool_postgres::Transaction<'_>, row: &Row) -> Result<(), ApiError> {
+async fn announce(
+    state: &AppState,
+    tx: &deadpool_postgres::Transaction<'_>,
+    row: &Row,
+) -> Result<(), ApiError> {
     let id: Uuid = row.get("id");
+    let msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    crate::audit::record(
+        tx,
+        &state.keys,
+        crate::audit::Event {
+            event: "signature.ended",
+            client: Some(row.get("client_id")),
+            msisdn: msisdn.as_ref(),
+            subject: Some(id),
+            detail: json!({
+                "status": row.get::<_, String>("status"),
+                "detail": row.get::<_, Option<String>>("status_detail"),
+                "carrier": row.get::<_, String>("carrier"),
+            }),
+        },
+    )
+    .await?;
     tx.execute("SELECT pg_notify('signature_done', $1)", &[&id.to_string()])
         .await?;
     if let Some(url) = row.get::<_, Option<String>>("callback_url") {

@@ -1,5 +1,6 @@
 //! The REST API.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod carriers;
@@ -52,6 +53,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/signatures/{id}/cancel")
                 .route(web::post().to(signatures::cancel))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/audit")
+                .route(web::get().to(audit::list))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

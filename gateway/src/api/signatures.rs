@@ -186,7 +186,7 @@ struct OwnerCheckBody {
 pub async fn subscriber_check(
     req: HttpRequest,
     payload: web::Payload,
-    _client: ApiClient,
+    client: ApiClient,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body: OwnerCheckBody =
@@ -227,5 +227,18 @@ pub async fn subscriber_check(
         .await
         .map_err(|e| ApiError::Unavailable(e.context("carrier owner check failed")))?;
     tracing::info!(msisdn = %msisdn, %carrier, result = %result, "owner check");
+    let db = state.pool.get().await?;
+    crate::audit::record(
+        &db,
+        &state.keys,
+        crate::audit::Event {
+            event: "owner_check",
+            client: Some(client.id),
+            msisdn: Some(&msisdn),
+            subject: None,
+            detail: serde_json::json!({ "match": result, "carrier": carrier.as_str() }),
+        },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "match": result, "carrier": carrier })))
 }

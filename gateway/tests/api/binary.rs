@@ -74,7 +74,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 6"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 7"));
     let out = gateway(&db).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
 
@@ -233,6 +233,26 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
             !logs.contains(secret),
             "{secret:?} leaked into the logs:\n{logs}"
         );
+    }
+    // The audit trail exports as JSON lines.
+    let out = gateway(&db).args(["audit", "export"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = lines.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    for want in [
+        "client.key_added",
+        "otp.created",
+        "sms.submitted",
+        "otp.checked",
+    ] {
+        assert!(events.contains(&want), "{want} not in {events:?}");
     }
     shutdown.cancel();
 }

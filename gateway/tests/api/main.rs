@@ -1,6 +1,7 @@
 //! Gateway integration tests: real PostgreSQL (a database per test), the real simulator
 //! over real SMPP sockets, the real HTTP API.
 
+mod audit;
 mod binary;
 mod durability;
 mod helpers;

@@ -1,0 +1,106 @@
+//! The audit trail: every security event, written in the transaction of the action it
+//! records, append-only (the database refuses updates and deletes), with masked numbers
+//! and no secrets.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::crypto::ServerKeys;
+use crate::domain::Msisdn;
+
+/// One event to record.
+pub struct Event<'a> {
+    pub event: &'static str,
+    pub client: Option<Uuid>,
+    pub msisdn: Option<&'a Msisdn>,
+    pub subject: Option<Uuid>,
+    pub detail: Value,
+}
+
+pub async fn record(
+    db: &impl deadpool_postgres::GenericClient,
+    keys: &ServerKeys,
+    e: Event<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    db.execute(
+        "INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &e.client,
+            &e.event,
+            &e.msisdn.map(Msisdn::masked),
+            &e.msisdn.map(|m| keys.lookup_key(m.e164())),
+            &e.subject,
+            &e.detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msisdn_masked: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<Uuid>,
+    pub detail: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Uuid>,
+}
+
+/// Which events to read.
+pub struct Filter<'a> {
+    pub client: Option<Uuid>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub msisdn: Option<&'a Msisdn>,
+    /// Only events after this id (paging).
+    pub after_id: i64,
+    pub limit: i64,
+}
+
+/// Events in a time range, optionally for one client and one number, in order.
+pub async fn query(
+    db: &impl deadpool_postgres::GenericClient,
+    keys: &ServerKeys,
+    f: Filter<'_>,
+) -> Result<Vec<AuditView>, tokio_postgres::Error> {
+    let Filter {
+        client,
+        from,
+        to,
+        msisdn,
+        after_id,
+        limit,
+    } = f;
+    let key = msisdn.map(|m| keys.lookup_key(m.e164()));
+    let rows = db
+        .query(
+            "SELECT id, at, event, msisdn_masked, subject_id, detail, client_id FROM audit_events
+             WHERE at >= $1 AND at < $2
+               AND ($3::uuid IS NULL OR client_id = $3)
+               AND ($4::bytea IS NULL OR msisdn_key = $4)
+               AND id > $6
+             ORDER BY id LIMIT $5",
+            &[&from, &to, &client, &key, &limit, &after_id],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditView {
+            id: r.get(0),
+            at: r.get(1),
+            event: r.get(2),
+            msisdn_masked: r.get(3),
+            subject_id: r.get(4),
+            detail: r.get(5),
+            client_id: r.get(6),
+        })
+        .collect())
+}

@@ -39,6 +39,14 @@ pub struct Settings {
 pub struct LimitSettings {
     /// Most SMS to one number for one purpose within each window (creates and resends).
     pub phone_purpose: Vec<WindowLimit>,
+    /// API requests per second per client across all instances, with a burst; each
+    /// instance enforces its share (divided by `instances`).
+    pub client_requests_per_second: u32,
+    pub client_burst: u32,
+    /// How many gateway instances share the per-client rate.
+    pub instances: u32,
+    /// Most SMS per client per day (UTC), counted in Postgres.
+    pub client_daily_sms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +65,10 @@ impl Default for LimitSettings {
         };
         LimitSettings {
             phone_purpose: vec![w(3, 600), w(5, 3600), w(10, 86_400)],
+            client_requests_per_second: 200,
+            client_burst: 400,
+            instances: 1,
+            client_daily_sms: Some(1_000_000),
         }
     }
 }
@@ -541,6 +553,12 @@ impl Settings {
         }
         if !(30..=300).contains(&self.signatures.default_timeout_seconds) {
             bail!("signatures.default_timeout_seconds must be 30..=300");
+        }
+        if self.limits.instances == 0
+            || self.limits.client_requests_per_second < self.limits.instances
+            || self.limits.client_burst < self.limits.instances
+        {
+            bail!("limits: instances must be >= 1 and the client rate and burst at least one per instance");
         }
         for limit in &self.limits.phone_purpose {
             if limit.max < 1

@@ -52,3 +52,35 @@ pub async fn check_phone_purpose(
         }),
     }
 }
+
+/// Refuses with 429 (until the next UTC midnight) when the client has sent its daily
+/// SMS quota. Sends are counted on the challenges created today.
+pub async fn check_client_daily(
+    tx: &deadpool_postgres::Transaction<'_>,
+    quota: Option<i64>,
+    client: uuid::Uuid,
+) -> Result<(), ApiError> {
+    let Some(quota) = quota else {
+        return Ok(());
+    };
+    let row = tx
+        .query_one(
+            "SELECT coalesce(sum(sends), 0)::bigint,
+                    EXTRACT(EPOCH FROM (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day'
+                        - (now() AT TIME ZONE 'UTC')))::float8
+             FROM otp_challenges
+             WHERE client_id = $1
+               AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+            &[&client],
+        )
+        .await?;
+    let sent: i64 = row.get(0);
+    if sent >= quota {
+        let until_midnight: f64 = row.get(1);
+        return Err(ApiError::RateLimited {
+            retry_after: until_midnight.ceil().max(1.0) as u64,
+            detail: "this client's daily SMS quota is used up".into(),
+        });
+    }
+    Ok(())
+}

@@ -187,14 +187,25 @@ pub async fn create(
         }
     }
     let tx = db.transaction().await?;
-    if let Err(e) = crate::limits::check_phone_purpose(
+    let limited = match crate::limits::check_client_daily(
         &tx,
-        &settings.limits.phone_purpose,
-        req.msisdn.e164(),
-        req.purpose.as_str(),
+        settings.limits.client_daily_sms,
+        client,
     )
     .await
     {
+        Ok(()) => {
+            crate::limits::check_phone_purpose(
+                &tx,
+                &settings.limits.phone_purpose,
+                req.msisdn.e164(),
+                req.purpose.as_str(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = limited {
         tx.rollback().await?;
         if matches!(e, ApiError::RateLimited { .. }) {
             audit::record(
@@ -339,14 +350,25 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
     drop(code);
     let sealed = state.keys.seal(&text, msisdn.e164())?;
-    if let Err(e) = crate::limits::check_phone_purpose(
+    let limited = match crate::limits::check_client_daily(
         &tx,
-        &settings.limits.phone_purpose,
-        msisdn.e164(),
-        purpose.as_str(),
+        settings.limits.client_daily_sms,
+        client,
     )
     .await
     {
+        Ok(()) => {
+            crate::limits::check_phone_purpose(
+                &tx,
+                &settings.limits.phone_purpose,
+                msisdn.e164(),
+                purpose.as_str(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = limited {
         tx.rollback().await?;
         if matches!(e, ApiError::RateLimited { .. }) {
             audit::record(

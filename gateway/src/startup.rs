@@ -30,6 +30,8 @@ pub struct AppState {
     pub mssps: Arc<BTreeMap<carrier_adapters::Carrier, Arc<MsspClient>>>,
     /// Ids of signature requests that ended (on any instance).
     pub signature_events: broadcast::Sender<uuid::Uuid>,
+    /// This instance's share of each client's request rate.
+    pub client_rate: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
 }
 
 pub struct Application {
@@ -121,6 +123,17 @@ impl Application {
             outbox_wake: wake,
             mssps,
             signature_events,
+            client_rate: {
+                let l = &settings.limits;
+                let per_instance = (l.client_requests_per_second / l.instances).max(1);
+                let burst = (l.client_burst / l.instances).max(1);
+                governor::RateLimiter::keyed(
+                    governor::Quota::per_second(
+                        std::num::NonZeroU32::new(per_instance).expect("at least 1"),
+                    )
+                    .allow_burst(std::num::NonZeroU32::new(burst).expect("at least 1")),
+                )
+            },
         });
         workers.push(tokio::spawn(signatures::run_poller(
             state.clone(),

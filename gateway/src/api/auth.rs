@@ -43,8 +43,19 @@ impl FromRequest for ApiClient {
                     &[&hash_api_key(&key)],
                 )
                 .await?;
-            row.map(|r| ApiClient { id: r.get(0) })
-                .ok_or(ApiError::Unauthorized)
+            let client = row
+                .map(|r| ApiClient { id: r.get(0) })
+                .ok_or(ApiError::Unauthorized)?;
+            // This instance's share of the client's request rate.
+            if let Err(not_until) = state.client_rate.check_key(&client.id) {
+                use governor::clock::Clock;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                return Err(ApiError::RateLimited {
+                    retry_after: wait.as_secs().max(1),
+                    detail: "too many requests from this client; slow down".into(),
+                });
+            }
+            Ok(client)
         })
     }
 }

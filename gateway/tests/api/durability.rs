@@ -26,6 +26,9 @@ fn serve(db: &Db, port: u16, sim: &simulator::RunningSimulator) -> Running {
         .env("GATEWAY__OUTBOX__POLL_INTERVAL", "100ms")
         .env("GATEWAY__OUTBOX__CLAIM_TIMEOUT", "2s")
         .env("GATEWAY__OTP__RESEND_INTERVAL", "1s")
+        // This test measures durability, not the per-client rate limit.
+        .env("GATEWAY__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1000000")
+        .env("GATEWAY__LIMITS__CLIENT_BURST", "1000000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

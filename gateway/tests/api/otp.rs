@@ -684,3 +684,72 @@ async fn sends_to_one_number_are_limited_across_instances() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_is_held_to_its_request_rate_and_daily_quota() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            s.limits.client_requests_per_second = 2;
+            s.limits.client_burst = 3;
+            s.limits.client_daily_sms = Some(2);
+        })),
+        ..Options::default()
+    })
+    .await;
+    // Burst of 3, then refused until the rate lets one more through.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = app
+            .get(&format!("/v1/otp/{}", uuid::Uuid::new_v4()))
+            .send()
+            .await
+            .unwrap();
+        statuses.push((r.status().as_u16(), r.headers().get("retry-after").cloned()));
+    }
+    assert_eq!(
+        statuses[..3].iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![404, 404, 404]
+    );
+    assert_eq!(statuses[3].0, 429);
+    assert!(statuses[3].1.is_some(), "Retry-After");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Daily quota of 2 SMS.
+    assert_eq!(
+        app.post("/v1/otp")
+            .json(&json!({"msisdn": "0971000001", "purpose": "login"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        app.post("/v1/otp")
+            .json(&json!({"msisdn": "0971000002", "purpose": "login"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let refused = app
+        .post("/v1/otp")
+        .json(&json!({"msisdn": "0971000003", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("daily"),
+        "{problem}"
+    );
+}

@@ -30,7 +30,15 @@ pub struct Settings {
     pub mss: BTreeMap<String, MssRoute>,
     pub webhooks: WebhookSettings,
     pub limits: LimitSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
+}
+
+/// Operators' calls (`/v1/admin/…`): off unless a key is configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    pub api_key: Option<SecretString>,
 }
 
 /// Limits that hold across all instances (counted in Postgres).
@@ -47,6 +55,8 @@ pub struct LimitSettings {
     pub instances: u32,
     /// Most SMS per client per day (UTC), counted in Postgres.
     pub client_daily_sms: Option<i64>,
+    /// Failed checks in total after which an account (`account_ref`) is locked for OTP.
+    pub account_failed_checks: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +79,7 @@ impl Default for LimitSettings {
             client_burst: 400,
             instances: 1,
             client_daily_sms: Some(1_000_000),
+            account_failed_checks: 100,
         }
     }
 }
@@ -260,6 +271,7 @@ impl Default for Settings {
                 .collect(),
             webhooks: WebhookSettings::default(),
             limits: LimitSettings::default(),
+            admin: AdminSettings::default(),
             log: LogSettings::default(),
         }
     }

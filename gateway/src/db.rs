@@ -33,6 +33,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_audit",
         include_str!("../../migrations/0007_audit.sql"),
     ),
+    (
+        "0008_client_quota",
+        include_str!("../../migrations/0008_client_quota.sql"),
+    ),
+    (
+        "0009_account_lockout",
+        include_str!("../../migrations/0009_account_lockout.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.
@@ -170,4 +178,26 @@ async fn apply(client: &mut deadpool_postgres::Object) -> anyhow::Result<usize> 
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in migrations/ is embedded, in order, and nothing else.
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .map(|n| n.trim_end_matches(".sql").to_owned())
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = super::MIGRATIONS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(embedded, files);
+    }
 }

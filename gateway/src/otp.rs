@@ -22,6 +22,8 @@ pub struct NewOtp {
     pub code_length: u8,
     pub ttl_seconds: u32,
     pub idempotency_key: Option<String>,
+    /// The portal's opaque account reference, for account lockout.
+    pub account_ref: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,15 +99,107 @@ fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, ApiError> 
 fn request_hash(req: &NewOtp) -> Vec<u8> {
     crate::crypto::sha256(
         format!(
-            "{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}",
             req.msisdn.e164(),
             req.purpose,
             req.locale.as_str(),
             req.code_length,
-            req.ttl_seconds
+            req.ttl_seconds,
+            req.account_ref.as_deref().unwrap_or_default()
         )
         .as_bytes(),
     )
+}
+
+/// Whether the account is locked (and, in a transaction, lock its row against
+/// concurrent checks).
+async fn account_locked(
+    tx: &deadpool_postgres::Transaction<'_>,
+    client: Uuid,
+    account: &str,
+) -> Result<bool, ApiError> {
+    let row = tx
+        .query_opt(
+            "SELECT locked_at IS NOT NULL FROM account_lockouts
+             WHERE client_id = $1 AND account_ref = $2 FOR UPDATE",
+            &[&client, &account],
+        )
+        .await?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
+/// Counts a failed check against the account and locks it at `limit`.
+async fn count_failed_check(
+    state: &AppState,
+    tx: &deadpool_postgres::Transaction<'_>,
+    client: Uuid,
+    account: &str,
+    limit: i32,
+) -> Result<(), ApiError> {
+    let row = tx
+        .query_one(
+            "INSERT INTO account_lockouts (client_id, account_ref, failed_checks) VALUES ($1, $2, 1)
+             ON CONFLICT (client_id, account_ref) DO UPDATE
+                SET failed_checks = account_lockouts.failed_checks + 1, updated_at = now()
+             RETURNING failed_checks, locked_at IS NOT NULL",
+            &[&client, &account],
+        )
+        .await?;
+    let (failed, locked): (i32, bool) = (row.get(0), row.get(1));
+    if failed >= limit && !locked {
+        tx.execute(
+            "UPDATE account_lockouts SET locked_at = now() WHERE client_id = $1 AND account_ref = $2",
+            &[&client, &account],
+        )
+        .await?;
+        audit::record(
+            tx,
+            &state.keys,
+            audit::Event {
+                event: "account.locked",
+                client: Some(client),
+                msisdn: None,
+                subject: None,
+                detail: json!({ "account_ref": account, "failed_checks": failed }),
+            },
+        )
+        .await?;
+        tracing::warn!(%client, "account locked for OTP after {failed} failed checks");
+    }
+    Ok(())
+}
+
+/// Unlocks an account (operators). Returns whether it was locked.
+pub async fn unlock_account(
+    state: &AppState,
+    client: Uuid,
+    account: &str,
+) -> Result<bool, ApiError> {
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE account_lockouts SET locked_at = NULL, failed_checks = 0, updated_at = now()
+             WHERE client_id = $1 AND account_ref = $2 AND locked_at IS NOT NULL",
+            &[&client, &account],
+        )
+        .await?;
+    if n == 1 {
+        audit::record(
+            &tx,
+            &state.keys,
+            audit::Event {
+                event: "account.unlocked",
+                client: Some(client),
+                msisdn: None,
+                subject: None,
+                detail: json!({ "account_ref": account }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(n == 1)
 }
 
 /// Queues the SMS carrying a code and tells every instance's dispatcher (on commit).
@@ -223,6 +317,11 @@ pub async fn create(
         }
         return Err(e);
     }
+    if let Some(account) = &req.account_ref {
+        if account_locked(&tx, client, account).await? {
+            return Err(ApiError::AccountLocked);
+        }
+    }
     // The network that serves the number now (number portability), not its prefix's.
     let carrier = crate::mnp::carrier_of(&tx, &req.msisdn).await?;
     let (route, route_cfg) = settings.route_for(carrier);
@@ -231,10 +330,10 @@ pub async fn create(
             &format!(
                 "INSERT INTO otp_challenges AS c (id, client_id, msisdn, carrier, purpose, locale,
                     code_length, ttl_seconds, code_mac, max_attempts, max_sends, expires_at,
-                    resend_available_at, idempotency_key, request_hash)
+                    resend_available_at, idempotency_key, request_hash, account_ref)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                     now() + make_interval(secs => $8::int), now() + make_interval(secs => $12::float8 / 1000),
-                    $13, $14)
+                    $13, $14, $15)
                  ON CONFLICT (client_id, idempotency_key) DO NOTHING
                  RETURNING {CHALLENGE_COLUMNS}"
             ),
@@ -253,6 +352,7 @@ pub async fn create(
                 &resend_ms,
                 &req.idempotency_key,
                 &hash,
+                &req.account_ref,
             ],
         )
         .await?;
@@ -434,7 +534,7 @@ pub async fn check(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn,
+            "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn, account_ref,
                     (expires_at <= now()) AS expired_now
              FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE",
             &[&id, &client],
@@ -463,6 +563,13 @@ pub async fn check(
         tx.commit().await?;
         return Ok(result(false, "expired", attempts));
     }
+    let account: Option<String> = row.get("account_ref");
+    if let Some(account) = &account {
+        if account_locked(&tx, client, account).await? {
+            tx.rollback().await?;
+            return Err(ApiError::AccountLocked);
+        }
+    }
     let attempts = attempts + 1;
     let valid = state.keys.verify_code(
         row.get("code_mac"),
@@ -488,6 +595,16 @@ pub async fn check(
     .await?;
     if new_status != "pending" {
         cancel_unsent_sms(&tx, id).await?;
+    }
+    if let (false, Some(account)) = (valid, &account) {
+        count_failed_check(
+            state,
+            &tx,
+            client,
+            account,
+            state.settings.limits.account_failed_checks,
+        )
+        .await?;
     }
     let checked_msisdn = Msisdn::parse(row.get("msisdn")).ok();
     for event in ["otp.checked", "otp.locked"] {

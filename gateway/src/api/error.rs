@@ -25,6 +25,10 @@ pub enum ApiError {
     ResendTooEarly { retry_after: u64 },
     #[error("{detail}")]
     RateLimited { retry_after: u64, detail: String },
+    #[error(
+        "this account is locked for OTP after too many failed checks; an operator can unlock it"
+    )]
+    AccountLocked,
     #[error("this verification already sent {max_sends} codes; start a new one")]
     MaxSendsReached { max_sends: i32 },
     #[error("the verification is {status}, not pending")]
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::InvalidMsisdn(_) => ("invalid-msisdn", "Invalid phone number"),
             ApiError::ResendTooEarly { .. } => ("resend-too-early", "Too early to resend"),
             ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
+            ApiError::AccountLocked => ("account-locked", "Account locked"),
             ApiError::MaxSendsReached { .. } => ("max-sends-reached", "Too many codes sent"),
             ApiError::NotPending { .. } => ("verification-not-pending", "Verification not pending"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
@@ -86,7 +91,8 @@ impl ResponseError for ApiError {
             }
             ApiError::ResendTooEarly { .. }
             | ApiError::MaxSendsReached { .. }
-            | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | ApiError::RateLimited { .. }
+            | ApiError::AccountLocked => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotPending { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -127,6 +133,11 @@ impl ResponseError for ApiError {
             | ApiError::RateLimited { retry_after, .. } => {
                 body["retry_after"] = json!(retry_after);
                 resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            ApiError::AccountLocked => {
+                // Locked until an operator unlocks; ask clients to wait an hour.
+                body["retry_after"] = json!(3600);
+                resp.insert_header((header::RETRY_AFTER, "3600"));
             }
             _ => {}
         }

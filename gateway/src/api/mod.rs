@@ -1,5 +1,6 @@
 //! The REST API.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -53,6 +54,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/signatures/{id}/cancel")
                 .route(web::post().to(signatures::cancel))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/admin/clients/{client_id}/accounts/{account_ref}/unlock")
+                .route(web::post().to(admin::unlock))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -19,6 +19,7 @@ struct CreateBody {
     locale: Option<String>,
     code_length: Option<i64>,
     ttl_seconds: Option<i64>,
+    account_ref: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +81,18 @@ fn parse_create(
                 ),
             })?,
     };
+    let account_ref = match body.account_ref {
+        None => None,
+        Some(a) if !a.trim().is_empty() && a.len() <= 128 && !a.chars().any(char::is_control) => {
+            Some(a.trim().to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidField {
+                field: "account_ref",
+                detail: "account_ref must be 1..=128 characters without control characters".into(),
+            })
+        }
+    };
     Ok(NewOtp {
         msisdn,
         purpose,
@@ -87,6 +100,7 @@ fn parse_create(
         code_length,
         ttl_seconds,
         idempotency_key,
+        account_ref,
     })
 }
 

@@ -753,3 +753,111 @@ async fn a_client_is_held_to_its_request_rate_and_daily_quota() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn an_account_locks_after_its_failed_checks_and_an_operator_unlocks_it() {
+    let app = spawn_app_with(Options {
+        resend_interval: Duration::ZERO,
+        tweak: Some(Box::new(|s| {
+            s.limits.account_failed_checks = 7;
+            s.limits.phone_purpose.clear();
+            s.admin.api_key = Some(secrecy::SecretString::from(
+                "admin-key-for-tests-0123456789",
+            ));
+        })),
+    })
+    .await;
+    let create = |n: &str| {
+        app.post("/v1/otp")
+            .json(&json!({"msisdn": n, "purpose": "login", "account_ref": "acct-42"}))
+            .send()
+    };
+    // 5 wrong checks on one challenge, 2 on another: 7 in total locks the account.
+    let first = create("0971230001")
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(first["id"].is_string(), "{first}");
+    for _ in 0..5 {
+        app.check(first["id"].as_str().unwrap(), "000000").await;
+    }
+    let second = create("0971230002")
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    app.check(&id2, "000000").await;
+    app.check(&id2, "000000").await;
+    // Locked: no more checks, no new codes — for this account only.
+    let refused = app
+        .post(&format!("/v1/otp/{id2}/check"))
+        .json(&json!({"code": "123456"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/account-locked");
+    assert_eq!(create("0971230003").await.unwrap().status(), 429);
+    let other = app
+        .post("/v1/otp")
+        .json(&json!({"msisdn": "0971230004", "purpose": "login", "account_ref": "acct-43"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
+    // The operator's unlock: wrong key refused, right key unlocks.
+    let db = app.pool.get().await.unwrap();
+    let client: uuid::Uuid = db
+        .query_one("SELECT id FROM api_clients WHERE name = 'test-portal'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let url = format!(
+        "{}/v1/admin/clients/{client}/accounts/acct-42/unlock",
+        app.api
+    );
+    let wrong = app
+        .http
+        .post(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok: Value = app
+        .http
+        .post(&url)
+        .bearer_auth("admin-key-for-tests-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok, json!({"unlocked": true}));
+    assert_eq!(create("0971230005").await.unwrap().status(), 201);
+    let audit: Value = app
+        .get("/v1/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"account.locked") && events.contains(&"account.unlocked"),
+        "{events:?}"
+    );
+}

@@ -74,3 +74,103 @@ pub async fn add_key(pool: &Pool, name: &str, key: &str, prefix: &str) -> anyhow
     tx.commit().await?;
     Ok(id)
 }
+
+/// A client as `client list` shows it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub disabled: bool,
+    /// Prefixes of keys not revoked.
+    pub active_keys: Vec<String>,
+}
+
+pub async fn list(pool: &Pool) -> anyhow::Result<Vec<ClientInfo>> {
+    let db = pool.get().await?;
+    let rows = db
+        .query(
+            "SELECT c.id, c.name, c.disabled_at IS NOT NULL,
+                    coalesce(array_agg(k.key_prefix ORDER BY k.created_at)
+                        FILTER (WHERE k.key_prefix IS NOT NULL
+                                AND (k.revoked_at IS NULL OR k.revoked_at > now())), '{}')
+             FROM api_clients c LEFT JOIN api_keys k ON k.client_id = c.id
+             GROUP BY c.id ORDER BY c.name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ClientInfo {
+            id: r.get(0),
+            name: r.get(1),
+            disabled: r.get(2),
+            active_keys: r.get(3),
+        })
+        .collect())
+}
+
+/// Disables or enables a client; every instance sees it on the next request (keys are
+/// looked up in Postgres on each request).
+pub async fn set_disabled(pool: &Pool, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            "UPDATE api_clients SET disabled_at = CASE WHEN $2 THEN now() END
+             WHERE name = $1 RETURNING id",
+            &[&name, &disabled],
+        )
+        .await?
+        .with_context(|| format!("no client named {name}"))?;
+    let id: Uuid = row.get(0);
+    tx.execute(
+        "INSERT INTO audit_events (client_id, event) VALUES ($1, $2)",
+        &[
+            &id,
+            &if disabled {
+                "client.disabled"
+            } else {
+                "client.enabled"
+            },
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A new key for the client; its other keys are revoked after `grace` (several keys are
+/// valid at once during a rotation).
+pub async fn rotate_key(
+    pool: &Pool,
+    name: &str,
+    grace: std::time::Duration,
+) -> anyhow::Result<String> {
+    let key = new_api_key()?;
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let id: Uuid = tx
+        .query_opt("SELECT id FROM api_clients WHERE name = $1", &[&name])
+        .await?
+        .with_context(|| format!("no client named {name}"))?
+        .get(0);
+    tx.execute(
+        "UPDATE api_keys SET revoked_at = now() + make_interval(secs => $2::float8)
+         WHERE client_id = $1 AND (revoked_at IS NULL OR revoked_at > now() + make_interval(secs => $2::float8))",
+        &[&id, &grace.as_secs_f64()],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO api_keys (key_hash, client_id, key_prefix) VALUES ($1, $2, $3)",
+        &[&key.hash, &id, &key.prefix],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO audit_events (client_id, event, detail)
+         VALUES ($1, 'client.key_rotated', jsonb_build_object('key_prefix', $2::text, 'grace_seconds', $3::float8))",
+        &[&id, &key.prefix, &grace.as_secs_f64()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(key.key)
+}

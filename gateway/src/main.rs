@@ -75,6 +75,26 @@ enum ClientCmd {
         #[arg(long)]
         name: String,
     },
+    /// List clients with their key prefixes and state.
+    List,
+    /// Disable a client: every instance refuses its keys from the next request on.
+    Disable {
+        #[arg(long)]
+        name: String,
+    },
+    /// Enable a disabled client again.
+    Enable {
+        #[arg(long)]
+        name: String,
+    },
+    /// Give a client a new key and revoke its other keys after a grace period.
+    RotateKey {
+        #[arg(long)]
+        name: String,
+        /// How long the old keys keep working (humantime, e.g. `1h`; `0s` revokes now).
+        #[arg(long, default_value = "24h")]
+        grace: humantime::Duration,
+    },
 }
 
 #[tokio::main]
@@ -104,6 +124,46 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::pool(&settings.database.url, 1)?;
             let applied = db::migrate(&pool).await?;
             println!("migrations applied: {applied}");
+            Ok(())
+        }
+        Cmd::Client {
+            command: ClientCmd::List,
+        } => {
+            let pool = db::pool(&settings.database.url, 1)?;
+            for c in clients::list(&pool).await? {
+                println!(
+                    "{}\t{}\t{}\tkeys: {}",
+                    c.name,
+                    c.id,
+                    if c.disabled { "disabled" } else { "active" },
+                    c.active_keys.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Client {
+            command: ClientCmd::Disable { name },
+        } => {
+            let pool = db::pool(&settings.database.url, 1)?;
+            clients::set_disabled(&pool, &name, true).await?;
+            println!("client {name} disabled");
+            Ok(())
+        }
+        Cmd::Client {
+            command: ClientCmd::Enable { name },
+        } => {
+            let pool = db::pool(&settings.database.url, 1)?;
+            clients::set_disabled(&pool, &name, false).await?;
+            println!("client {name} enabled");
+            Ok(())
+        }
+        Cmd::Client {
+            command: ClientCmd::RotateKey { name, grace },
+        } => {
+            let pool = db::pool(&settings.database.url, 1)?;
+            let key = clients::rotate_key(&pool, &name, *grace).await?;
+            println!("new API key for {name} (shown once, store it now): {key}");
+            println!("older keys stop working in {grace}");
             Ok(())
         }
         Cmd::Client {

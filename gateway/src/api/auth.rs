@@ -39,7 +39,8 @@ impl FromRequest for ApiClient {
             let row = db
                 .query_opt(
                     "SELECT k.client_id FROM api_keys k JOIN api_clients c ON c.id = k.client_id
-                     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND c.disabled_at IS NULL",
+                     WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
+                       AND c.disabled_at IS NULL",
                     &[&hash_api_key(&key)],
                 )
                 .await?;

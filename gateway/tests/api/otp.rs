@@ -861,3 +861,42 @@ async fn an_account_locks_after_its_failed_checks_and_an_operator_unlocks_it() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_client_is_refused_at_once_on_every_instance_and_keys_rotate() {
+    let a = spawn_app().await;
+    let b = a.second_instance(&a.api).await;
+    let get = |api: &str, key: &str| {
+        a.http
+            .get(format!("{api}/v1/otp/{}", uuid::Uuid::new_v4()))
+            .bearer_auth(key.to_owned())
+            .send()
+    };
+    assert_eq!(get(&a.api, &a.key).await.unwrap().status(), 404);
+    assert_eq!(get(&b.api, &a.key).await.unwrap().status(), 404);
+    gateway::clients::set_disabled(&a.pool, "test-portal", true)
+        .await
+        .unwrap();
+    assert_eq!(get(&a.api, &a.key).await.unwrap().status(), 401);
+    assert_eq!(get(&b.api, &a.key).await.unwrap().status(), 401);
+    gateway::clients::set_disabled(&a.pool, "test-portal", false)
+        .await
+        .unwrap();
+    assert_eq!(get(&b.api, &a.key).await.unwrap().status(), 404);
+
+    // Rotation with a grace period: both keys work, then only the new one.
+    let new = gateway::clients::rotate_key(&a.pool, "test-portal", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(get(&a.api, &a.key).await.unwrap().status(), 404);
+    assert_eq!(get(&a.api, &new).await.unwrap().status(), 404);
+    let newest = gateway::clients::rotate_key(&a.pool, "test-portal", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(get(&a.api, &a.key).await.unwrap().status(), 401);
+    assert_eq!(get(&b.api, &new).await.unwrap().status(), 401);
+    assert_eq!(get(&b.api, &newest).await.unwrap().status(), 404);
+    let listed = gateway::clients::list(&a.pool).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].active_keys, vec![newest[..10].to_owned()]);
+}

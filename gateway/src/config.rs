@@ -31,7 +31,29 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub limits: LimitSettings,
     pub admin: AdminSettings,
+    pub billing: BillingSettings,
     pub log: LogSettings,
+}
+
+/// Price tables, loaded into Postgres at start (an entry is identified by carrier, item
+/// and effective date; a later date changes the price from then on).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingSettings {
+    pub prices: Vec<PriceEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// A carrier name, or `*` for every carrier without its own price.
+    pub carrier: String,
+    /// `otp_sms_segment`, `signature_request` or `owner_check`.
+    pub item: String,
+    /// Exact VND, as a string (`"850"`, `"412.5"`).
+    pub price_vnd: rust_decimal::Decimal,
+    /// RFC 3339.
+    pub effective_from: chrono::DateTime<chrono::Utc>,
 }
 
 /// Operators' calls (`/v1/admin/…`): off unless a key is configured.
@@ -272,6 +294,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             limits: LimitSettings::default(),
             admin: AdminSettings::default(),
+            billing: BillingSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -582,6 +605,20 @@ impl Settings {
         }
         if self.webhooks.retry_schedule.is_empty() {
             bail!("webhooks.retry_schedule is empty");
+        }
+        for p in &self.billing.prices {
+            if !matches!(
+                p.item.as_str(),
+                "otp_sms_segment" | "signature_request" | "owner_check"
+            ) {
+                bail!("billing.prices: unknown item {:?}", p.item);
+            }
+            if p.carrier != "*" && p.carrier.parse::<Carrier>().is_err() {
+                bail!("billing.prices: unknown carrier {:?}", p.carrier);
+            }
+            if p.price_vnd.is_sign_negative() {
+                bail!("billing.prices: a price cannot be negative");
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json");

@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_account_lockout",
         include_str!("../../migrations/0009_account_lockout.sql"),
     ),
+    (
+        "0010_billing",
+        include_str!("../../migrations/0010_billing.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

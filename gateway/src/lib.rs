@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod billing;
 pub mod clients;
 pub mod config;
 pub mod crypto;

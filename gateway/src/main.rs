@@ -30,6 +30,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ClientCmd,
     },
+    /// Billing.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCmd,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -46,6 +51,21 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsageCmd {
+    /// Usage per client, day (UTC), carrier and item, with exact VND amounts.
+    Export {
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// RFC 3339; default: 30 days ago.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339; default: now.
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -178,6 +198,47 @@ async fn main() -> anyhow::Result<()> {
             println!("client {name} ({})", client.id);
             println!("API key (shown once, store it now): {}", client.key);
             println!("webhook signing secret: {}", client.webhook_secret);
+            Ok(())
+        }
+        Cmd::Usage {
+            command: UsageCmd::Export { format, from, to },
+        } => {
+            anyhow::ensure!(format == "csv", "only --format csv is offered");
+            let parse = |t: Option<String>, default: chrono::DateTime<chrono::Utc>| match t {
+                None => Ok(default),
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .with_context(|| format!("{t:?} is not an RFC 3339 time")),
+            };
+            let now = chrono::Utc::now();
+            let from = parse(from, now - chrono::Duration::days(30))?;
+            let to = parse(to, now + chrono::Duration::seconds(1))?;
+            let pool = db::pool(&settings.database.url, 1)?;
+            let db = pool.get().await.context("connecting to the database")?;
+            let rows = db
+                .query(
+                    "SELECT c.name, to_char(u.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), u.carrier, u.item,
+                            count(*)::bigint, sum(u.quantity)::bigint, sum(u.amount)::text
+                     FROM usage_events u JOIN api_clients c ON c.id = u.client_id
+                     WHERE u.at >= $1 AND u.at < $2
+                     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+                    &[&from, &to],
+                )
+                .await?;
+            println!("client,day,carrier,item,events,quantity,amount_vnd");
+            for r in rows {
+                let name: String = r.get(0);
+                println!(
+                    "\"{}\",{},{},{},{},{},{}",
+                    name.replace('"', "\"\""),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, i64>(4),
+                    r.get::<_, i64>(5),
+                    r.get::<_, String>(6)
+                );
+            }
             Ok(())
         }
         Cmd::Audit {

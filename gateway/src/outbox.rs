@@ -38,6 +38,7 @@ struct Claimed {
     sender: String,
     body_sealed: Option<Vec<u8>>,
     attempts: i32,
+    client: Option<uuid::Uuid>,
 }
 
 enum Outcome {
@@ -86,12 +87,12 @@ impl Dispatcher {
             if batch.is_empty() {
                 return Ok(());
             }
-            let numbers: Vec<(carrier_adapters::Msisdn, i64)> = batch
+            let numbers: Vec<(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)> = batch
                 .iter()
                 .filter_map(|r| {
                     carrier_adapters::Msisdn::parse(&r.msisdn)
                         .ok()
-                        .map(|m| (m, r.id))
+                        .map(|m| (m, r.id, r.client))
                 })
                 .collect();
             let outcomes =
@@ -126,7 +127,8 @@ impl Dispatcher {
                     ORDER BY next_attempt_at, id
                     LIMIT $1
                     FOR UPDATE SKIP LOCKED)
-                 RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts",
+                 RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts,
+                    (SELECT c.client_id FROM otp_challenges c WHERE c.id = o.challenge_id)",
                 &[&self.settings.batch_size, &lease, &bound],
             )
             .await?;
@@ -139,6 +141,7 @@ impl Dispatcher {
                 sender: r.get(3),
                 body_sealed: r.get(4),
                 attempts: r.get(5),
+                client: r.get(6),
             })
             .collect())
     }
@@ -231,7 +234,7 @@ impl Dispatcher {
     async fn record(
         &self,
         outcomes: Vec<Outcome>,
-        msisdns: &[(carrier_adapters::Msisdn, i64)],
+        msisdns: &[(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)],
     ) -> anyhow::Result<()> {
         let (mut ok_ids, mut ok_mids, mut ok_keys, mut ok_routes) =
             (vec![], vec![], vec![], vec![]);
@@ -240,6 +243,8 @@ impl Dispatcher {
             (vec![], vec![], vec![], vec![], vec![]);
         let (mut audit_ids, mut audit_masked, mut audit_keys, mut audit_parts) =
             (vec![], vec![], vec![], vec![]);
+        // (client, route, segments, outbox id) of each submitted SMS, to bill.
+        let mut usage: Vec<(uuid::Uuid, String, i32, i64)> = Vec::new();
         let (mut retry_ids, mut retry_secs, mut retry_errs) = (vec![], vec![], vec![]);
         let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
         for o in outcomes {
@@ -250,7 +255,15 @@ impl Dispatcher {
                     message_ids,
                 } => {
                     ok_routes.push(route);
-                    if let Some((msisdn, _)) = msisdns.iter().find(|(_, i)| *i == id) {
+                    if let Some((msisdn, _, client)) = msisdns.iter().find(|(_, i, _)| *i == id) {
+                        if let Some(client) = client {
+                            usage.push((
+                                *client,
+                                ok_routes.last().cloned().unwrap_or_default(),
+                                message_ids.len() as i32,
+                                id,
+                            ));
+                        }
                         audit_ids.push(id);
                         audit_masked.push(msisdn.masked());
                         audit_keys.push(self.keys.lookup_key(msisdn.e164()));
@@ -310,6 +323,13 @@ impl Dispatcher {
                 &[&audit_ids, &audit_masked, &audit_keys, &audit_parts],
             )
             .await?;
+            let billable: Vec<(uuid::Uuid, &str, &str, i32, Option<uuid::Uuid>)> = usage
+                .iter()
+                .map(|(client, route, segments, _)| {
+                    (*client, route.as_str(), "otp_sms_segment", *segments, None)
+                })
+                .collect();
+            crate::billing::record(&tx, &billable).await?;
             tx.execute(
                 "INSERT INTO sms_parts (outbox_id, part, message_key, message_key_dec, message_key_hex)
                  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])

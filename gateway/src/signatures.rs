@@ -240,6 +240,11 @@ pub async fn create(
         },
     )
     .await?;
+    crate::billing::record(
+        &db,
+        &[(client, carrier.as_str(), "signature_request", 1, Some(id))],
+    )
+    .await?;
     drop(db);
 
     let message = MssMessage::SignatureReq(SignatureReq {

@@ -67,6 +67,9 @@ impl Application {
         }
         let pool = db::pool(&settings.database.url, settings.database.pool_size)?;
         db::migrate(&pool).await.context("applying migrations")?;
+        crate::billing::load_prices(&pool, &settings.billing.prices)
+            .await
+            .context("loading billing.prices")?;
 
         let shutdown = CancellationToken::new();
         let smpp_shutdown = CancellationToken::new();

@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 pub mod otp;
 pub mod signatures;
+pub mod usage;
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -59,6 +60,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/admin/clients/{client_id}/accounts/{account_ref}/unlock")
                 .route(web::post().to(admin::unlock))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/usage")
+                .route(web::get().to(usage::get))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

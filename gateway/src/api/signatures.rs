@@ -240,5 +240,10 @@ pub async fn subscriber_check(
         },
     )
     .await?;
+    crate::billing::record(
+        &db,
+        &[(client.id, carrier.as_str(), "owner_check", 1, None)],
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "match": result, "carrier": carrier })))
 }

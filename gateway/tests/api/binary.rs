@@ -74,7 +74,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 9"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 10"));
     let out = gateway(&db).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
 
@@ -234,6 +234,28 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
             "{secret:?} leaked into the logs:\n{logs}"
         );
     }
+    // Usage exports as CSV (no prices configured here: amounts are 0).
+    let out = gateway(&db)
+        .args(["usage", "export", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("client,day,carrier,item,events,quantity,amount_vnd")
+    );
+    let row = lines.next().expect("one usage row");
+    assert!(row.starts_with("\"portal\","), "{row}");
+    assert!(
+        row.ends_with(",mobifone,otp_sms_segment,1,1,0.0000"),
+        "{row}"
+    );
     // The audit trail exports as JSON lines.
     let out = gateway(&db).args(["audit", "export"]).output().unwrap();
     assert!(

@@ -2,6 +2,7 @@
 //! over real SMPP sockets, the real HTTP API.
 
 mod audit;
+mod billing;
 mod binary;
 mod durability;
 mod helpers;

@@ -79,6 +79,11 @@ pub struct LimitSettings {
     pub client_daily_sms: Option<i64>,
     /// Failed checks in total after which an account (`account_ref`) is locked for OTP.
     pub account_failed_checks: i32,
+    /// Most OTPs per end-user IP (the portal's `client_ip`) within each window.
+    pub ip: Vec<WindowLimit>,
+    /// Proxies whose `X-Forwarded-For` names the end user when the body has no
+    /// `client_ip`; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +107,8 @@ impl Default for LimitSettings {
             instances: 1,
             client_daily_sms: Some(1_000_000),
             account_failed_checks: 100,
+            ip: vec![w(10, 600), w(50, 86_400)],
+            trusted_proxies: Vec::new(),
         }
     }
 }

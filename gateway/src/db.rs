@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_billing",
         include_str!("../../migrations/0010_billing.sql"),
     ),
+    (
+        "0011_client_ip",
+        include_str!("../../migrations/0011_client_ip.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

@@ -34,12 +34,22 @@ pub async fn check_phone_purpose(
         )
         .await?;
     let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    refuse_if_over(
+        &ages,
+        limits,
+        "too many codes sent to this number for this purpose; try again later",
+    )
+}
+
+/// Seconds until one more event fits every window, given the ages (seconds, newest
+/// first) of the recent events; refuses with 429 when that is not now.
+fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<(), ApiError> {
     let mut wait: Option<f64> = None;
     for limit in limits {
         let window = limit.window.as_secs_f64();
         let in_window: Vec<f64> = ages.iter().copied().filter(|a| *a < window).collect();
         if in_window.len() as i64 >= limit.max {
-            // When the max-th newest send leaves the window, one more fits.
+            // When the max-th newest event leaves the window, one more fits.
             let until = window - in_window[(limit.max - 1) as usize];
             wait = Some(wait.map_or(until, |w| w.max(until)));
         }
@@ -48,7 +58,7 @@ pub async fn check_phone_purpose(
         None => Ok(()),
         Some(seconds) => Err(ApiError::RateLimited {
             retry_after: seconds.ceil().max(1.0) as u64,
-            detail: "too many codes sent to this number for this purpose; try again later".into(),
+            detail: detail.into(),
         }),
     }
 }
@@ -83,4 +93,35 @@ pub async fn check_client_daily(
         });
     }
     Ok(())
+}
+
+/// Refuses with 429 when one more OTP from this end-user IP would exceed any window.
+pub async fn check_ip(
+    tx: &deadpool_postgres::Transaction<'_>,
+    limits: &[WindowLimit],
+    ip: std::net::IpAddr,
+) -> Result<(), ApiError> {
+    let Some(longest) = limits.iter().map(|l| l.window).max() else {
+        return Ok(());
+    };
+    let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+        &[&format!("ip:{ip}")],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            "SELECT EXTRACT(EPOCH FROM (now() - created_at))::float8 FROM otp_challenges
+             WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2::float8)
+             ORDER BY created_at DESC LIMIT $3",
+            &[&ip, &longest.as_secs_f64(), &most],
+        )
+        .await?;
+    let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    refuse_if_over(
+        &ages,
+        limits,
+        "too many codes requested from this address; try again later",
+    )
 }

@@ -24,6 +24,8 @@ pub struct NewOtp {
     pub idempotency_key: Option<String>,
     /// The portal's opaque account reference, for account lockout.
     pub account_ref: Option<String>,
+    /// The end user's address, for per-IP limits.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -288,15 +290,20 @@ pub async fn create(
     )
     .await
     {
-        Ok(()) => {
-            crate::limits::check_phone_purpose(
-                &tx,
-                &settings.limits.phone_purpose,
-                req.msisdn.e164(),
-                req.purpose.as_str(),
-            )
-            .await
-        }
+        Ok(()) => match crate::limits::check_phone_purpose(
+            &tx,
+            &settings.limits.phone_purpose,
+            req.msisdn.e164(),
+            req.purpose.as_str(),
+        )
+        .await
+        {
+            Ok(()) => match req.client_ip {
+                Some(ip) => crate::limits::check_ip(&tx, &settings.limits.ip, ip).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = limited {
@@ -330,10 +337,10 @@ pub async fn create(
             &format!(
                 "INSERT INTO otp_challenges AS c (id, client_id, msisdn, carrier, purpose, locale,
                     code_length, ttl_seconds, code_mac, max_attempts, max_sends, expires_at,
-                    resend_available_at, idempotency_key, request_hash, account_ref)
+                    resend_available_at, idempotency_key, request_hash, account_ref, client_ip)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                     now() + make_interval(secs => $8::int), now() + make_interval(secs => $12::float8 / 1000),
-                    $13, $14, $15)
+                    $13, $14, $15, $16)
                  ON CONFLICT (client_id, idempotency_key) DO NOTHING
                  RETURNING {CHALLENGE_COLUMNS}"
             ),
@@ -353,6 +360,7 @@ pub async fn create(
                 &req.idempotency_key,
                 &hash,
                 &req.account_ref,
+                &req.client_ip,
             ],
         )
         .await?;

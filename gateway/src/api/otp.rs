@@ -20,6 +20,7 @@ struct CreateBody {
     code_length: Option<i64>,
     ttl_seconds: Option<i64>,
     account_ref: Option<String>,
+    client_ip: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +32,37 @@ struct CheckBody {
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     // A malformed id cannot name any verification: same answer as an unknown one.
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// The end user's address: the body's `client_ip`, else the left-most
+/// `X-Forwarded-For` entry when the request comes from a trusted proxy.
+fn end_user_ip(
+    req: &HttpRequest,
+    state: &AppState,
+    given: Option<&str>,
+) -> Result<Option<std::net::IpAddr>, ApiError> {
+    if let Some(ip) = given {
+        return ip
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::InvalidField {
+                field: "client_ip",
+                detail: "client_ip must be an IPv4 or IPv6 address".into(),
+            });
+    }
+    let from_proxy = req
+        .peer_addr()
+        .is_some_and(|peer| state.settings.limits.trusted_proxies.contains(&peer.ip()));
+    if !from_proxy {
+        return Ok(None);
+    }
+    Ok(req
+        .headers()
+        .get("X-Forwarded-For")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| first.trim().parse().ok()))
 }
 
 fn parse_create(
@@ -101,6 +133,7 @@ fn parse_create(
         ttl_seconds,
         idempotency_key,
         account_ref,
+        client_ip: None,
     })
 }
 
@@ -131,7 +164,9 @@ pub async fn create(
     let key = idempotency_key(&req)?;
     let body: CreateBody =
         read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
-    let new = parse_create(body, &state, key)?;
+    let ip = end_user_ip(&req, &state, body.client_ip.as_deref())?;
+    let mut new = parse_create(body, &state, key)?;
+    new.client_ip = ip;
     let (view, replayed) = otp::create(&state, client.id, new).await?;
     let mut resp = HttpResponse::build(StatusCode::CREATED);
     resp.insert_header(("Location", format!("/v1/otp/{}", view.id)));

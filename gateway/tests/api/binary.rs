@@ -74,7 +74,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 10"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 11"));
     let out = gateway(&db).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
 

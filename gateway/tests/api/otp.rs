@@ -900,3 +900,87 @@ async fn a_disabled_client_is_refused_at_once_on_every_instance_and_keys_rotate(
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].active_keys, vec![newest[..10].to_owned()]);
 }
+
+#[tokio::test]
+async fn codes_per_end_user_address_are_limited_and_forwarded_for_is_trusted_only_from_proxies() {
+    let ip_limited = |trusted: bool| Options {
+        tweak: Some(Box::new(move |s: &mut gateway::config::Settings| {
+            s.limits.ip = vec![gateway::config::WindowLimit {
+                max: 2,
+                window: Duration::from_secs(600),
+            }];
+            if trusted {
+                s.limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+            }
+        })),
+        ..Options::default()
+    };
+    let app = spawn_app_with(ip_limited(false)).await;
+    let create = |n: &'static str, ip: Option<&'static str>, xff: Option<&'static str>| {
+        let mut body = json!({"msisdn": n, "purpose": "login"});
+        if let Some(ip) = ip {
+            body["client_ip"] = json!(ip);
+        }
+        let mut req = app.post("/v1/otp").json(&body);
+        if let Some(xff) = xff {
+            req = req.header("X-Forwarded-For", xff);
+        }
+        req.send()
+    };
+    assert_eq!(
+        create("0971000101", Some("203.0.113.7"), None)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        create("0971000102", Some("203.0.113.7"), None)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let refused = create("0971000103", Some("203.0.113.7"), None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        create("0971000104", Some("2001:db8::1"), None)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        create("0971000105", Some("not-an-ip"), None)
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    // X-Forwarded-For from an untrusted peer is ignored: no per-IP limit applies.
+    for n in ["0971000106", "0971000107", "0971000108"] {
+        assert_eq!(
+            create(n, None, Some("198.51.100.9"))
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+    }
+    drop(app);
+
+    // From a trusted proxy it names the end user.
+    let app2 = spawn_app_with(ip_limited(true)).await;
+    let create2 = |n: &'static str| {
+        app2.post("/v1/otp")
+            .json(&json!({"msisdn": n, "purpose": "login"}))
+            .header("X-Forwarded-For", "198.51.100.9, 10.0.0.1")
+            .send()
+    };
+    assert_eq!(create2("0971000201").await.unwrap().status(), 201);
+    assert_eq!(create2("0971000202").await.unwrap().status(), 201);
+    assert_eq!(create2("0971000203").await.unwrap().status(), 429);
+}

@@ -1,7 +1,7 @@
 //! `GET /v1/audit?from&to&msisdn`: the calling client's own security events.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use serde::Deserialize;
 
 use super::auth::ApiClient;
@@ -16,22 +16,6 @@ pub struct AuditQuery {
     msisdn: Option<String>,
 }
 
-fn time(
-    field: &'static str,
-    raw: Option<&str>,
-    default: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
-    match raw {
-        None => Ok(default),
-        Some(t) => DateTime::parse_from_rfc3339(t)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| ApiError::InvalidField {
-                field,
-                detail: format!("{field} must be an RFC 3339 time"),
-            }),
-    }
-}
-
 /// At most this many events per call.
 const PAGE: i64 = 1000;
 
@@ -41,8 +25,8 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let from = time("from", query.from.as_deref(), now - Duration::days(1))?;
-    let to = time("to", query.to.as_deref(), now + Duration::seconds(1))?;
+    let from = super::query_time("from", query.from.as_deref(), now - Duration::days(1))?;
+    let to = super::query_time("to", query.to.as_deref(), now + Duration::seconds(1))?;
     let msisdn = query
         .msisdn
         .as_deref()

@@ -84,6 +84,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// An RFC 3339 time from a query parameter, or `default` when absent.
+pub(crate) fn query_time(
+    field: &'static str,
+    raw: Option<&str>,
+    default: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| ApiError::InvalidField {
+                field,
+                detail: format!("{field} must be an RFC 3339 time"),
+            }),
+    }
+}
+
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }

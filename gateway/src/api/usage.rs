@@ -2,7 +2,7 @@
 //! exact amount in VND.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use serde::Deserialize;
 
 use super::auth::ApiClient;
@@ -17,30 +17,14 @@ pub struct UsageQuery {
     group_by: Option<String>,
 }
 
-fn time(
-    field: &'static str,
-    raw: Option<&str>,
-    default: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
-    match raw {
-        None => Ok(default),
-        Some(t) => DateTime::parse_from_rfc3339(t)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| ApiError::InvalidField {
-                field,
-                detail: format!("{field} must be an RFC 3339 time"),
-            }),
-    }
-}
-
 pub async fn get(
     query: web::Query<UsageQuery>,
     client: ApiClient,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let from = time("from", query.from.as_deref(), now - Duration::days(30))?;
-    let to = time("to", query.to.as_deref(), now + Duration::seconds(1))?;
+    let from = super::query_time("from", query.from.as_deref(), now - Duration::days(30))?;
+    let to = super::query_time("to", query.to.as_deref(), now + Duration::seconds(1))?;
     let group_by = match query.group_by.as_deref() {
         None | Some("day") => GroupBy::Day,
         Some("carrier") => GroupBy::Carrier,

@@ -32,6 +32,9 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub admin: AdminSettings,
     pub billing: BillingSettings,
+    /// SMS pumping guards: defaults, and overrides per client name.
+    pub guards: GuardSettings,
+    pub guards_by_client: BTreeMap<String, GuardSettings>,
     pub log: LogSettings,
 }
 
@@ -54,6 +57,49 @@ pub struct PriceEntry {
     pub price_vnd: rust_decimal::Decimal,
     /// RFC 3339.
     pub effective_from: chrono::DateTime<chrono::Utc>,
+}
+
+/// SMS pumping guards (per client; each can be turned off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardSettings {
+    /// Refuse when one client sends to this many distinct numbers of one block of 100
+    /// consecutive numbers (`0971234500`–`0971234599`) within `sequential_window`.
+    pub sequential_enabled: bool,
+    pub sequential_max_numbers: i64,
+    #[serde(with = "humantime_serde")]
+    pub sequential_window: Duration,
+    /// Refuse a prefix (e.g. `097`) whose conversion (approved ÷ sent) over the last
+    /// `conversion_window` falls below `conversion_factor` × its level over the last 7
+    /// days, once `conversion_min_sent` codes were sent in the window.
+    pub conversion_enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub conversion_window: Duration,
+    pub conversion_min_sent: i64,
+    pub conversion_factor: f64,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            sequential_enabled: true,
+            sequential_max_numbers: 10,
+            sequential_window: Duration::from_secs(600),
+            conversion_enabled: true,
+            conversion_window: Duration::from_secs(3600),
+            conversion_min_sent: 50,
+            conversion_factor: 0.3,
+        }
+    }
+}
+
+impl Settings {
+    /// The guards for a client (its override, else the defaults).
+    pub fn guards_for(&self, client_name: Option<&str>) -> &GuardSettings {
+        client_name
+            .and_then(|n| self.guards_by_client.get(n))
+            .unwrap_or(&self.guards)
+    }
 }
 
 /// Operators' calls (`/v1/admin/…`): off unless a key is configured.
@@ -302,6 +348,8 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             admin: AdminSettings::default(),
             billing: BillingSettings::default(),
+            guards: GuardSettings::default(),
+            guards_by_client: BTreeMap::new(),
             log: LogSettings::default(),
         }
     }

@@ -246,6 +246,11 @@ pub async fn create(
     client: Uuid,
     req: NewOtp,
 ) -> Result<(OtpView, bool), ApiError> {
+    let client_name = if state.settings.guards_by_client.is_empty() {
+        None
+    } else {
+        Some(crate::api::auth::client_name(state, client).await?)
+    };
     let settings = &state.settings;
     let id = Uuid::now_v7();
     let code = state.keys.random_code(req.code_length as usize)?;
@@ -328,6 +333,19 @@ pub async fn create(
         if account_locked(&tx, client, account).await? {
             return Err(ApiError::AccountLocked);
         }
+    }
+    let guards = settings.guards_for(client_name.as_deref());
+    if let Some(blocked) = crate::guards::check(&tx, guards, client, &req.msisdn).await? {
+        tx.rollback().await?;
+        return Err(crate::guards::refuse(
+            &db,
+            &state.keys,
+            &state.guard_counters,
+            client,
+            &req.msisdn,
+            blocked,
+        )
+        .await);
     }
     // The network that serves the number now (number portability), not its prefix's.
     let carrier = crate::mnp::carrier_of(&tx, &req.msisdn).await?;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub signature_events: broadcast::Sender<uuid::Uuid>,
     /// This instance's share of each client's request rate.
     pub client_rate: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
+    /// Sends refused by the pumping guards (this instance).
+    pub guard_counters: crate::guards::GuardCounters,
 }
 
 pub struct Application {
@@ -126,6 +128,7 @@ impl Application {
             outbox_wake: wake,
             mssps,
             signature_events,
+            guard_counters: Default::default(),
             client_rate: {
                 let l = &settings.limits;
                 let per_instance = (l.client_requests_per_second / l.instances).max(1);

@@ -15,6 +15,15 @@ pub struct ApiClient {
     pub id: Uuid,
 }
 
+/// The client's name (for per-client settings).
+pub async fn client_name(state: &AppState, id: Uuid) -> Result<String, ApiError> {
+    let db = state.pool.get().await?;
+    Ok(db
+        .query_one("SELECT name FROM api_clients WHERE id = $1", &[&id])
+        .await?
+        .get(0))
+}
+
 impl FromRequest for ApiClient {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;

@@ -138,6 +138,23 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
         let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
+    {
+        use std::sync::atomic::Ordering;
+        let _ = writeln!(
+            out,
+            "# HELP gateway_guard_blocked_total Sends refused by the SMS pumping guards.\n# TYPE gateway_guard_blocked_total counter"
+        );
+        for (guard, n) in [
+            ("sequential", &state.guard_counters.sequential),
+            ("conversion", &state.guard_counters.conversion),
+        ] {
+            let _ = writeln!(
+                out,
+                "gateway_guard_blocked_total{{guard=\"{guard}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
     if let Ok(db) = state.pool.get().await {
         let queries = [
             (

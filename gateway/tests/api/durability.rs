@@ -29,6 +29,8 @@ fn serve(db: &Db, port: u16, sim: &simulator::RunningSimulator) -> Running {
         // This test measures durability, not the per-client rate limit.
         .env("GATEWAY__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1000000")
         .env("GATEWAY__LIMITS__CLIENT_BURST", "1000000")
+        // Consecutive numbers on purpose: the pumping guard would (rightly) stop them.
+        .env("GATEWAY__GUARDS__SEQUENTIAL_ENABLED", "false")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -5,6 +5,7 @@ mod audit;
 mod billing;
 mod binary;
 mod durability;
+mod guards;
 mod helpers;
 mod otp;
 mod signatures;

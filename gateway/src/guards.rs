@@ -1,0 +1,129 @@
+//! SMS pumping guards: refuse sends that look like traffic pumping (bursts to
+//! consecutive numbers, a prefix whose codes stop being used), record what was blocked in
+//! the audit trail and the metrics, and warn in the log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+use crate::audit;
+use crate::config::GuardSettings;
+use crate::crypto::ServerKeys;
+use crate::domain::Msisdn;
+
+/// Refusals by guard, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct GuardCounters {
+    pub sequential: AtomicU64,
+    pub conversion: AtomicU64,
+}
+
+/// The guard that refused, and for how long.
+#[derive(Debug)]
+pub struct Blocked {
+    pub guard: &'static str,
+    pub retry_after: u64,
+    pub detail: serde_json::Value,
+}
+
+/// Runs the enabled guards inside the send's transaction.
+pub async fn check(
+    tx: &deadpool_postgres::Transaction<'_>,
+    g: &GuardSettings,
+    client: Uuid,
+    msisdn: &Msisdn,
+) -> Result<Option<Blocked>, ApiError> {
+    let e164 = msisdn.e164();
+    if g.sequential_enabled {
+        // 84 + 7 digits: the block of 100 consecutive numbers this one belongs to.
+        let block = &e164[..e164.len() - 2];
+        let others: i64 = tx
+            .query_one(
+                "SELECT count(DISTINCT msisdn) FROM otp_challenges
+                 WHERE client_id = $1 AND msisdn LIKE $2 || '__' AND msisdn <> $3
+                   AND created_at > now() - make_interval(secs => $4::float8)",
+                &[&client, &block, &e164, &g.sequential_window.as_secs_f64()],
+            )
+            .await?
+            .get(0);
+        if others + 1 > g.sequential_max_numbers {
+            return Ok(Some(Blocked {
+                guard: "sequential",
+                retry_after: g.sequential_window.as_secs().max(1),
+                detail: json!({ "block": format!("0{}xx", &block[2..]), "numbers": others + 1 }),
+            }));
+        }
+    }
+    if g.conversion_enabled {
+        let prefix = &e164[..4]; // 84 + the network prefix's two digits
+        let row = tx
+            .query_one(
+                "SELECT
+                    count(*) FILTER (WHERE created_at > now() - make_interval(secs => $3::float8)),
+                    count(*) FILTER (WHERE created_at > now() - make_interval(secs => $3::float8)
+                                       AND status = 'approved'),
+                    count(*) FILTER (WHERE created_at <= now() - make_interval(secs => $3::float8)),
+                    count(*) FILTER (WHERE created_at <= now() - make_interval(secs => $3::float8)
+                                       AND status = 'approved')
+                 FROM otp_challenges
+                 WHERE client_id = $1 AND msisdn LIKE $2 || '%'
+                   AND created_at > now() - interval '7 days'",
+                &[&client, &prefix, &g.conversion_window.as_secs_f64()],
+            )
+            .await?;
+        let (sent, ok, base_sent, base_ok): (i64, i64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if sent >= g.conversion_min_sent && base_sent >= g.conversion_min_sent && base_ok > 0 {
+            let rate = ok as f64 / sent as f64;
+            let normal = base_ok as f64 / base_sent as f64;
+            if rate < normal * g.conversion_factor {
+                return Ok(Some(Blocked {
+                    guard: "conversion",
+                    retry_after: g.conversion_window.as_secs().max(1),
+                    detail: json!({
+                        "prefix": format!("0{}", &prefix[2..]),
+                        "conversion": (rate * 1000.0).round() / 1000.0,
+                        "normal": (normal * 1000.0).round() / 1000.0,
+                        "sent": sent,
+                    }),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Records a refusal (audit in its own statement: the send's transaction is rolled
+/// back) and turns it into the API's answer.
+pub async fn refuse(
+    db: &impl deadpool_postgres::GenericClient,
+    keys: &ServerKeys,
+    counters: &GuardCounters,
+    client: Uuid,
+    msisdn: &Msisdn,
+    blocked: Blocked,
+) -> ApiError {
+    match blocked.guard {
+        "sequential" => counters.sequential.fetch_add(1, Ordering::Relaxed),
+        _ => counters.conversion.fetch_add(1, Ordering::Relaxed),
+    };
+    tracing::warn!(%client, msisdn = %msisdn, guard = blocked.guard, detail = %blocked.detail, "SMS pumping guard refused a send");
+    let _ = audit::record(
+        db,
+        keys,
+        audit::Event {
+            event: "guard.blocked",
+            client: Some(client),
+            msisdn: Some(msisdn),
+            subject: None,
+            detail: json!({ "guard": blocked.guard, "detail": blocked.detail }),
+        },
+    )
+    .await;
+    ApiError::RateLimited {
+        retry_after: blocked.retry_after,
+        detail: "refused by the SMS pumping guard; try again later".into(),
+    }
+}

@@ -1,0 +1,159 @@
+//! SMS pumping guards: bursts to consecutive numbers, a prefix whose codes stop being
+//! used; refusals audited and counted; a client can have a guard turned off.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, Options};
+
+#[tokio::test]
+async fn a_burst_to_consecutive_numbers_is_refused_for_that_block() {
+    let app = spawn_app().await;
+    let create = |n: String| {
+        app.post("/v1/otp")
+            .json(&json!({"msisdn": n, "purpose": "register"}))
+            .send()
+    };
+    for i in 0..10 {
+        assert_eq!(
+            create(format!("09712345{i:02}")).await.unwrap().status(),
+            201
+        );
+    }
+    let refused = create("0971234510".into()).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("pumping"),
+        "{problem}"
+    );
+    // Another block is not affected.
+    assert_eq!(create("0971234600".into()).await.unwrap().status(), 201);
+    let audit: Value = app
+        .get("/v1/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blocked: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "guard.blocked")
+        .collect();
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(blocked[0]["detail"]["guard"], "sequential");
+    assert_eq!(blocked[0]["detail"]["detail"]["block"], "09712345xx");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gateway_guard_blocked_total{guard="sequential"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_can_have_the_guard_turned_off() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            let relaxed = gateway::config::GuardSettings {
+                sequential_enabled: false,
+                ..Default::default()
+            };
+            s.guards_by_client.insert("test-portal".into(), relaxed);
+        })),
+        ..Options::default()
+    })
+    .await;
+    for i in 0..12 {
+        let r = app
+            .post("/v1/otp")
+            .json(&json!({"msisdn": format!("09712345{i:02}"), "purpose": "register"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_whose_codes_stop_being_used_is_refused() {
+    let app = spawn_app().await;
+    let db = app.pool.get().await.unwrap();
+    let client: uuid::Uuid = db
+        .query_one("SELECT id FROM api_clients WHERE name = 'test-portal'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Normal level: 097 numbers approved 80 % of the time over the past days.
+    db.execute(
+        "INSERT INTO otp_challenges (id, client_id, msisdn, carrier, purpose, locale, code_length,
+            ttl_seconds, code_mac, max_attempts, max_sends, expires_at, resend_available_at,
+            status, created_at)
+         SELECT gen_random_uuid(), $1, '8497' || lpad(g::text, 7, '0'), 'viettel', 'login', 'vi',
+            6, 300, '\\x00', 5, 5, now(), now(),
+            CASE WHEN g % 5 = 0 THEN 'expired' ELSE 'approved' END,
+            now() - interval '2 days'
+         FROM generate_series(1, 100) g",
+        &[&client],
+    )
+    .await
+    .unwrap();
+    // The last hour: 60 codes to 097 numbers, none used.
+    db.execute(
+        "INSERT INTO otp_challenges (id, client_id, msisdn, carrier, purpose, locale, code_length,
+            ttl_seconds, code_mac, max_attempts, max_sends, expires_at, resend_available_at,
+            status, created_at)
+         SELECT gen_random_uuid(), $1, '8497' || lpad((g * 1000)::text, 7, '0'), 'viettel',
+            'login', 'vi', 6, 300, '\\x00', 5, 5, now(), now(), 'expired',
+            now() - interval '30 minutes'
+         FROM generate_series(1, 60) g",
+        &[&client],
+    )
+    .await
+    .unwrap();
+    let refused = app
+        .post("/v1/otp")
+        .json(&json!({"msisdn": "0975550001", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    // Other prefixes are fine.
+    let ok = app
+        .post("/v1/otp")
+        .json(&json!({"msisdn": "0985550001", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let audit: Value = app
+        .get("/v1/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blocked: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "guard.blocked")
+        .collect();
+    assert_eq!(blocked.len(), 1, "{audit}");
+    assert_eq!(blocked[0]["detail"]["guard"], "conversion");
+    assert_eq!(blocked[0]["detail"]["detail"]["prefix"], "097");
+}

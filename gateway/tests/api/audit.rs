@@ -26,7 +26,23 @@ async fn security_events_are_recorded_masked_and_cannot_be_changed() {
     assert_eq!(resp.status(), 200);
     // Let the outbox record its submits.
     app.wait_for_code("84971234567", 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let db = app.pool.get().await.unwrap();
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM audit_events WHERE event = 'sms.submitted'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "submits not recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let all: Value = app
         .get("/v1/audit")

@@ -126,7 +126,25 @@ async fn prices_apply_from_their_effective_date() {
     // An OTP SMS billed per segment at the '*' price.
     app.create_otp("0971234567", "login").await;
     app.wait_for_code("84971234567", 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM usage_events WHERE item = 'otp_sms_segment'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SMS usage not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let prices: Vec<(String, Decimal)> = db
         .query("SELECT item, unit_price FROM usage_events ORDER BY id", &[])
         .await

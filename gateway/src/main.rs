@@ -204,15 +204,9 @@ async fn main() -> anyhow::Result<()> {
             command: UsageCmd::Export { format, from, to },
         } => {
             anyhow::ensure!(format == "csv", "only --format csv is offered");
-            let parse = |t: Option<String>, default: chrono::DateTime<chrono::Utc>| match t {
-                None => Ok(default),
-                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .with_context(|| format!("{t:?} is not an RFC 3339 time")),
-            };
             let now = chrono::Utc::now();
-            let from = parse(from, now - chrono::Duration::days(30))?;
-            let to = parse(to, now + chrono::Duration::seconds(1))?;
+            let from = parse_time(from, now - chrono::Duration::days(30))?;
+            let to = parse_time(to, now + chrono::Duration::seconds(1))?;
             let pool = db::pool(&settings.database.url, 1)?;
             let db = pool.get().await.context("connecting to the database")?;
             let rows = db
@@ -244,15 +238,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Audit {
             command: AuditCmd::Export { from, to },
         } => {
-            let parse = |t: Option<String>, default: chrono::DateTime<chrono::Utc>| match t {
-                None => Ok(default),
-                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .with_context(|| format!("{t:?} is not an RFC 3339 time")),
-            };
             let now = chrono::Utc::now();
-            let from = parse(from, now - chrono::Duration::days(30))?;
-            let to = parse(to, now + chrono::Duration::seconds(1))?;
+            let from = parse_time(from, now - chrono::Duration::days(30))?;
+            let to = parse_time(to, now + chrono::Duration::seconds(1))?;
             let keys = match &settings.otp.hmac_key {
                 Some(k) => gateway::crypto::ServerKeys::from_secret(k)?,
                 None => gateway::crypto::ServerKeys::from_secret(
@@ -316,5 +304,18 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo { listen, sim_listen } => {
             demo::run(settings, demo::DemoArgs { listen, sim_listen }).await
         }
+    }
+}
+
+/// An RFC 3339 time from the command line, or `default`.
+fn parse_time(
+    t: Option<String>,
+    default: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    match t {
+        None => Ok(default),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .with_context(|| format!("{t:?} is not an RFC 3339 time")),
     }
 }

@@ -307,15 +307,26 @@ async fn get_ported(state: web::Data<State>, path: web::Path<String>) -> HttpRes
     }))
 }
 
+/// The SMSC named `name`, or the 404 answer.
+fn smsc_named<'a>(state: &'a State, name: &str) -> Result<&'a Arc<Smsc>, Box<HttpResponse>> {
+    state
+        .smscs
+        .iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| {
+            Box::new(problem(
+                StatusCode::NOT_FOUND,
+                "unknown-smsc",
+                "Unknown SMSC",
+                format!("no SMSC named {name:?}"),
+            ))
+        })
+}
+
 async fn get_faults(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
-    match state.smscs.iter().find(|s| s.name() == path.as_str()) {
-        Some(smsc) => HttpResponse::Ok().json(smsc.faults()),
-        None => problem(
-            StatusCode::NOT_FOUND,
-            "unknown-smsc",
-            "Unknown SMSC",
-            format!("no SMSC named {:?}", path.as_str()),
-        ),
+    match smsc_named(&state, &path) {
+        Ok(smsc) => HttpResponse::Ok().json(smsc.faults()),
+        Err(resp) => *resp,
     }
 }
 
@@ -324,13 +335,9 @@ async fn put_faults(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let Some(smsc) = state.smscs.iter().find(|s| s.name() == path.as_str()) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "unknown-smsc",
-            "Unknown SMSC",
-            format!("no SMSC named {:?}", path.as_str()),
-        );
+    let smsc = match smsc_named(&state, &path) {
+        Ok(smsc) => smsc,
+        Err(resp) => return *resp,
     };
     match serde_json::from_slice::<crate::smsc::SmscFaults>(&body) {
         Ok(f) if (0.0..=1.0).contains(&f.lose_receipts) => {

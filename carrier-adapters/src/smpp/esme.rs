@@ -686,47 +686,31 @@ async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Event
         cstr_plain(&config.password, "password")?,
         cstr_plain(&config.system_type, "system_type")?,
     );
+    // The three bind PDUs carry the same fields; only their type differs.
+    macro_rules! bind_pdu {
+        ($pdu:ident) => {
+            $pdu::builder()
+                .system_id(system_id)
+                .password(password)
+                .system_type(system_type)
+                .interface_version(version)
+                .addr_ton(Ton::Unknown)
+                .addr_npi(Npi::Unknown)
+                .address_range(COctetString::empty())
+                .build()
+        };
+    }
     let bound = match config.mode {
         BindMode::Transceiver => client
-            .bind_transceiver(
-                BindTransceiver::builder()
-                    .system_id(system_id)
-                    .password(password)
-                    .system_type(system_type)
-                    .interface_version(version)
-                    .addr_ton(Ton::Unknown)
-                    .addr_npi(Npi::Unknown)
-                    .address_range(COctetString::empty())
-                    .build(),
-            )
+            .bind_transceiver(bind_pdu!(BindTransceiver))
             .await
             .map(|_| ()),
         BindMode::Transmitter => client
-            .bind_transmitter(
-                BindTransmitter::builder()
-                    .system_id(system_id)
-                    .password(password)
-                    .system_type(system_type)
-                    .interface_version(version)
-                    .addr_ton(Ton::Unknown)
-                    .addr_npi(Npi::Unknown)
-                    .address_range(COctetString::empty())
-                    .build(),
-            )
+            .bind_transmitter(bind_pdu!(BindTransmitter))
             .await
             .map(|_| ()),
         BindMode::Receiver => client
-            .bind_receiver(
-                BindReceiver::builder()
-                    .system_id(system_id)
-                    .password(password)
-                    .system_type(system_type)
-                    .interface_version(version)
-                    .addr_ton(Ton::Unknown)
-                    .addr_npi(Npi::Unknown)
-                    .address_range(COctetString::empty())
-                    .build(),
-            )
+            .bind_receiver(bind_pdu!(BindReceiver))
             .await
             .map(|_| ()),
     };

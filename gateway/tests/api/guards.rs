@@ -31,20 +31,7 @@ async fn a_burst_to_consecutive_numbers_is_refused_for_that_block() {
     );
     // Another block is not affected.
     assert_eq!(create("0971234600".into()).await.unwrap().status(), 201);
-    let audit: Value = app
-        .get("/v1/audit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let blocked: Vec<&Value> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "guard.blocked")
-        .collect();
+    let blocked = app.audit_events(Some("guard.blocked")).await;
     assert_eq!(blocked.len(), 1);
     assert_eq!(blocked[0]["detail"]["guard"], "sequential");
     assert_eq!(blocked[0]["detail"]["detail"]["block"], "09712345xx");
@@ -139,21 +126,8 @@ async fn a_prefix_whose_codes_stop_being_used_is_refused() {
         .unwrap();
     assert_eq!(ok.status(), 201);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let audit: Value = app
-        .get("/v1/audit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let blocked: Vec<&Value> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "guard.blocked")
-        .collect();
-    assert_eq!(blocked.len(), 1, "{audit}");
+    let blocked = app.audit_events(Some("guard.blocked")).await;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
     assert_eq!(blocked[0]["detail"]["guard"], "conversion");
     assert_eq!(blocked[0]["detail"]["detail"]["prefix"], "097");
 }

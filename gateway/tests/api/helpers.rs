@@ -242,6 +242,34 @@ impl TestApp {
         }
     }
 
+    /// This client's audit events (all, or those named `event`), oldest first.
+    pub async fn audit_events(&self, event: Option<&str>) -> Vec<Value> {
+        let body: Value = self
+            .get("/v1/audit")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| event.is_none_or(|name| e["event"] == name))
+            .cloned()
+            .collect()
+    }
+
+    /// The names of this client's audit events, oldest first.
+    pub async fn audit_event_names(&self) -> Vec<String> {
+        self.audit_events(None)
+            .await
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let db = self.pool.get().await.unwrap();
         db.query_one(&format!("SELECT count(*) FROM {table}"), &[])

@@ -31,6 +31,26 @@ impl TestApp {
         body["delivery"].clone()
     }
 
+    /// `/v1/health/carriers` for one route.
+    async fn route_health(&self, route: &str) -> Value {
+        let health: Value = self
+            .http
+            .get(format!("{}/v1/health/carriers", self.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap_or_else(|| panic!("no route {route}: {health}"))
+            .clone()
+    }
+
     async fn wait_delivery_status(&self, id: &str, want: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -199,23 +219,8 @@ async fn several_binds_per_route_share_the_load_within_their_tps() {
         ..Options::default()
     })
     .await;
-    let health: Value = app
-        .http
-        .get(format!("{}/v1/health/carriers", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let vina = health["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["route"] == "vinaphone")
-        .unwrap()
-        .clone();
-    assert_eq!(vina["bound_binds"], 2, "{health}");
+    let vina = app.route_health("vinaphone").await;
+    assert_eq!(vina["bound_binds"], 2, "{vina}");
     assert_eq!(vina["binds"][0]["tps_limit"], 50);
     let mut ids = Vec::new();
     for i in 0..12 {
@@ -231,22 +236,7 @@ async fn several_binds_per_route_share_the_load_within_their_tps() {
     for id in &ids {
         app.wait_delivery_status(id, "delivered").await;
     }
-    let health: Value = app
-        .http
-        .get(format!("{}/v1/health/carriers", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let vina = health["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["route"] == "vinaphone")
-        .unwrap()
-        .clone();
+    let vina = app.route_health("vinaphone").await;
     let submitted: u64 = vina["binds"]
         .as_array()
         .unwrap()
@@ -441,22 +431,7 @@ async fn transmitter_and_receiver_binds_carry_submits_and_receipts() {
         .unwrap()
         .to_owned();
     app.wait_delivery_status(&id, "delivered").await;
-    let health: Value = app
-        .http
-        .get(format!("{}/v1/health/carriers", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mobi = health["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["route"] == "mobifone")
-        .unwrap()
-        .clone();
+    let mobi = app.route_health("mobifone").await;
     let binds = mobi["binds"].as_array().unwrap();
     assert_eq!(binds.len(), 2, "{mobi}");
     assert_eq!(binds[0]["mode"], "transmitter");

@@ -174,3 +174,176 @@ pub async fn rotate_key(
     tx.commit().await?;
     Ok(key.key)
 }
+
+/// What `client set` changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyChange {
+    /// `Some(None)`: every purpose.
+    pub purposes: Option<Option<Vec<String>>>,
+    /// Carrier → brandname; an empty brandname removes the carrier's own sender.
+    pub senders: Vec<(String, String)>,
+    /// `Some(None)`: back to the configured default.
+    pub daily_sms_quota: Option<Option<i64>>,
+    pub requests_per_second: Option<Option<u32>>,
+    pub request_burst: Option<Option<u32>>,
+}
+
+/// A client's policy as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Policy {
+    pub allowed_purposes: Option<Vec<String>>,
+    pub sender_ids: std::collections::BTreeMap<String, String>,
+    pub daily_sms_quota: Option<i64>,
+    pub requests_per_second: Option<i32>,
+    pub request_burst: Option<i32>,
+}
+
+/// Purposes a client can be given: the OTP purposes (the signature purposes are among
+/// them).
+fn known_purpose(p: &str) -> bool {
+    crate::domain::Purpose::ALL.iter().any(|k| k.as_str() == p)
+}
+
+/// A brandname: 1 to 11 characters of letters, digits, space and `.-_&`, as carriers
+/// register alphanumeric senders; or a number of up to 15 digits.
+pub fn valid_sender(s: &str) -> bool {
+    let numeric = !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit());
+    let alphanumeric = !s.is_empty()
+        && s.len() <= 11
+        && s.trim() == s
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" .-_&".contains(&b));
+    numeric || alphanumeric
+}
+
+/// Applies `change` to client `name` in one transaction and audits it; returns the
+/// policy now in force. Every instance applies it from the client's next request.
+pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyhow::Result<Policy> {
+    if let Some(Some(purposes)) = &change.purposes {
+        anyhow::ensure!(!purposes.is_empty(), "give at least one purpose, or `all`");
+        for p in purposes {
+            anyhow::ensure!(
+                known_purpose(p),
+                "unknown purpose {p:?}; known: {}",
+                crate::domain::Purpose::ALL.map(|k| k.as_str()).join(", ")
+            );
+        }
+    }
+    for (carrier, sender) in &change.senders {
+        let parsed: crate::domain::Carrier = carrier.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            parsed.as_str() == carrier,
+            "write the carrier as {:?}",
+            parsed.as_str()
+        );
+        anyhow::ensure!(
+            sender.is_empty() || valid_sender(sender),
+            "sender {sender:?} must be 1..=11 letters, digits, space or .-_&, or up to 15 digits"
+        );
+    }
+    if let Some(Some(quota)) = change.daily_sms_quota {
+        anyhow::ensure!(quota >= 0, "the daily SMS quota cannot be negative");
+    }
+    for (what, v) in [
+        ("requests per second", change.requests_per_second.flatten()),
+        ("burst", change.request_burst.flatten()),
+    ] {
+        if let Some(v) = v {
+            anyhow::ensure!(
+                (1..=i32::MAX as u32).contains(&v),
+                "{what} must be 1..={}",
+                i32::MAX
+            );
+        }
+    }
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let id: Uuid = tx
+        .query_opt(
+            "SELECT id FROM api_clients WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await?
+        .with_context(|| format!("no client named {name}"))?
+        .get(0);
+    if let Some(purposes) = &change.purposes {
+        tx.execute(
+            "UPDATE api_clients SET allowed_purposes = $2 WHERE id = $1",
+            &[&id, purposes],
+        )
+        .await?;
+    }
+    for (carrier, sender) in &change.senders {
+        if sender.is_empty() {
+            tx.execute(
+                "UPDATE api_clients SET sender_ids = sender_ids - $2 WHERE id = $1",
+                &[&id, carrier],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                "UPDATE api_clients SET sender_ids = sender_ids || jsonb_build_object($2::text, $3::text)
+                 WHERE id = $1",
+                &[&id, carrier, sender],
+            )
+            .await?;
+        }
+    }
+    if let Some(quota) = change.daily_sms_quota {
+        tx.execute(
+            "UPDATE api_clients SET daily_sms_quota = $2 WHERE id = $1",
+            &[&id, &quota],
+        )
+        .await?;
+    }
+    if let Some(rps) = change.requests_per_second {
+        tx.execute(
+            "UPDATE api_clients SET requests_per_second = $2 WHERE id = $1",
+            &[&id, &rps.map(|v| v as i32)],
+        )
+        .await?;
+    }
+    if let Some(burst) = change.request_burst {
+        tx.execute(
+            "UPDATE api_clients SET request_burst = $2 WHERE id = $1",
+            &[&id, &burst.map(|v| v as i32)],
+        )
+        .await?;
+    }
+    let policy = policy_in(&tx, id).await?;
+    tx.execute(
+        "INSERT INTO audit_events (client_id, event, detail) VALUES ($1, 'client.policy_changed', $2)",
+        &[&id, &serde_json::to_value(&policy)?],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(policy)
+}
+
+/// Client `name`'s policy.
+pub async fn policy(pool: &Pool, name: &str) -> anyhow::Result<Policy> {
+    let db = pool.get().await?;
+    let id: Uuid = db
+        .query_opt("SELECT id FROM api_clients WHERE name = $1", &[&name])
+        .await?
+        .with_context(|| format!("no client named {name}"))?
+        .get(0);
+    policy_in(&db, id).await
+}
+
+async fn policy_in(db: &impl deadpool_postgres::GenericClient, id: Uuid) -> anyhow::Result<Policy> {
+    let row = db
+        .query_one(
+            "SELECT allowed_purposes, sender_ids, daily_sms_quota, requests_per_second, request_burst
+             FROM api_clients WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(Policy {
+        allowed_purposes: row.get(0),
+        sender_ids: serde_json::from_value(row.get(1))?,
+        daily_sms_quota: row.get(2),
+        requests_per_second: row.get(3),
+        request_burst: row.get(4),
+    })
+}

@@ -49,6 +49,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_client_ip",
         include_str!("../../migrations/0011_client_ip.sql"),
     ),
+    (
+        "0012_client_policy",
+        include_str!("../../migrations/0012_client_policy.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

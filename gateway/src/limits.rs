@@ -63,9 +63,14 @@ fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<
     }
 }
 
-/// Refuses with 429 (until the next UTC midnight) when the client has sent its daily
-/// SMS quota. Sends are counted on the challenges created today.
-pub async fn check_client_daily(
+/// Counts one SMS against the client's daily quota (UTC day of the send, creates and
+/// resends alike), refusing with 429 until the next UTC midnight when it is used up.
+///
+/// Call it last among the checks: it takes a row lock on one of the client's counter
+/// rows, held until the transaction ends, and no lock is taken after it. Sends in flight
+/// on other connections are not visible until they commit, so at the moment the quota
+/// is reached it may be exceeded by at most the number of concurrent sends.
+pub async fn take_client_daily(
     tx: &deadpool_postgres::Transaction<'_>,
     quota: Option<i64>,
     client: uuid::Uuid,
@@ -75,12 +80,11 @@ pub async fn check_client_daily(
     };
     let row = tx
         .query_one(
-            "SELECT coalesce(sum(sends), 0)::bigint,
+            "SELECT coalesce(sum(sms), 0)::bigint,
                     EXTRACT(EPOCH FROM (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day'
                         - (now() AT TIME ZONE 'UTC')))::float8
-             FROM otp_challenges
-             WHERE client_id = $1
-               AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+             FROM client_daily_sms
+             WHERE client_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date",
             &[&client],
         )
         .await?;
@@ -92,8 +96,22 @@ pub async fn check_client_daily(
             detail: "this client's daily SMS quota is used up".into(),
         });
     }
+    // Round robin over the rows: concurrent sends of this instance take different rows.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u32;
+    let shard = (turn.wrapping_add(std::process::id()) % u32::from(DAILY_SHARDS)) as i16;
+    tx.execute(
+        "INSERT INTO client_daily_sms (client_id, day, shard, sms)
+         VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2, 1)
+         ON CONFLICT (client_id, day, shard) DO UPDATE SET sms = client_daily_sms.sms + 1",
+        &[&client, &shard],
+    )
+    .await?;
     Ok(())
 }
+
+/// Rows per client and day in `client_daily_sms`.
+const DAILY_SHARDS: u16 = 16;
 
 /// Refuses with 429 when one more OTP from this end-user IP would exceed any window.
 pub async fn check_ip(
@@ -124,4 +142,65 @@ pub async fn check_ip(
         limits,
         "too many codes requested from this address; try again later",
     )
+}
+
+/// Each client's request rate on this instance: its share (the configured total divided
+/// by `limits.instances`) of the client's own rate, or of the default one.
+pub struct ClientRates {
+    default_rps: u32,
+    default_burst: u32,
+    instances: u32,
+    limiters: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, ClientLimiter>>,
+}
+
+type DirectLimiter = governor::DefaultDirectRateLimiter;
+/// A client's (rate, burst) and the limiter built for them.
+type ClientLimiter = ((u32, u32), std::sync::Arc<DirectLimiter>);
+
+impl ClientRates {
+    pub fn new(settings: &crate::config::LimitSettings) -> Self {
+        ClientRates {
+            default_rps: settings.client_requests_per_second,
+            default_burst: settings.client_burst,
+            instances: settings.instances.max(1),
+            limiters: Default::default(),
+        }
+    }
+
+    /// Counts one request of `client`; `Err(wait)` when it is over its rate.
+    pub fn check(
+        &self,
+        client: uuid::Uuid,
+        rps: Option<u32>,
+        burst: Option<u32>,
+    ) -> Result<(), std::time::Duration> {
+        let share = |total: u32| {
+            std::num::NonZeroU32::new((total / self.instances).max(1)).expect("at least 1")
+        };
+        let wanted = (
+            rps.unwrap_or(self.default_rps),
+            burst.unwrap_or(self.default_burst),
+        );
+        let limiter = {
+            let mut map = self
+                .limiters
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match map.get(&client) {
+                // A changed rate (`gateway client set`) starts a fresh limiter.
+                Some((rate, limiter)) if *rate == wanted => limiter.clone(),
+                _ => {
+                    let limiter = std::sync::Arc::new(governor::RateLimiter::direct(
+                        governor::Quota::per_second(share(wanted.0)).allow_burst(share(wanted.1)),
+                    ));
+                    map.insert(client, (wanted, limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        limiter.check().map_err(|not_until| {
+            use governor::clock::Clock;
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
 }

@@ -107,6 +107,33 @@ enum ClientCmd {
         #[arg(long)]
         name: String,
     },
+    /// Change a client's policy: purposes, brandnames per carrier, rate and quota. Every
+    /// instance applies it from the client's next request.
+    Set {
+        #[arg(long)]
+        name: String,
+        /// Purposes the client may ask for (`login,register`), or `all`.
+        #[arg(long)]
+        purposes: Option<String>,
+        /// Brandname on one carrier's network (`viettel=UBND-HN`); `viettel=` removes it.
+        /// Repeat for several carriers.
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+        /// SMS per UTC day, or `default` for `limits.client_daily_sms`.
+        #[arg(long)]
+        daily_sms: Option<String>,
+        /// Requests per second across all instances, or `default`.
+        #[arg(long)]
+        rps: Option<String>,
+        /// Burst of requests, or `default`.
+        #[arg(long)]
+        burst: Option<String>,
+    },
+    /// Show a client's policy (JSON).
+    Show {
+        #[arg(long)]
+        name: String,
+    },
     /// Give a client a new key and revoke its other keys after a grace period.
     RotateKey {
         #[arg(long)]
@@ -175,6 +202,53 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::pool(&settings.database.url, 1)?;
             clients::set_disabled(&pool, &name, false).await?;
             println!("client {name} enabled");
+            Ok(())
+        }
+        Cmd::Client {
+            command:
+                ClientCmd::Set {
+                    name,
+                    purposes,
+                    senders,
+                    daily_sms,
+                    rps,
+                    burst,
+                },
+        } => {
+            let change = clients::PolicyChange {
+                purposes: purposes.map(|p| {
+                    (p.trim() != "all").then(|| {
+                        p.split(',')
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                }),
+                senders: senders
+                    .iter()
+                    .map(|s| {
+                        s.split_once('=')
+                            .map(|(c, b)| (c.trim().to_ascii_lowercase(), b.trim().to_owned()))
+                            .with_context(|| format!("--sender {s:?}: write CARRIER=BRANDNAME"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                daily_sms_quota: daily_sms
+                    .map(|v| optional_number("--daily-sms", &v))
+                    .transpose()?,
+                requests_per_second: rps.map(|v| optional_number("--rps", &v)).transpose()?,
+                request_burst: burst.map(|v| optional_number("--burst", &v)).transpose()?,
+            };
+            let pool = db::pool(&settings.database.url, 1)?;
+            let policy = clients::set_policy(&pool, &name, &change).await?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(())
+        }
+        Cmd::Client {
+            command: ClientCmd::Show { name },
+        } => {
+            let pool = db::pool(&settings.database.url, 1)?;
+            let policy = clients::policy(&pool, &name).await?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
         }
         Cmd::Client {
@@ -318,4 +392,15 @@ fn parse_time(
             .map(|t| t.with_timezone(&chrono::Utc))
             .with_context(|| format!("{t:?} is not an RFC 3339 time")),
     }
+}
+
+/// A number, or `default` (`None`).
+fn optional_number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<Option<T>> {
+    if v.trim() == "default" {
+        return Ok(None);
+    }
+    v.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{flag} takes a whole number or `default`, not {v:?}"))
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use serde_json::json;
 
+use crate::api::auth::ApiClient;
 use crate::api::error::ApiError;
 use crate::audit;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
@@ -225,6 +226,45 @@ async fn queue_sms(
     Ok(())
 }
 
+/// The client's daily SMS quota: its own, or the configured default.
+fn daily_quota(state: &AppState, client: &ApiClient) -> Option<i64> {
+    client
+        .daily_sms_quota
+        .or(state.settings.limits.client_daily_sms)
+}
+
+/// Records a limit's refusal of a send (in its own statement, after the send's
+/// transaction was rolled back); returns the error to answer with.
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    state: &AppState,
+    db: &deadpool_postgres::Object,
+    error: ApiError,
+    client: Uuid,
+    msisdn: &Msisdn,
+    subject: Option<Uuid>,
+    purpose: Purpose,
+) -> ApiError {
+    if matches!(error, ApiError::RateLimited { .. }) {
+        let recorded = audit::record(
+            db,
+            &state.keys,
+            audit::Event {
+                event: "otp.rate_limited",
+                client: Some(client),
+                msisdn: Some(msisdn),
+                subject,
+                detail: json!({ "purpose": purpose.as_str() }),
+            },
+        )
+        .await;
+        if let Err(e) = recorded {
+            return e.into();
+        }
+    }
+    error
+}
+
 /// Withdraws the challenge's SMS that no dispatcher has sent yet.
 async fn cancel_unsent_sms(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -243,14 +283,11 @@ async fn cancel_unsent_sms(
 /// Returns the view and whether it is a replay of an earlier request.
 pub async fn create(
     state: &AppState,
-    client: Uuid,
+    api_client: &ApiClient,
     req: NewOtp,
 ) -> Result<(OtpView, bool), ApiError> {
-    let client_name = if state.settings.guards_by_client.is_empty() {
-        None
-    } else {
-        Some(crate::api::auth::client_name(state, client).await?)
-    };
+    api_client.allow_purpose(req.purpose.as_str())?;
+    let client = api_client.id;
     let settings = &state.settings;
     let id = Uuid::now_v7();
     let code = state.keys.random_code(req.code_length as usize)?;
@@ -288,53 +325,30 @@ pub async fn create(
         }
     }
     let tx = db.transaction().await?;
-    let limited = match crate::limits::check_client_daily(
+    let limited = match crate::limits::check_phone_purpose(
         &tx,
-        settings.limits.client_daily_sms,
-        client,
+        &settings.limits.phone_purpose,
+        req.msisdn.e164(),
+        req.purpose.as_str(),
     )
     .await
     {
-        Ok(()) => match crate::limits::check_phone_purpose(
-            &tx,
-            &settings.limits.phone_purpose,
-            req.msisdn.e164(),
-            req.purpose.as_str(),
-        )
-        .await
-        {
-            Ok(()) => match req.client_ip {
-                Some(ip) => crate::limits::check_ip(&tx, &settings.limits.ip, ip).await,
-                None => Ok(()),
-            },
-            Err(e) => Err(e),
+        Ok(()) => match req.client_ip {
+            Some(ip) => crate::limits::check_ip(&tx, &settings.limits.ip, ip).await,
+            None => Ok(()),
         },
         Err(e) => Err(e),
     };
     if let Err(e) = limited {
         tx.rollback().await?;
-        if matches!(e, ApiError::RateLimited { .. }) {
-            audit::record(
-                &db,
-                &state.keys,
-                audit::Event {
-                    event: "otp.rate_limited",
-                    client: Some(client),
-                    msisdn: Some(&req.msisdn),
-                    subject: None,
-                    detail: json!({ "purpose": req.purpose.as_str() }),
-                },
-            )
-            .await?;
-        }
-        return Err(e);
+        return Err(refused(state, &db, e, client, &req.msisdn, None, req.purpose).await);
     }
     if let Some(account) = &req.account_ref {
         if account_locked(&tx, client, account).await? {
             return Err(ApiError::AccountLocked);
         }
     }
-    let guards = settings.guards_for(client_name.as_deref());
+    let guards = settings.guards_for(Some(&api_client.name));
     if let Some(blocked) = crate::guards::check(&tx, guards, client, &req.msisdn).await? {
         tx.rollback().await?;
         return Err(crate::guards::refuse(
@@ -404,7 +418,15 @@ pub async fn create(
         }
         return Ok((view(&existing, None)?, true));
     };
-    queue_sms(&tx, id, 1, route, &req.msisdn, &route_cfg.sender, &sealed).await?;
+    // Last: it takes the quota counter's row lock (see `take_client_daily`).
+    if let Err(e) =
+        crate::limits::take_client_daily(&tx, daily_quota(state, api_client), client).await
+    {
+        tx.rollback().await?;
+        return Err(refused(state, &db, e, client, &req.msisdn, None, req.purpose).await);
+    }
+    let sender = api_client.sender_for(carrier.as_str(), &route_cfg.sender);
+    queue_sms(&tx, id, 1, route, &req.msisdn, sender, &sealed).await?;
     audit::record(
         &tx,
         &state.keys,
@@ -424,7 +446,12 @@ pub async fn create(
 }
 
 /// Sends a new code that replaces the old one.
-pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView, ApiError> {
+pub async fn resend(
+    state: &AppState,
+    api_client: &ApiClient,
+    id: Uuid,
+) -> Result<OtpView, ApiError> {
+    let client = api_client.id;
     let settings = &state.settings;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
@@ -476,41 +503,23 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
     drop(code);
     let sealed = state.keys.seal(&text, msisdn.e164())?;
-    let limited = match crate::limits::check_client_daily(
+    let limited = match crate::limits::check_phone_purpose(
         &tx,
-        settings.limits.client_daily_sms,
-        client,
+        &settings.limits.phone_purpose,
+        msisdn.e164(),
+        purpose.as_str(),
     )
     .await
     {
+        // Last: it takes the quota counter's row lock (see `take_client_daily`).
         Ok(()) => {
-            crate::limits::check_phone_purpose(
-                &tx,
-                &settings.limits.phone_purpose,
-                msisdn.e164(),
-                purpose.as_str(),
-            )
-            .await
+            crate::limits::take_client_daily(&tx, daily_quota(state, api_client), client).await
         }
         Err(e) => Err(e),
     };
     if let Err(e) = limited {
         tx.rollback().await?;
-        if matches!(e, ApiError::RateLimited { .. }) {
-            audit::record(
-                &db,
-                &state.keys,
-                audit::Event {
-                    event: "otp.rate_limited",
-                    client: Some(client),
-                    msisdn: Some(&msisdn),
-                    subject: Some(id),
-                    detail: json!({ "purpose": purpose.as_str() }),
-                },
-            )
-            .await?;
-        }
-        return Err(e);
+        return Err(refused(state, &db, e, client, &msisdn, Some(id), purpose).await);
     }
     let carrier = crate::mnp::carrier_of(&tx, &msisdn).await?;
     let (route, route_cfg) = settings.route_for(carrier);
@@ -530,7 +539,8 @@ pub async fn resend(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
         .await?;
     // The old code no longer works: an unsent SMS carrying it is pointless.
     cancel_unsent_sms(&tx, id).await?;
-    queue_sms(&tx, id, version, route, &msisdn, &route_cfg.sender, &sealed).await?;
+    let sender = api_client.sender_for(carrier.as_str(), &route_cfg.sender);
+    queue_sms(&tx, id, version, route, &msisdn, sender, &sealed).await?;
     audit::record(
         &tx,
         &state.keys,

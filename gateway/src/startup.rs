@@ -31,7 +31,7 @@ pub struct AppState {
     /// Ids of signature requests that ended (on any instance).
     pub signature_events: broadcast::Sender<uuid::Uuid>,
     /// This instance's share of each client's request rate.
-    pub client_rate: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
+    pub client_rate: crate::limits::ClientRates,
     /// Sends refused by the pumping guards (this instance).
     pub guard_counters: crate::guards::GuardCounters,
 }
@@ -129,17 +129,7 @@ impl Application {
             mssps,
             signature_events,
             guard_counters: Default::default(),
-            client_rate: {
-                let l = &settings.limits;
-                let per_instance = (l.client_requests_per_second / l.instances).max(1);
-                let burst = (l.client_burst / l.instances).max(1);
-                governor::RateLimiter::keyed(
-                    governor::Quota::per_second(
-                        std::num::NonZeroU32::new(per_instance).expect("at least 1"),
-                    )
-                    .allow_burst(std::num::NonZeroU32::new(burst).expect("at least 1")),
-                )
-            },
+            client_rate: crate::limits::ClientRates::new(&settings.limits),
         });
         workers.push(tokio::spawn(signatures::run_poller(
             state.clone(),

@@ -9,19 +9,43 @@ use super::error::ApiError;
 use crate::crypto::hash_api_key;
 use crate::startup::AppState;
 
-/// The API client a request was authenticated as.
-#[derive(Debug, Clone, Copy)]
+/// The API client a request was authenticated as, with its policy (read with the key on
+/// every request, so that a change made on one instance or by the CLI holds at once).
+#[derive(Debug, Clone)]
 pub struct ApiClient {
     pub id: Uuid,
+    pub name: String,
+    /// Purposes the client may ask for; `None`: every purpose.
+    pub allowed_purposes: Option<Vec<String>>,
+    /// Brandname per carrier (`viettel` → `UBND-HN`).
+    pub sender_ids: std::collections::BTreeMap<String, String>,
+    /// Override of `limits.client_daily_sms`.
+    pub daily_sms_quota: Option<i64>,
+    /// Overrides of `limits.client_requests_per_second` and `limits.client_burst`.
+    pub requests_per_second: Option<u32>,
+    pub request_burst: Option<u32>,
 }
 
-/// The client's name (for per-client settings).
-pub async fn client_name(state: &AppState, id: Uuid) -> Result<String, ApiError> {
-    let db = state.pool.get().await?;
-    Ok(db
-        .query_one("SELECT name FROM api_clients WHERE id = $1", &[&id])
-        .await?
-        .get(0))
+impl ApiClient {
+    /// Refuses (403) a purpose the client was not given.
+    pub fn allow_purpose(&self, purpose: &str) -> Result<(), ApiError> {
+        match &self.allowed_purposes {
+            Some(allowed) if !allowed.iter().any(|p| p == purpose) => {
+                Err(ApiError::PurposeNotAllowed {
+                    purpose: purpose.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The brandname to send from on `carrier`'s network: the client's own, or the route's.
+    pub fn sender_for<'a>(&'a self, carrier: &str, route_sender: &'a str) -> &'a str {
+        self.sender_ids
+            .get(carrier)
+            .map(String::as_str)
+            .unwrap_or(route_sender)
+    }
 }
 
 impl FromRequest for ApiClient {
@@ -47,19 +71,37 @@ impl FromRequest for ApiClient {
             let db = state.pool.get().await?;
             let row = db
                 .query_opt(
-                    "SELECT k.client_id FROM api_keys k JOIN api_clients c ON c.id = k.client_id
+                    "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.daily_sms_quota,
+                            c.requests_per_second, c.request_burst
+                     FROM api_keys k JOIN api_clients c ON c.id = k.client_id
                      WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
                        AND c.disabled_at IS NULL",
                     &[&hash_api_key(&key)],
                 )
                 .await?;
-            let client = row
-                .map(|r| ApiClient { id: r.get(0) })
-                .ok_or(ApiError::Unauthorized)?;
+            let Some(row) = row else {
+                return Err(ApiError::Unauthorized);
+            };
+            let sender_ids: serde_json::Value = row.get("sender_ids");
+            let client = ApiClient {
+                id: row.get("id"),
+                name: row.get("name"),
+                allowed_purposes: row.get("allowed_purposes"),
+                sender_ids: serde_json::from_value(sender_ids).map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("stored sender_ids unreadable: {e}"))
+                })?,
+                daily_sms_quota: row.get("daily_sms_quota"),
+                requests_per_second: row
+                    .get::<_, Option<i32>>("requests_per_second")
+                    .map(|v| v as u32),
+                request_burst: row.get::<_, Option<i32>>("request_burst").map(|v| v as u32),
+            };
             // This instance's share of the client's request rate.
-            if let Err(not_until) = state.client_rate.check_key(&client.id) {
-                use governor::clock::Clock;
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            if let Err(wait) =
+                state
+                    .client_rate
+                    .check(client.id, client.requests_per_second, client.request_burst)
+            {
                 return Err(ApiError::RateLimited {
                     retry_after: wait.as_secs().max(1),
                     detail: "too many requests from this client; slow down".into(),

@@ -35,6 +35,8 @@ pub enum ApiError {
     NotPending { status: String },
     #[error("Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    #[error("this client may not ask for purpose {purpose:?}")]
+    PurposeNotAllowed { purpose: String },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("service temporarily unavailable")]
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::MaxSendsReached { .. } => ("max-sends-reached", "Too many codes sent"),
             ApiError::NotPending { .. } => ("verification-not-pending", "Verification not pending"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
+            ApiError::PurposeNotAllowed { .. } => ("purpose-not-allowed", "Purpose not allowed"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -95,6 +98,7 @@ impl ResponseError for ApiError {
             | ApiError::AccountLocked => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotPending { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PurposeNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -167,7 +167,7 @@ pub async fn create(
     let ip = end_user_ip(&req, &state, body.client_ip.as_deref())?;
     let mut new = parse_create(body, &state, key)?;
     new.client_ip = ip;
-    let (view, replayed) = otp::create(&state, client.id, new).await?;
+    let (view, replayed) = otp::create(&state, &client, new).await?;
     let mut resp = HttpResponse::build(StatusCode::CREATED);
     resp.insert_header(("Location", format!("/v1/otp/{}", view.id)));
     if replayed {
@@ -182,7 +182,7 @@ pub async fn resend(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(otp::resend(&state, client.id, id).await?))
+    Ok(HttpResponse::Ok().json(otp::resend(&state, &client, id).await?))
 }
 
 pub async fn check(

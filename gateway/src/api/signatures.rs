@@ -133,6 +133,7 @@ pub async fn create(
     let body: CreateBody =
         read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
     let new = parse_create(body, &state)?;
+    client.allow_purpose(new.purpose.as_str())?;
     let view = signatures::create(&state, client.id, new).await?;
     Ok(HttpResponse::build(StatusCode::ACCEPTED)
         .insert_header(("Location", format!("/v1/signatures/{}", view.id)))

@@ -74,7 +74,22 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 11"));
+    // Every file of migrations/ is applied the first time.
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains(&format!("migrations applied: {files}")),
+        "{stdout}"
+    );
     let out = gateway(&db).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 0"));
 
@@ -119,6 +134,51 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         .find(|w| w.starts_with("gk_"))
         .expect("the key is printed once")
         .to_owned();
+
+    // The client's policy, set and shown by the CLI; a bad value is refused with a reason.
+    let out = gateway(&db)
+        .args([
+            "client",
+            "set",
+            "--name",
+            "portal",
+            "--purposes",
+            "login,register",
+            "--sender",
+            "Viettel=UBND-HN",
+            "--daily-sms",
+            "5000",
+            "--rps",
+            "default",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = gateway(&db)
+        .args(["client", "show", "--name", "portal"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["allowed_purposes"],
+        serde_json::json!(["login", "register"])
+    );
+    assert_eq!(
+        shown["sender_ids"],
+        serde_json::json!({"viettel": "UBND-HN"})
+    );
+    assert_eq!(shown["daily_sms_quota"], 5000);
+    assert_eq!(shown["requests_per_second"], serde_json::Value::Null);
+    let out = gateway(&db)
+        .args(["client", "set", "--name", "portal", "--daily-sms", "lots"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--daily-sms"));
 
     // Without a server key, serve refuses to start and says why.
     let out = gateway(&db).arg("serve").output().unwrap();

@@ -7,6 +7,8 @@ mod binary;
 mod durability;
 mod guards;
 mod helpers;
+mod limits;
 mod otp;
 mod signatures;
 mod smpp;
+mod tenants;

@@ -270,3 +270,32 @@ async fn known_and_unknown_numbers_and_accounts_are_answered_alike() {
         );
     }
 }
+
+#[tokio::test]
+async fn each_instance_enforces_its_share_of_the_clients_rate() {
+    // A total of 1 request/s with a burst of 4, shared by two instances: 2 each.
+    let a = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            s.limits.client_requests_per_second = 1;
+            s.limits.client_burst = 4;
+            s.limits.instances = 2;
+        })),
+        ..Options::default()
+    })
+    .await;
+    let b = a.second_instance(&a.api).await;
+    for api in [&a.api, &b.api] {
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let r = a
+                .http
+                .get(format!("{api}/v1/otp/{}", uuid::Uuid::new_v4()))
+                .bearer_auth(&a.key)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        assert_eq!(statuses, [404, 404, 429], "{api}");
+    }
+}

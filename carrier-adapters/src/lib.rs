@@ -10,3 +10,25 @@ pub mod smpp;
 pub mod sms_text;
 
 pub use numbering::{Carrier, Msisdn, MsisdnError};
+
+/// Where the ETSI TS 102 204 schemas and samples are (test data, never part of the
+/// product): `$ETSI_SPEC_DIR`, else `shared/spec/etsi-ts-102-204` beside the checkout
+/// or any directory above it.
+#[cfg(test)]
+pub(crate) fn etsi_spec_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("ETSI_SPEC_DIR") {
+        return dir.into();
+    }
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|a| a.join("shared/spec/etsi-ts-102-204"))
+        .chain([std::path::PathBuf::from("/work/shared/spec/etsi-ts-102-204")])
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "the ETSI TS 102 204 test data is not beside {} nor in /work/shared; set ETSI_SPEC_DIR",
+                manifest.display()
+            )
+        })
+}

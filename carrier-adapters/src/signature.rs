@@ -479,12 +479,7 @@ mod tests {
     use super::*;
 
     fn spec(file: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/spec/etsi-ts-102-204")
-                .join(file),
-        )
-        .unwrap()
+        std::fs::read(crate::etsi_spec_dir().join(file)).unwrap()
     }
 
     fn pem_to_der(pem: &[u8]) -> Vec<u8> {

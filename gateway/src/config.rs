@@ -714,9 +714,92 @@ impl Settings {
     }
 }
 
+/// The `[smpp.*]` and `[mss.*]` tables of a configuration that points at a standalone
+/// `carrier-sim` (HTTP at `http`, the SMSCs at `smscs`), with `binds` sessions of `window`
+/// each per route: what `loadgen` gives the gateway it starts. Append it after the file's
+/// top-level keys.
+pub fn simulator_toml(
+    http: SocketAddr,
+    smscs: &[(String, SocketAddr)],
+    binds: usize,
+    window: usize,
+) -> String {
+    use std::fmt::Write;
+    let base = format!("http://{http}");
+    let mut out = String::new();
+    for (name, addr) in smscs {
+        let _ = write!(
+            out,
+            "[smpp.{name}]\nhost = \"{}\"\nport = {}\npassword = \"{}\"\nbinds = {binds}\nwindow = {window}\n\n",
+            addr.ip(),
+            addr.port(),
+            simulator::config::DEFAULT_PASSWORD,
+        );
+    }
+    for carrier in ["viettel", "vinaphone", "mobifone"] {
+        let r = MssRoute::simulator(carrier, &base);
+        let _ = write!(
+            out,
+            "[mss.{carrier}]\nendpoint = \"{}\"\nap_id = \"{}\"\nap_pwd = \"{}\"\n\
+             callback_secret = \"{}\"\nca_roots = [\"{}\"]\ncrl_url = \"{}\"\n\
+             owner_check_url = \"{}\"\nowner_check_key = \"{}\"\n",
+            r.endpoint,
+            r.ap_id,
+            r.ap_pwd.expose_secret(),
+            r.callback_secret.expose_secret(),
+            r.ca_roots[0],
+            r.crl_url.unwrap_or_default(),
+            r.owner_check_url.unwrap_or_default(),
+            r.owner_check_key.expose_secret(),
+        );
+        if let Some(url) = r.certificate_url {
+            let _ = writeln!(out, "certificate_url = \"{url}\"");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_simulator_toml_reads_back_as_the_simulator_layout() {
+        let http: SocketAddr = "127.0.0.1:18081".parse().unwrap();
+        let smscs: Vec<(String, SocketAddr)> = ["viettel", "vinaphone", "mobifone", "aggregator"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.to_string(),
+                    SocketAddr::from(([127, 0, 0, 1], 12775 + i as u16)),
+                )
+            })
+            .collect();
+        let path = std::env::temp_dir().join(format!("gw-sim-{}.toml", std::process::id()));
+        std::fs::write(&path, simulator_toml(http, &smscs, 3, 50)).unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (name, route) = s.route_for(Carrier::Mobifone);
+        assert_eq!(
+            (name, route.port, route.binds, route.window),
+            ("mobifone", 12777, 3, 50)
+        );
+        assert_eq!(route.system_id, "mobifone");
+        assert_eq!(s.route_for(Carrier::Reddi).0, "aggregator");
+        for carrier in ["viettel", "vinaphone", "mobifone"] {
+            let want = MssRoute::simulator(carrier, "http://127.0.0.1:18081");
+            let got = &s.mss[carrier];
+            assert_eq!(got.endpoint, want.endpoint);
+            assert_eq!(got.ca_roots, want.ca_roots);
+            assert_eq!(got.certificate_url, want.certificate_url);
+            assert_eq!(
+                got.callback_secret.expose_secret(),
+                want.callback_secret.expose_secret()
+            );
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_route_every_carrier() {

@@ -166,7 +166,7 @@ fn status_codes_map_both_ways() {
 }
 
 fn spec_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/etsi-ts-102-204")
+    crate::etsi_spec_dir()
 }
 
 #[test]

@@ -1,0 +1,99 @@
+//! Many signature requests held pending at once: the gateway keeps them in Postgres,
+//! not in memory, so its memory should not grow with them.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::numbers;
+use crate::stack::Stack;
+
+/// Registers `n` Viettel subscribers who never answer, requests a signature of each
+/// (5-minute timeout), and returns (requested, pending in the database, creates per
+/// second, the gateway's RSS in MiB once they are all pending).
+pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<(u64, i64, f64, f64)> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let offset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as u64
+        ^ (1 << 50);
+    // Viettel calls back: nothing is polled while they wait.
+    let numbers: Vec<String> = (0..)
+        .map(|i| numbers::number(offset, i))
+        .filter(|m| {
+            gateway::domain::Msisdn::parse(m)
+                .is_ok_and(|m| m.carrier() == gateway::domain::Carrier::Viettel)
+        })
+        .take(n as usize)
+        .collect();
+    let sim = &stack.target.sim;
+    let registered: Vec<anyhow::Result<()>> = futures::stream::iter(&numbers)
+        .map(|m| {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .put(format!("{sim}/subscribers/{}", numbers::e164(m)))
+                    .json(&serde_json::json!({
+                        "full_name": "Người Chờ", "id_number": "001099000001",
+                        "date_of_birth": "1990-01-01", "sim_pki": true,
+                        "behaviour": "timeout", "certificate": "valid"
+                    }))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "registering {m}: {}", r.status());
+                Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    registered.into_iter().collect::<anyhow::Result<()>>()?;
+
+    let started = Instant::now();
+    let apis = &stack.target.apis;
+    let key = &stack.target.key;
+    let created: Vec<anyhow::Result<()>> = futures::stream::iter(numbers.iter().enumerate())
+        .map(|(i, m)| {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .post(format!("{}/v1/signatures", apis[i % apis.len()]))
+                    .bearer_auth(key)
+                    .json(&serde_json::json!({"msisdn": m, "purpose": "login", "timeout_seconds": 300}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().as_u16() == 202, "signature for {m}: {}", r.status());
+                Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let failed = created.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = created.into_iter().find(|r| r.is_err()) {
+        anyhow::bail!("{failed} signature requests failed, first: {e:#}");
+    }
+    let (db, connection) =
+        tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let pending: i64 = db
+        .query_one(
+            "SELECT count(*) FROM signature_requests WHERE status = 'pending'",
+            &[],
+        )
+        .await?
+        .get(0);
+    // Let the sweeper run over them once or twice before reading the memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = crate::stack::rss_mib(stack.gateway_pid).unwrap_or(f64::NAN);
+    Ok((
+        n,
+        pending,
+        (rate * 10.0).round() / 10.0,
+        (rss * 10.0).round() / 10.0,
+    ))
+}

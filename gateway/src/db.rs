@@ -53,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_client_policy",
         include_str!("../../migrations/0012_client_policy.sql"),
     ),
+    (
+        "0013_guard_stats",
+        include_str!("../../migrations/0013_guard_stats.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

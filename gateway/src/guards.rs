@@ -39,10 +39,13 @@ pub async fn check(
     if g.sequential_enabled {
         // 84 + 7 digits: the block of 100 consecutive numbers this one belongs to.
         let block = &e164[..e164.len() - 2];
+        // A range, not LIKE: it reads the block through the (msisdn, created_at) index
+        // whatever the database's collation.
         let others: i64 = tx
             .query_one(
                 "SELECT count(DISTINCT msisdn) FROM otp_challenges
-                 WHERE client_id = $1 AND msisdn LIKE $2 || '__' AND msisdn <> $3
+                 WHERE msisdn BETWEEN $2 || '00' AND $2 || '99' AND msisdn <> $3
+                   AND client_id = $1
                    AND created_at > now() - make_interval(secs => $4::float8)",
                 &[&client, &block, &e164, &g.sequential_window.as_secs_f64()],
             )
@@ -58,18 +61,20 @@ pub async fn check(
     }
     if g.conversion_enabled {
         let prefix = &e164[..4]; // 84 + the network prefix's two digits
+                                 // Hourly buckets (see migration 0013): the recent window starts at the hour that
+                                 // holds `now - window`; the normal level is the rest of the last 7 days.
         let row = tx
             .query_one(
-                "SELECT
-                    count(*) FILTER (WHERE created_at > now() - make_interval(secs => $3::float8)),
-                    count(*) FILTER (WHERE created_at > now() - make_interval(secs => $3::float8)
-                                       AND status = 'approved'),
-                    count(*) FILTER (WHERE created_at <= now() - make_interval(secs => $3::float8)),
-                    count(*) FILTER (WHERE created_at <= now() - make_interval(secs => $3::float8)
-                                       AND status = 'approved')
-                 FROM otp_challenges
-                 WHERE client_id = $1 AND msisdn LIKE $2 || '%'
-                   AND created_at > now() - interval '7 days'",
+                "WITH b AS (
+                    SELECT hour >= date_trunc('hour', now() - make_interval(secs => $3::float8)) AS recent,
+                           sent, approved
+                    FROM otp_prefix_hourly
+                    WHERE client_id = $1 AND prefix = $2 AND hour > now() - interval '7 days')
+                 SELECT coalesce(sum(sent) FILTER (WHERE recent), 0)::bigint,
+                        coalesce(sum(approved) FILTER (WHERE recent), 0)::bigint,
+                        coalesce(sum(sent) FILTER (WHERE NOT recent), 0)::bigint,
+                        coalesce(sum(approved) FILTER (WHERE NOT recent), 0)::bigint
+                 FROM b",
                 &[&client, &prefix, &g.conversion_window.as_secs_f64()],
             )
             .await?;

@@ -67,7 +67,8 @@ fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<
 /// resends alike), refusing with 429 until the next UTC midnight when it is used up.
 ///
 /// Call it last among the checks: it takes a row lock on one of the client's counter
-/// rows, held until the transaction ends, and no lock is taken after it. Sends in flight
+/// rows, held until the transaction ends; after it, a send locks only its own new rows
+/// and its conversion bucket (which no transaction takes before this one). Sends in flight
 /// on other connections are not visible until they commit, so at the moment the quota
 /// is reached it may be exceeded by at most the number of concurrent sends.
 pub async fn take_client_daily(

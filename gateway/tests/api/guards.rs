@@ -131,3 +131,31 @@ async fn a_prefix_whose_codes_stop_being_used_is_refused() {
     assert_eq!(blocked[0]["detail"]["guard"], "conversion");
     assert_eq!(blocked[0]["detail"]["detail"]["prefix"], "097");
 }
+
+#[tokio::test]
+async fn the_conversion_counts_follow_creates_and_approvals() {
+    let app = spawn_app().await;
+    let approved = app.create_otp("0975550101", "login").await;
+    app.create_otp("0975550202", "login").await;
+    app.create_otp("0915550303", "login").await;
+    let code = app.wait_for_code("84975550101", 1).await;
+    let checked = app.check(approved["id"].as_str().unwrap(), &code).await;
+    assert_eq!(checked["status"], "approved");
+    let db = app.pool.get().await.unwrap();
+    let rows = db
+        .query(
+            "SELECT prefix, sum(sent)::int, sum(approved)::int FROM otp_prefix_hourly
+             GROUP BY prefix ORDER BY prefix",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, i32, i32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("8491".to_owned(), 1, 0), ("8497".to_owned(), 2, 1)]
+    );
+}

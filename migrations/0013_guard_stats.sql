@@ -28,7 +28,7 @@ BEGIN
     END IF;
     INSERT INTO otp_prefix_hourly AS h (client_id, prefix, hour, shard, sent, approved)
     VALUES (NEW.client_id, substr(NEW.msisdn, 1, 4), date_trunc('hour', NEW.created_at),
-            (random() * 3)::smallint, sent_delta, approved_delta)
+            floor(random() * 8)::smallint, sent_delta, approved_delta)
     ON CONFLICT (client_id, prefix, hour, shard) DO UPDATE
         SET sent = h.sent + EXCLUDED.sent, approved = h.approved + EXCLUDED.approved;
     RETURN NULL;

@@ -2,6 +2,7 @@
 //! records, append-only (the database refuses updates and deletes), with masked numbers
 //! and no secrets.
 
+use crate::db::Cached;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,7 +25,7 @@ pub async fn record(
     keys: &ServerKeys,
     e: Event<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    db.execute(
+    db.execute_cached(
         "INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id, detail)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -81,7 +82,7 @@ pub async fn query(
     } = f;
     let key = msisdn.map(|m| keys.lookup_key(m.e164()));
     let rows = db
-        .query(
+        .query_cached(
             "SELECT id, at, event, msisdn_masked, subject_id, detail, client_id FROM audit_events
              WHERE at >= $1 AND at < $2
                AND ($3::uuid IS NULL OR client_id = $3)

@@ -2,6 +2,7 @@
 //! Postgres, rust_decimal here), one usage row per billable event priced when it happens,
 //! and totals computed by Postgres's exact SUM.
 
+use crate::db::Cached;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -19,7 +20,7 @@ pub async fn load_prices(pool: &Pool, prices: &[PriceEntry]) -> anyhow::Result<(
     let mut db = pool.get().await.context("connecting to the database")?;
     let tx = db.transaction().await?;
     for p in prices {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO prices (carrier, item, effective_from, price_vnd) VALUES ($1, $2, $3, $4)
              ON CONFLICT (carrier, item, effective_from) DO UPDATE SET price_vnd = EXCLUDED.price_vnd",
             &[&p.carrier, &p.item, &p.effective_from, &p.price_vnd],
@@ -51,7 +52,7 @@ pub async fn record(
     let items: Vec<&str> = events.iter().map(|e| e.2).collect();
     let quantities: Vec<i32> = events.iter().map(|e| e.3).collect();
     let subjects: Vec<Option<Uuid>> = events.iter().map(|e| e.4).collect();
-    db.execute(
+    db.execute_cached(
         &format!(
             "INSERT INTO usage_events (client_id, carrier, item, quantity, unit_price, amount, subject_id)
              SELECT u.client_id, u.carrier, u.item, u.quantity, p.price, p.price * u.quantity, u.subject_id
@@ -95,7 +96,7 @@ pub async fn usage(
         GroupBy::Carrier => "carrier",
     };
     let rows = db
-        .query(
+        .query_cached(
             &format!(
                 "SELECT {key} AS k, item, count(*)::bigint, coalesce(sum(quantity), 0)::bigint,
                         coalesce(sum(amount), 0)::numeric
@@ -107,7 +108,7 @@ pub async fn usage(
         )
         .await?;
     let total: Decimal = db
-        .query_one(
+        .query_one_cached(
             "SELECT coalesce(sum(amount), 0)::numeric FROM usage_events
              WHERE at >= $1 AND at < $2 AND ($3::uuid IS NULL OR client_id = $3)",
             &[&from, &to, &client],

@@ -251,6 +251,9 @@ pub struct OtpSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxSettings {
     pub batch_size: i64,
+    /// Batches this instance has in flight at once (each claims, sends and records on
+    /// its own; `FOR UPDATE SKIP LOCKED` keeps them apart).
+    pub workers: usize,
     /// How often dispatchers look for work that no notification announced.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -450,6 +453,7 @@ impl Default for OutboxSettings {
     fn default() -> Self {
         OutboxSettings {
             batch_size: 64,
+            workers: 4,
             poll_interval: Duration::from_millis(500),
             claim_timeout: Duration::from_secs(30),
             max_attempts: 10,
@@ -592,6 +596,9 @@ impl Settings {
             if key.expose_secret().len() < 32 {
                 bail!("otp.hmac_key must be at least 32 bytes");
             }
+        }
+        if !(1..=64).contains(&self.outbox.workers) {
+            bail!("outbox.workers must be 1..=64");
         }
         if !(1..=1000).contains(&self.outbox.batch_size) {
             bail!("outbox.batch_size must be 1..=1000");

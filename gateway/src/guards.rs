@@ -2,6 +2,7 @@
 //! consecutive numbers, a prefix whose codes stop being used), record what was blocked in
 //! the audit trail and the metrics, and warn in the log.
 
+use crate::db::Cached;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
@@ -42,7 +43,7 @@ pub async fn check(
         // A range, not LIKE: it reads the block through the (msisdn, created_at) index
         // whatever the database's collation.
         let others: i64 = tx
-            .query_one(
+            .query_one_cached(
                 "SELECT count(DISTINCT msisdn) FROM otp_challenges
                  WHERE msisdn BETWEEN $2 || '00' AND $2 || '99' AND msisdn <> $3
                    AND client_id = $1
@@ -64,7 +65,7 @@ pub async fn check(
                                  // Hourly buckets (see migration 0013): the recent window starts at the hour that
                                  // holds `now - window`; the normal level is the rest of the last 7 days.
         let row = tx
-            .query_one(
+            .query_one_cached(
                 "WITH b AS (
                     SELECT hour >= date_trunc('hour', now() - make_interval(secs => $3::float8)) AS recent,
                            sent, approved

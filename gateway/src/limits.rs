@@ -4,27 +4,51 @@
 
 use crate::api::error::ApiError;
 use crate::config::WindowLimit;
+use crate::db::Cached;
 
-/// Refuses with 429 and `Retry-After` when one more SMS to `msisdn` for `purpose` would
-/// exceed any window.
-pub async fn check_phone_purpose(
+/// The advisory lock that serialises sends to one number for one purpose.
+pub fn phone_purpose_lock(msisdn: &str, purpose: &str) -> String {
+    format!("phone-purpose:{msisdn}:{purpose}")
+}
+
+/// The advisory lock that serialises OTPs from one end-user address.
+pub fn ip_lock(ip: std::net::IpAddr) -> String {
+    format!("ip:{ip}")
+}
+
+/// Takes the transaction-scoped advisory locks named by `keys`, in sorted order (so that
+/// two transactions never wait on each other crosswise), in one round trip.
+pub async fn take_locks(
+    tx: &deadpool_postgres::Transaction<'_>,
+    mut keys: Vec<String>,
+) -> Result<(), ApiError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort();
+    keys.dedup();
+    tx.query_one_cached(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1::text[]) k",
+        &[&keys],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Seconds since each recent SMS to `msisdn` for `purpose` (newest first, by the database
+/// clock), as many as the limits can need. Read under `phone_purpose_lock`.
+pub async fn phone_purpose_ages(
     tx: &deadpool_postgres::Transaction<'_>,
     limits: &[WindowLimit],
     msisdn: &str,
     purpose: &str,
-) -> Result<(), ApiError> {
+) -> Result<Vec<f64>, ApiError> {
     let Some(longest) = limits.iter().map(|l| l.window).max() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-        &[&format!("phone-purpose:{msisdn}:{purpose}")],
-    )
-    .await?;
-    // Newest first: seconds since each recent send, by the database clock.
     let rows = tx
-        .query(
+        .query_cached(
             "SELECT EXTRACT(EPOCH FROM (now() - o.created_at))::float8
              FROM sms_outbox o JOIN otp_challenges c ON c.id = o.challenge_id
              WHERE o.msisdn = $1 AND c.purpose = $2
@@ -33,11 +57,62 @@ pub async fn check_phone_purpose(
             &[&msisdn, &purpose, &longest.as_secs_f64(), &most],
         )
         .await?;
-    let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// 429 when one more SMS to the number for the purpose would exceed a window.
+pub fn phone_purpose_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), ApiError> {
     refuse_if_over(
-        &ages,
+        ages,
         limits,
         "too many codes sent to this number for this purpose; try again later",
+    )
+}
+
+/// Refuses with 429 and `Retry-After` when one more SMS to `msisdn` for `purpose` would
+/// exceed any window (locks, reads and decides; for sends that check nothing else).
+pub async fn check_phone_purpose(
+    tx: &deadpool_postgres::Transaction<'_>,
+    limits: &[WindowLimit],
+    msisdn: &str,
+    purpose: &str,
+) -> Result<(), ApiError> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    take_locks(tx, vec![phone_purpose_lock(msisdn, purpose)]).await?;
+    let ages = phone_purpose_ages(tx, limits, msisdn, purpose).await?;
+    phone_purpose_refusal(&ages, limits)
+}
+
+/// Seconds since each recent OTP from this end-user address (newest first). Read under
+/// `ip_lock`.
+pub async fn ip_ages(
+    tx: &deadpool_postgres::Transaction<'_>,
+    limits: &[WindowLimit],
+    ip: std::net::IpAddr,
+) -> Result<Vec<f64>, ApiError> {
+    let Some(longest) = limits.iter().map(|l| l.window).max() else {
+        return Ok(Vec::new());
+    };
+    let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
+    let rows = tx
+        .query_cached(
+            "SELECT EXTRACT(EPOCH FROM (now() - created_at))::float8 FROM otp_challenges
+             WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2::float8)
+             ORDER BY created_at DESC LIMIT $3",
+            &[&ip, &longest.as_secs_f64(), &most],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// 429 when one more OTP from the address would exceed a window.
+pub fn ip_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), ApiError> {
+    refuse_if_over(
+        ages,
+        limits,
+        "too many codes requested from this address; try again later",
     )
 }
 
@@ -63,24 +138,13 @@ fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<
     }
 }
 
-/// Counts one SMS against the client's daily quota (UTC day of the send, creates and
-/// resends alike), refusing with 429 until the next UTC midnight when it is used up.
-///
-/// Call it last among the checks: it takes a row lock on one of the client's counter
-/// rows, held until the transaction ends; after it, a send locks only its own new rows
-/// and its conversion bucket (which no transaction takes before this one). Sends in flight
-/// on other connections are not visible until they commit, so at the moment the quota
-/// is reached it may be exceeded by at most the number of concurrent sends.
-pub async fn take_client_daily(
+/// The client's SMS of this UTC day so far, and the seconds until the next UTC midnight.
+pub async fn daily_sent(
     tx: &deadpool_postgres::Transaction<'_>,
-    quota: Option<i64>,
     client: uuid::Uuid,
-) -> Result<(), ApiError> {
-    let Some(quota) = quota else {
-        return Ok(());
-    };
+) -> Result<(i64, f64), ApiError> {
     let row = tx
-        .query_one(
+        .query_one_cached(
             "SELECT coalesce(sum(sms), 0)::bigint,
                     EXTRACT(EPOCH FROM (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day'
                         - (now() AT TIME ZONE 'UTC')))::float8
@@ -89,61 +153,61 @@ pub async fn take_client_daily(
             &[&client],
         )
         .await?;
-    let sent: i64 = row.get(0);
+    Ok((row.get(0), row.get(1)))
+}
+
+/// 429 until the next UTC midnight when the quota is used up.
+pub fn daily_refusal(sent: i64, until_midnight: f64, quota: i64) -> Result<(), ApiError> {
     if sent >= quota {
-        let until_midnight: f64 = row.get(1);
         return Err(ApiError::RateLimited {
             retry_after: until_midnight.ceil().max(1.0) as u64,
             detail: "this client's daily SMS quota is used up".into(),
         });
     }
+    Ok(())
+}
+
+/// Counts one SMS of today against the client's quota. It takes a row lock on one of
+/// the client's counter rows, held until the transaction ends: take it after every other
+/// lock of the send except the new challenge's conversion bucket (which no transaction
+/// takes before this one).
+pub const COUNT_DAILY_SQL: &str = "INSERT INTO client_daily_sms (client_id, day, shard, sms)
+     VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2, 1)
+     ON CONFLICT (client_id, day, shard) DO UPDATE SET sms = client_daily_sms.sms + 1";
+
+pub async fn count_daily(
+    tx: &deadpool_postgres::Transaction<'_>,
+    client: uuid::Uuid,
+) -> Result<(), ApiError> {
     // Round robin over the rows: concurrent sends of this instance take different rows.
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u32;
     let shard = (turn.wrapping_add(std::process::id()) % u32::from(DAILY_SHARDS)) as i16;
-    tx.execute(
-        "INSERT INTO client_daily_sms (client_id, day, shard, sms)
-         VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2, 1)
-         ON CONFLICT (client_id, day, shard) DO UPDATE SET sms = client_daily_sms.sms + 1",
-        &[&client, &shard],
-    )
-    .await?;
+    tx.execute_cached(COUNT_DAILY_SQL, &[&client, &shard])
+        .await?;
     Ok(())
+}
+
+/// Counts one SMS against the client's daily quota (UTC day of the send, creates and
+/// resends alike), refusing with 429 until the next UTC midnight when it is used up.
+/// Sends in flight on other connections are not visible until they commit, so at the
+/// moment the quota is reached it may be exceeded by at most the number of concurrent
+/// sends.
+pub async fn take_client_daily(
+    tx: &deadpool_postgres::Transaction<'_>,
+    quota: Option<i64>,
+    client: uuid::Uuid,
+) -> Result<(), ApiError> {
+    let Some(quota) = quota else {
+        return Ok(());
+    };
+    let (sent, until_midnight) = daily_sent(tx, client).await?;
+    daily_refusal(sent, until_midnight, quota)?;
+    count_daily(tx, client).await
 }
 
 /// Rows per client and day in `client_daily_sms`.
 const DAILY_SHARDS: u16 = 16;
-
-/// Refuses with 429 when one more OTP from this end-user IP would exceed any window.
-pub async fn check_ip(
-    tx: &deadpool_postgres::Transaction<'_>,
-    limits: &[WindowLimit],
-    ip: std::net::IpAddr,
-) -> Result<(), ApiError> {
-    let Some(longest) = limits.iter().map(|l| l.window).max() else {
-        return Ok(());
-    };
-    let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-        &[&format!("ip:{ip}")],
-    )
-    .await?;
-    let rows = tx
-        .query(
-            "SELECT EXTRACT(EPOCH FROM (now() - created_at))::float8 FROM otp_challenges
-             WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2::float8)
-             ORDER BY created_at DESC LIMIT $3",
-            &[&ip, &longest.as_secs_f64(), &most],
-        )
-        .await?;
-    let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
-    refuse_if_over(
-        &ages,
-        limits,
-        "too many codes requested from this address; try again later",
-    )
-}
 
 /// Each client's request rate on this instance: its share (the configured total divided
 /// by `limits.instances`) of the client's own rate, or of the default one.

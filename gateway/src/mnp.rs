@@ -1,6 +1,7 @@
 //! Mobile number portability: numbers that moved to another network keep their prefix,
 //! so the prefix alone routes them wrong. `ported_numbers` overrides it.
 
+use crate::db::Cached;
 use std::io::BufRead;
 
 use anyhow::Context;
@@ -57,7 +58,7 @@ pub async fn import(pool: &Pool, rows: &[(Msisdn, Carrier)]) -> anyhow::Result<u
     for chunk in rows.chunks(CHUNK) {
         let numbers: Vec<&str> = chunk.iter().map(|(m, _)| m.e164()).collect();
         let carriers: Vec<&str> = chunk.iter().map(|(_, c)| c.as_str()).collect();
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO ported_numbers (msisdn, carrier)
              SELECT * FROM unnest($1::text[], $2::text[])
              ON CONFLICT (msisdn) DO UPDATE SET carrier = EXCLUDED.carrier, updated_at = now()",
@@ -75,7 +76,7 @@ pub async fn carrier_of(
     msisdn: &Msisdn,
 ) -> anyhow::Result<Carrier> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT carrier FROM ported_numbers WHERE msisdn = $1",
             &[&msisdn.e164()],
         )

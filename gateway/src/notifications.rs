@@ -1,27 +1,21 @@
-//! Postgres LISTEN/NOTIFY relayed into this instance: `sms_outbox` wakes the outbox
-//! dispatcher, `signature_done` (payload: the request id) wakes long-pollers. Other
-//! instances' commits reach us this way; the connection is re-opened when it drops.
+//! Postgres LISTEN/NOTIFY relayed into this instance: `signature_done` (payload: the
+//! request id) wakes long-pollers, whichever instance ended the request. The connection
+//! is re-opened when it drops.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub async fn listen(
-    url: String,
-    outbox: Arc<Notify>,
-    signatures: broadcast::Sender<Uuid>,
-    shutdown: CancellationToken,
-) {
+pub async fn listen(url: String, signatures: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listen = client.batch_execute("LISTEN sms_outbox; LISTEN signature_done");
+                let listen = client.batch_execute("LISTEN signature_done");
                 let mut listen = std::pin::pin!(listen);
                 let mut listening = false;
                 loop {
@@ -33,19 +27,15 @@ pub async fn listen(
                                 tracing::warn!(error = %e, "LISTEN failed");
                                 break;
                             }
-                            // Work may have been queued while we were not listening.
-                            outbox.notify_one();
                         }
                         m = messages.next() => match m {
-                            Some(Ok(AsyncMessage::Notification(n))) => match n.channel() {
-                                "sms_outbox" => outbox.notify_one(),
-                                "signature_done" => {
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                if n.channel() == "signature_done" {
                                     if let Ok(id) = n.payload().parse::<Uuid>() {
                                         let _ = signatures.send(id);
                                     }
                                 }
-                                _ => {}
-                            },
+                            }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
                                 tracing::warn!(error = %e, "notification connection lost");

@@ -1,6 +1,7 @@
 //! OTP challenges: create, resend, check, cancel, read. Each is one short transaction;
 //! times come from the database clock so that instances agree.
 
+use crate::db::Cached;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
@@ -73,6 +74,20 @@ const CHALLENGE_COLUMNS: &str = "c.id, c.status, c.msisdn, c.carrier, c.purpose,
      c.expires_at, c.resend_available_at, c.sends, c.max_sends, c.attempts, c.max_attempts, \
      (c.expires_at <= now()) AS expired_now";
 
+/// The challenge row of a create (nothing on an Idempotency-Key conflict).
+static INSERT_CHALLENGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO otp_challenges AS c (id, client_id, msisdn, carrier, purpose, locale,
+            code_length, ttl_seconds, code_mac, max_attempts, max_sends, expires_at,
+            resend_available_at, idempotency_key, request_hash, account_ref, client_ip)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+            now() + make_interval(secs => $8::int), now() + make_interval(secs => $12::float8 / 1000),
+            $13, $14, $15, $16)
+         ON CONFLICT (client_id, idempotency_key) DO NOTHING
+         RETURNING {CHALLENGE_COLUMNS}"
+    )
+});
+
 fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, ApiError> {
     let msisdn: String = row.get("msisdn");
     let msisdn = Msisdn::parse(&msisdn)
@@ -122,7 +137,7 @@ async fn account_locked(
     account: &str,
 ) -> Result<bool, ApiError> {
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT locked_at IS NOT NULL FROM account_lockouts
              WHERE client_id = $1 AND account_ref = $2 FOR UPDATE",
             &[&client, &account],
@@ -140,7 +155,7 @@ async fn count_failed_check(
     limit: i32,
 ) -> Result<(), ApiError> {
     let row = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO account_lockouts (client_id, account_ref, failed_checks) VALUES ($1, $2, 1)
              ON CONFLICT (client_id, account_ref) DO UPDATE
                 SET failed_checks = account_lockouts.failed_checks + 1, updated_at = now()
@@ -150,7 +165,7 @@ async fn count_failed_check(
         .await?;
     let (failed, locked): (i32, bool) = (row.get(0), row.get(1));
     if failed >= limit && !locked {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE account_lockouts SET locked_at = now() WHERE client_id = $1 AND account_ref = $2",
             &[&client, &account],
         )
@@ -181,7 +196,7 @@ pub async fn unlock_account(
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let n = tx
-        .execute(
+        .execute_cached(
             "UPDATE account_lockouts SET locked_at = NULL, failed_checks = 0, updated_at = now()
              WHERE client_id = $1 AND account_ref = $2 AND locked_at IS NOT NULL",
             &[&client, &account],
@@ -205,7 +220,10 @@ pub async fn unlock_account(
     Ok(n == 1)
 }
 
-/// Queues the SMS carrying a code and tells every instance's dispatcher (on commit).
+/// Queues the SMS carrying a code. The caller wakes this instance's dispatcher after the
+/// commit; other instances find it on their next poll. (No NOTIFY: PostgreSQL serialises
+/// every committing transaction that notified on one lock, held across the WAL flush,
+/// which capped sends at one per fsync.)
 async fn queue_sms(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
@@ -215,14 +233,12 @@ async fn queue_sms(
     sender: &str,
     sealed: &[u8],
 ) -> Result<(), ApiError> {
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[&id, &version, &route, &msisdn.e164(), &sender, &sealed],
     )
     .await?;
-    tx.execute("SELECT pg_notify('sms_outbox', '')", &[])
-        .await?;
     Ok(())
 }
 
@@ -270,7 +286,7 @@ async fn cancel_unsent_sms(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
 ) -> Result<(), ApiError> {
-    tx.execute(
+    tx.execute_cached(
         "UPDATE sms_outbox SET status = 'canceled', body_sealed = NULL
          WHERE challenge_id = $1 AND status = 'queued'",
         &[&id],
@@ -305,7 +321,7 @@ pub async fn create(
     // A retry with a known Idempotency-Key is answered as the first time, limits or not.
     if let Some(key) = &req.idempotency_key {
         if let Some(existing) = db
-            .query_opt(
+            .query_opt_cached(
                 &format!(
                     "SELECT {CHALLENGE_COLUMNS}, c.request_hash FROM otp_challenges c
                      WHERE c.client_id = $1 AND c.idempotency_key = $2"
@@ -325,31 +341,60 @@ pub async fn create(
         }
     }
     let tx = db.transaction().await?;
-    let limited = match crate::limits::check_phone_purpose(
-        &tx,
-        &settings.limits.phone_purpose,
-        req.msisdn.e164(),
-        req.purpose.as_str(),
-    )
-    .await
-    {
-        Ok(()) => match req.client_ip {
-            Some(ip) => crate::limits::check_ip(&tx, &settings.limits.ip, ip).await,
-            None => Ok(()),
+    // Round trip 1: the advisory locks the limits are counted under.
+    let e164 = req.msisdn.e164();
+    let purpose = req.purpose.as_str();
+    let mut locks = Vec::new();
+    if !settings.limits.phone_purpose.is_empty() {
+        locks.push(crate::limits::phone_purpose_lock(e164, purpose));
+    }
+    if let (Some(ip), false) = (req.client_ip, settings.limits.ip.is_empty()) {
+        locks.push(crate::limits::ip_lock(ip));
+    }
+    crate::limits::take_locks(&tx, locks).await?;
+    // Round trip 2: everything the decision needs, pipelined on the connection.
+    let guards = settings.guards_for(Some(&api_client.name));
+    let quota = daily_quota(state, api_client);
+    let (phone_ages, ip_ages, locked, blocked, carrier, daily) = tokio::try_join!(
+        crate::limits::phone_purpose_ages(&tx, &settings.limits.phone_purpose, e164, purpose),
+        async {
+            match req.client_ip {
+                Some(ip) => crate::limits::ip_ages(&tx, &settings.limits.ip, ip).await,
+                None => Ok(Vec::new()),
+            }
         },
-        Err(e) => Err(e),
-    };
+        async {
+            match &req.account_ref {
+                Some(account) => account_locked(&tx, client, account).await,
+                None => Ok(false),
+            }
+        },
+        crate::guards::check(&tx, guards, client, &req.msisdn),
+        async {
+            // The network that serves the number now (number portability), not its
+            // prefix's.
+            crate::mnp::carrier_of(&tx, &req.msisdn)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            match quota {
+                Some(_) => crate::limits::daily_sent(&tx, client).await.map(Some),
+                None => Ok(None),
+            }
+        },
+    )?;
+    // The decision, in order: the number, the address, the account, the guards, the quota.
+    let limited = crate::limits::phone_purpose_refusal(&phone_ages, &settings.limits.phone_purpose)
+        .and_then(|()| crate::limits::ip_refusal(&ip_ages, &settings.limits.ip));
     if let Err(e) = limited {
         tx.rollback().await?;
         return Err(refused(state, &db, e, client, &req.msisdn, None, req.purpose).await);
     }
-    if let Some(account) = &req.account_ref {
-        if account_locked(&tx, client, account).await? {
-            return Err(ApiError::AccountLocked);
-        }
+    if locked {
+        return Err(ApiError::AccountLocked);
     }
-    let guards = settings.guards_for(Some(&api_client.name));
-    if let Some(blocked) = crate::guards::check(&tx, guards, client, &req.msisdn).await? {
+    if let Some(blocked) = blocked {
         tx.rollback().await?;
         return Err(crate::guards::refuse(
             &db,
@@ -361,27 +406,28 @@ pub async fn create(
         )
         .await);
     }
-    // The network that serves the number now (number portability), not its prefix's.
-    let carrier = crate::mnp::carrier_of(&tx, &req.msisdn).await?;
+    if let (Some((sent, until_midnight)), Some(quota)) = (daily, quota) {
+        if let Err(e) = crate::limits::daily_refusal(sent, until_midnight, quota) {
+            tx.rollback().await?;
+            return Err(refused(state, &db, e, client, &req.msisdn, None, req.purpose).await);
+        }
+    }
     let (route, route_cfg) = settings.route_for(carrier);
-    let row = tx
-        .query_opt(
-            &format!(
-                "INSERT INTO otp_challenges AS c (id, client_id, msisdn, carrier, purpose, locale,
-                    code_length, ttl_seconds, code_mac, max_attempts, max_sends, expires_at,
-                    resend_available_at, idempotency_key, request_hash, account_ref, client_ip)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                    now() + make_interval(secs => $8::int), now() + make_interval(secs => $12::float8 / 1000),
-                    $13, $14, $15, $16)
-                 ON CONFLICT (client_id, idempotency_key) DO NOTHING
-                 RETURNING {CHALLENGE_COLUMNS}"
-            ),
+    let sender = api_client.sender_for(carrier.as_str(), &route_cfg.sender);
+    // Round trip 3: the writes. The quota counter's row lock is taken before the
+    // challenge's conversion bucket (its trigger), in every transaction: both statements
+    // are prepared first so that the pipeline sends them in this order.
+    tx.prepare_cached(crate::limits::COUNT_DAILY_SQL).await?;
+    tx.prepare_cached(&INSERT_CHALLENGE_SQL).await?;
+    let insert_challenge = async {
+        tx.query_opt_cached(
+            &INSERT_CHALLENGE_SQL,
             &[
                 &id,
                 &client,
-                &req.msisdn.e164(),
+                &e164,
                 &carrier.as_str(),
-                &req.purpose.as_str(),
+                &purpose,
                 &req.locale.as_str(),
                 &i16::from(req.code_length),
                 &(req.ttl_seconds as i32),
@@ -395,13 +441,49 @@ pub async fn create(
                 &req.client_ip,
             ],
         )
-        .await?;
+        .await
+        .map_err(ApiError::from)
+    };
+    let count = async {
+        match quota {
+            Some(_) => crate::limits::count_daily(&tx, client).await,
+            None => Ok(()),
+        }
+    };
+    let created_audit = audit::Event {
+        event: "otp.created",
+        client: Some(client),
+        msisdn: Some(&req.msisdn),
+        subject: Some(id),
+        detail: json!({ "purpose": purpose, "carrier": carrier.as_str(), "route": route }),
+    };
+    let row = if req.idempotency_key.is_none() {
+        // Nothing can conflict: the SMS and the audit row go in the same flight.
+        let ((), row, (), ()) = tokio::try_join!(
+            count,
+            insert_challenge,
+            queue_sms(&tx, id, 1, route, &req.msisdn, sender, &sealed),
+            async {
+                audit::record(&tx, &state.keys, created_audit)
+                    .await
+                    .map_err(ApiError::from)
+            },
+        )?;
+        row
+    } else {
+        let ((), row) = tokio::try_join!(count, insert_challenge)?;
+        if row.is_some() {
+            queue_sms(&tx, id, 1, route, &req.msisdn, sender, &sealed).await?;
+            audit::record(&tx, &state.keys, created_audit).await?;
+        }
+        row
+    };
     let Some(row) = row else {
         // The same Idempotency-Key was used before: answer as the first time, if the
         // request is the same.
         tx.rollback().await?;
         let existing = db
-            .query_one(
+            .query_one_cached(
                 &format!(
                     "SELECT {CHALLENGE_COLUMNS}, c.request_hash FROM otp_challenges c
                      WHERE c.client_id = $1 AND c.idempotency_key = $2"
@@ -418,27 +500,6 @@ pub async fn create(
         }
         return Ok((view(&existing, None)?, true));
     };
-    // Last: it takes the quota counter's row lock (see `take_client_daily`).
-    if let Err(e) =
-        crate::limits::take_client_daily(&tx, daily_quota(state, api_client), client).await
-    {
-        tx.rollback().await?;
-        return Err(refused(state, &db, e, client, &req.msisdn, None, req.purpose).await);
-    }
-    let sender = api_client.sender_for(carrier.as_str(), &route_cfg.sender);
-    queue_sms(&tx, id, 1, route, &req.msisdn, sender, &sealed).await?;
-    audit::record(
-        &tx,
-        &state.keys,
-        audit::Event {
-            event: "otp.created",
-            client: Some(client),
-            msisdn: Some(&req.msisdn),
-            subject: Some(id),
-            detail: json!({ "purpose": req.purpose.as_str(), "carrier": carrier.as_str(), "route": route }),
-        },
-    )
-    .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
@@ -456,7 +517,7 @@ pub async fn resend(
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT {CHALLENGE_COLUMNS}, c.locale, c.code_length, c.ttl_seconds, c.code_version,
                     GREATEST(0, CEIL(EXTRACT(EPOCH FROM (c.resend_available_at - now()))))::bigint AS wait_secs
@@ -526,7 +587,7 @@ pub async fn resend(
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
 
     let updated = tx
-        .query_one(
+        .query_one_cached(
             &format!(
                 "UPDATE otp_challenges c SET code_mac = $2, code_version = $3, sends = sends + 1,
                     status = 'pending', updated_at = now(),
@@ -569,7 +630,7 @@ pub async fn check(
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn, account_ref,
                     (expires_at <= now()) AS expired_now
              FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE",
@@ -591,7 +652,7 @@ pub async fn check(
         return Ok(result(false, &status, attempts));
     }
     if row.get::<_, bool>("expired_now") {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE otp_challenges SET status = 'expired', updated_at = now() WHERE id = $1",
             &[&id],
         )
@@ -622,7 +683,7 @@ pub async fn check(
     } else {
         "pending"
     };
-    tx.execute(
+    tx.execute_cached(
         "UPDATE otp_challenges SET attempts = $2, status = $3, updated_at = now(),
             approved_at = CASE WHEN $3 = 'approved' THEN now() END
          WHERE id = $1",
@@ -669,7 +730,7 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "UPDATE otp_challenges c SET status = 'canceled', updated_at = now()
                  WHERE c.id = $1 AND c.client_id = $2 AND c.status IN ('pending', 'expired')
@@ -680,7 +741,7 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
         .await?;
     let Some(row) = row else {
         let existing = tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT status FROM otp_challenges WHERE id = $1 AND client_id = $2",
                 &[&id, &client],
             )
@@ -712,7 +773,7 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView,
 pub async fn get(state: &AppState, client: Uuid, id: Uuid) -> Result<OtpView, ApiError> {
     let db = state.pool.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "SELECT {CHALLENGE_COLUMNS},
                     o.status AS o_status, o.route AS o_route, o.smsc_message_id, o.submitted_at,

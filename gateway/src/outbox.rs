@@ -2,10 +2,11 @@
 //!
 //! Dispatchers on every instance claim queued rows in batches (`FOR UPDATE SKIP LOCKED`,
 //! with a claim lease so a dead instance's rows come back), submit them over the route's
-//! bind, and write the results back in one statement per batch. They wake on an
-//! in-process notification, on Postgres `NOTIFY sms_outbox` from other instances, and on
-//! a poll interval.
+//! bind, and write the results back in one statement per batch. They wake when this
+//! instance queues a message, and on a poll interval (`outbox.poll_interval`) for the
+//! messages other instances queued.
 
+use crate::db::Cached;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,20 @@ enum Outcome {
 }
 
 impl Dispatcher {
+    /// Runs `outbox.workers` claim–send–record loops until shutdown; each finishes the
+    /// batch it claimed.
     pub async fn run(self, shutdown: CancellationToken) {
+        let me = Arc::new(self);
+        let workers: Vec<_> = (0..me.settings.workers.max(1))
+            .map(|_| tokio::spawn(me.clone().work(shutdown.clone())))
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+        tracing::info!("outbox dispatcher stopped");
+    }
+
+    async fn work(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             match self.drain(&shutdown).await {
                 Ok(()) => {}
@@ -73,7 +87,6 @@ impl Dispatcher {
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
-        tracing::info!("outbox dispatcher stopped");
     }
 
     /// Claims and sends batches until nothing is ready or shutdown begins; a batch that
@@ -86,6 +99,10 @@ impl Dispatcher {
             let batch = self.claim().await?;
             if batch.is_empty() {
                 return Ok(());
+            }
+            if batch.len() as i64 == self.settings.batch_size {
+                // More is waiting: let another worker claim the next batch meanwhile.
+                self.wake.notify_one();
             }
             let numbers: Vec<(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)> = batch
                 .iter()
@@ -116,7 +133,7 @@ impl Dispatcher {
         let db = self.pool.get().await?;
         let lease = self.settings.claim_timeout.as_secs_f64();
         let rows = db
-            .query(
+            .query_cached(
                 "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $2::float8),
                         attempts = o.attempts + 1
                  WHERE o.id IN (
@@ -299,7 +316,7 @@ impl Dispatcher {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         if !ok_ids.is_empty() {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE sms_outbox o SET status = 'submitted', smsc_message_id = v.mid,
                     message_key = v.key, message_key_dec = v.dec, message_key_hex = v.hex,
                     route = v.route, submitted_at = now(), body_sealed = NULL,
@@ -310,7 +327,7 @@ impl Dispatcher {
                 &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex, &ok_routes],
             )
             .await?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id, detail)
                  SELECT c.client_id, 'sms.submitted', o.msisdn_masked, o.msisdn_key, o.challenge_id,
                         jsonb_build_object('route', o.route, 'outbox_id', o.id, 'parts', o.parts)
@@ -330,7 +347,7 @@ impl Dispatcher {
                 })
                 .collect();
             crate::billing::record(&tx, &billable).await?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO sms_parts (outbox_id, part, message_key, message_key_dec, message_key_hex)
                  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])
                  ON CONFLICT (outbox_id, part) DO UPDATE SET message_key = EXCLUDED.message_key,
@@ -340,7 +357,7 @@ impl Dispatcher {
             .await?;
         }
         if !retry_ids.is_empty() {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE sms_outbox o SET next_attempt_at = now() + make_interval(secs => v.secs),
                     claimed_until = NULL, last_error = v.err
                  FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS v(id, secs, err)
@@ -350,7 +367,7 @@ impl Dispatcher {
             .await?;
         }
         if !fail_ids.is_empty() {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE sms_outbox o SET status = 'failed', body_sealed = NULL,
                     claimed_until = NULL, last_error = v.err
                  FROM unnest($1::bigint[], $2::text[]) AS v(id, err)
@@ -444,7 +461,7 @@ async fn insert_receipts(pool: &Pool, batch: &[PendingReceipt]) -> anyhow::Resul
         errors.push(error);
     }
     let db = pool.get().await?;
-    db.execute(
+    db.execute_cached(
         "INSERT INTO delivery_receipts (route, message_id, state, error_code)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
          ON CONFLICT (route, message_id) DO UPDATE

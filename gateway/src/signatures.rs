@@ -4,6 +4,7 @@
 //! is announced with `NOTIFY signature_done` (long-pollers on any instance wake) and a
 //! webhook queued in the same transaction.
 
+use crate::db::Cached;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -208,7 +209,7 @@ pub async fn create(
         settings.poll_min
     };
     let db = state.pool.get().await?;
-    db.execute(
+    db.execute_cached(
         "INSERT INTO signature_requests (id, client_id, msisdn, carrier, purpose, display_text,
             data_to_sign, ap_trans_id, timeout_seconds, callback_url, expires_at, next_poll_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
@@ -273,7 +274,7 @@ pub async fn create(
         }) => match ending(resp.status.code) {
             None => {
                 let db = state.pool.get().await?;
-                db.execute(
+                db.execute_cached(
                     "UPDATE signature_requests SET mssp_trans_id = $2, updated_at = now() WHERE id = $1",
                     &[&id, &resp.mssp_trans_id],
                 )
@@ -323,7 +324,7 @@ pub async fn create(
 pub async fn get(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
     let db = state.pool.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_cached(
             &format!("SELECT {COLUMNS} FROM signature_requests WHERE id = $1 AND client_id = $2"),
             &[&id, &client],
         )
@@ -369,7 +370,7 @@ pub async fn wait(
 pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
     let db = state.pool.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_cached(
             "SELECT status FROM signature_requests WHERE id = $1 AND client_id = $2",
             &[&id, &client],
         )
@@ -396,7 +397,7 @@ pub async fn end(
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "UPDATE signature_requests SET status = $2, status_detail = $3, ended_at = now(),
                     updated_at = now(), claimed_until = NULL
@@ -437,7 +438,7 @@ async fn end_signed(
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             &format!(
                 "UPDATE signature_requests SET status = 'signed', status_detail = NULL, ended_at = now(),
                     updated_at = now(), claimed_until = NULL, signature_cms = $2,
@@ -481,7 +482,7 @@ async fn announce(
         },
     )
     .await?;
-    tx.execute("SELECT pg_notify('signature_done', $1)", &[&id.to_string()])
+    tx.execute_cached("SELECT pg_notify('signature_done', $1)", &[&id.to_string()])
         .await?;
     if let Some(url) = row.get::<_, Option<String>>("callback_url") {
         let view = view(row)?;
@@ -518,7 +519,7 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
     };
     let db = state.pool.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_cached(
             "SELECT carrier, msisdn, data_to_sign, created_at, status FROM signature_requests WHERE id = $1",
             &[&id],
         )
@@ -606,7 +607,7 @@ pub async fn find_by_ap_trans_id(
 ) -> Result<Option<(Uuid, Option<String>)>, ApiError> {
     let db = state.pool.get().await?;
     let row = db
-        .query_opt(
+        .query_opt_cached(
             "SELECT id, mssp_trans_id FROM signature_requests WHERE ap_trans_id = $1 AND carrier = $2",
             &[&ap_trans_id, &carrier.as_str()],
         )
@@ -647,7 +648,7 @@ async fn poll_once(state: &AppState) -> anyhow::Result<()> {
     let grace = state.settings.signatures.expiry_grace.as_secs_f64();
     let due: Vec<Due> = {
         let db = state.pool.get().await?;
-        db.query(
+        db.query_cached(
             "UPDATE signature_requests s SET claimed_until = now() + interval '30 seconds'
              WHERE s.id IN (
                 SELECT id FROM signature_requests
@@ -756,7 +757,7 @@ async fn reschedule(state: &AppState, due: &Due, mssp: &MsspClient) -> Result<()
     };
     let grace = s.expiry_grace.as_secs_f64();
     let db = state.pool.get().await?;
-    db.execute(
+    db.execute_cached(
         "UPDATE signature_requests SET poll_attempts = poll_attempts + 1, claimed_until = NULL,
             next_poll_at = LEAST(now() + make_interval(secs => $2::float8),
                                  expires_at + make_interval(secs => $3::float8))

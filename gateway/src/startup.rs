@@ -113,7 +113,6 @@ impl Application {
         let (signature_events, _) = broadcast::channel(1024);
         workers.push(tokio::spawn(notifications::listen(
             settings.database.url.clone(),
-            wake.clone(),
             signature_events.clone(),
             shutdown.clone(),
         )));

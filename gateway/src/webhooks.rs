@@ -3,6 +3,7 @@
 //! `whsec_` secret. Deliveries sit in Postgres and are retried on a schedule with jitter;
 //! a 2xx ends a delivery, 410 Gone disables the endpoint for that client.
 
+use crate::db::Cached;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ pub async fn enqueue(
     payload: &serde_json::Value,
 ) -> Result<(), ApiError> {
     let event_id = format!("msg_{}", Uuid::now_v7().simple());
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO webhook_deliveries (client_id, url, event_id, payload) VALUES ($1, $2, $3, $4)",
         &[&client, &url, &event_id, &payload.to_string()],
     )
@@ -80,7 +81,7 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 async fn pass(state: &AppState, http: &reqwest::Client) -> anyhow::Result<()> {
     let due: Vec<Delivery> = {
         let db = state.pool.get().await?;
-        db.query(
+        db.query_cached(
             "UPDATE webhook_deliveries d SET claimed_until = now() + interval '60 seconds',
                 attempts = d.attempts + 1
              WHERE d.id IN (
@@ -163,7 +164,7 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
     let db = state.pool.get().await?;
     match outcome {
         Outcome::Delivered(code) => {
-            db.execute(
+            db.execute_cached(
                 "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(),
                     last_status = $2, last_error = NULL, claimed_until = NULL WHERE id = $1",
                 &[&d.id, &i32::from(code)],
@@ -171,7 +172,7 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
             .await?;
         }
         Outcome::Gone => {
-            db.execute(
+            db.execute_cached(
                 "WITH d AS (UPDATE webhook_deliveries SET status = 'disabled', last_status = 410,
                         claimed_until = NULL WHERE id = $1 RETURNING client_id, url)
                  INSERT INTO disabled_webhook_urls (client_id, url) SELECT client_id, url FROM d
@@ -185,7 +186,7 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
             );
         }
         Outcome::Disabled => {
-            db.execute(
+            db.execute_cached(
                 "UPDATE webhook_deliveries SET status = 'disabled', claimed_until = NULL WHERE id = $1",
                 &[&d.id],
             )
@@ -196,7 +197,7 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
             let index = (d.attempts.max(1) - 1) as usize;
             match schedule.get(index) {
                 Some(delay) => {
-                    db.execute(
+                    db.execute_cached(
                         "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $2::float8),
                             last_status = $3, last_error = $4, claimed_until = NULL WHERE id = $1",
                         &[&d.id, &jitter(*delay).as_secs_f64(), &code.map(i32::from), &error],
@@ -204,7 +205,7 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
                     .await?;
                 }
                 None => {
-                    db.execute(
+                    db.execute_cached(
                         "UPDATE webhook_deliveries SET status = 'failed', last_status = $2,
                             last_error = $3, claimed_until = NULL WHERE id = $1",
                         &[&d.id, &code.map(i32::from), &error],

@@ -1,6 +1,7 @@
 //! `Authorization: Bearer <key>`: the key's SHA-256 is looked up on every request, so a
 //! revoked key or disabled client is refused at once on every instance.
 
+use crate::db::Cached;
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
 use uuid::Uuid;
@@ -70,7 +71,7 @@ impl FromRequest for ApiClient {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
             let db = state.pool.get().await?;
             let row = db
-                .query_opt(
+                .query_opt_cached(
                     "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.daily_sms_quota,
                             c.requests_per_second, c.request_burst
                      FROM api_keys k JOIN api_clients c ON c.id = k.client_id

@@ -3,6 +3,7 @@
 //! idempotent (a replayed callback is answered and not applied), and valid on any
 //! instance: everything it needs is in Postgres.
 
+use crate::db::Cached;
 use actix_web::{web, HttpRequest, HttpResponse};
 use carrier_adapters::mss::dialect::{self, CALLBACK_SIGNATURE_HEADER, CALLBACK_TIMESTAMP_HEADER};
 use carrier_adapters::mss::{
@@ -138,7 +139,7 @@ pub async fn notification(
     let digest = ring::digest::digest(&ring::digest::SHA256, &body);
     let first = match state.pool.get().await {
         Ok(db) => db
-            .execute(
+            .execute_cached(
                 "INSERT INTO mss_callbacks (digest, carrier) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&digest.as_ref(), &carrier.as_str()],
             )
@@ -156,7 +157,7 @@ pub async fn notification(
                 // Let the carrier retry: forget that we saw it.
                 if let Ok(db) = state.pool.get().await {
                     let _ = db
-                        .execute(
+                        .execute_cached(
                             "DELETE FROM mss_callbacks WHERE digest = $1",
                             &[&digest.as_ref()],
                         )

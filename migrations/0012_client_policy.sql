@@ -13,8 +13,9 @@ ALTER TABLE api_clients
     ADD COLUMN request_burst integer CHECK (request_burst > 0);
 
 -- The daily SMS quota's counter: sends (creates and resends) per client and UTC day,
--- spread over a few rows so that concurrent sends of one client rarely wait on each
--- other's row lock. Checking the quota sums the day's rows through the primary key.
+-- one row per database connection (shard = backend pid mod 64) so that concurrent sends
+-- of one client do not wait on each other's row lock. Checking the quota sums the day's
+-- rows through the primary key.
 CREATE TABLE client_daily_sms (
     client_id uuid NOT NULL REFERENCES api_clients (id),
     day date NOT NULL,

@@ -63,8 +63,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
 const MIGRATION_LOCK: i64 = 0x6f74_7067_7731;
 
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let pg_config = tokio_postgres::Config::from_str(url)
+    let mut pg_config = tokio_postgres::Config::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    // Statements are prepared once per connection (`Cached`), but planned for their
+    // parameters on every run: a generic plan made while a table was small (a fresh
+    // database) would otherwise be kept for the connection's life and scan the whole
+    // table once it has grown. Options given in the URL come first and win.
+    let options = pg_config.get_options().unwrap_or_default().to_owned();
+    pg_config.options(format!("-c plan_cache_mode=force_custom_plan {options}").trim());
     let manager = Manager::from_config(
         pg_config,
         NoTls,

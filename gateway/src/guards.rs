@@ -21,6 +21,114 @@ pub struct GuardCounters {
     pub conversion: AtomicU64,
 }
 
+/// Codes created and approved since the last flush, per (client, prefix, hour), added to
+/// `otp_prefix_hourly` about once a second by `run_flusher`. Counts not yet flushed when
+/// an instance dies are lost: the guard is a statistical signal, and a second of
+/// undercounting does not change it.
+#[derive(Debug, Default)]
+pub struct ConversionCounts {
+    pending: std::sync::Mutex<std::collections::HashMap<BucketKey, (i32, i32)>>,
+}
+
+/// (client, prefix, hour as Unix seconds).
+type BucketKey = (Uuid, String, i64);
+
+impl ConversionCounts {
+    fn add(
+        &self,
+        client: Uuid,
+        e164: &str,
+        created: chrono::DateTime<chrono::Utc>,
+        sent: i32,
+        approved: i32,
+    ) {
+        let hour = created.timestamp().div_euclid(3600) * 3600;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending
+            .entry((client, e164[..4.min(e164.len())].to_owned(), hour))
+            .or_default();
+        entry.0 += sent;
+        entry.1 += approved;
+    }
+
+    /// A code created (committed) at `created`.
+    pub fn created(&self, client: Uuid, e164: &str, created: chrono::DateTime<chrono::Utc>) {
+        self.add(client, e164, created, 1, 0);
+    }
+
+    /// A code created at `created` that was approved.
+    pub fn approved(&self, client: Uuid, e164: &str, created: chrono::DateTime<chrono::Utc>) {
+        self.add(client, e164, created, 0, 1);
+    }
+
+    /// Adds the pending counts to the table in one statement; on failure they are kept
+    /// for the next try.
+    pub async fn flush(&self, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut clients = Vec::with_capacity(batch.len());
+        let mut prefixes = Vec::with_capacity(batch.len());
+        let mut hours = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        let mut approved = Vec::with_capacity(batch.len());
+        for ((client, prefix, hour), (s, a)) in &batch {
+            clients.push(*client);
+            prefixes.push(prefix.as_str());
+            hours.push(*hour as f64);
+            sent.push(*s);
+            approved.push(*a);
+        }
+        let written = async {
+            let db = pool.get().await?;
+            db.execute_cached(
+                "INSERT INTO otp_prefix_hourly AS h (client_id, prefix, hour, shard, sent, approved)
+                 SELECT c, p, to_timestamp(t), 0, s, a
+                 FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::int[], $5::int[]) AS u(c, p, t, s, a)
+                 ON CONFLICT (client_id, prefix, hour, shard) DO UPDATE
+                    SET sent = h.sent + EXCLUDED.sent, approved = h.approved + EXCLUDED.approved",
+                &[&clients, &prefixes, &hours, &sent, &approved],
+            )
+            .await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            // Put them back (added to whatever came in meanwhile).
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, (s, a)) in batch {
+                let entry = pending.entry(key).or_default();
+                entry.0 += s;
+                entry.1 += a;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Flushes the conversion counts every second until shutdown (the caller flushes once
+/// more after the last request).
+pub async fn run_flusher(
+    counts: std::sync::Arc<ConversionCounts>,
+    pool: deadpool_postgres::Pool,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = counts.flush(&pool).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "conversion counts not written; will retry"
+            );
+        }
+    }
+}
+
 /// The guard that refused, and for how long.
 #[derive(Debug)]
 pub struct Blocked {
@@ -62,7 +170,7 @@ pub async fn check(
     }
     if g.conversion_enabled {
         let prefix = &e164[..4]; // 84 + the network prefix's two digits
-                                 // Hourly buckets (see migration 0013): the recent window starts at the hour that
+                                 // Hourly buckets (see `ConversionCounts`): the recent window starts at the hour that
                                  // holds `now - window`; the normal level is the rest of the last 7 days.
         let row = tx
             .query_one_cached(

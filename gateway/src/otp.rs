@@ -502,6 +502,9 @@ pub async fn create(
     };
     tx.commit().await?;
     state.outbox_wake.notify_one();
+    state
+        .conversion_counts
+        .created(client, e164, row.get("created_at"));
     tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
     Ok((view(&row, None)?, false))
 }
@@ -632,7 +635,7 @@ pub async fn check(
     let row = tx
         .query_opt_cached(
             "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn, account_ref,
-                    (expires_at <= now()) AS expired_now
+                    created_at, (expires_at <= now()) AS expired_now
              FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE",
             &[&id, &client],
         )
@@ -722,6 +725,11 @@ pub async fn check(
         .await?;
     }
     tx.commit().await?;
+    if valid {
+        state
+            .conversion_counts
+            .approved(client, row.get("msisdn"), row.get("created_at"));
+    }
     tracing::info!(otp = %id, valid, status = new_status, "OTP checked");
     Ok(result(valid, new_status, attempts))
 }

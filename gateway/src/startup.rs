@@ -34,6 +34,7 @@ pub struct AppState {
     pub client_rate: crate::limits::ClientRates,
     /// Sends refused by the pumping guards (this instance).
     pub guard_counters: crate::guards::GuardCounters,
+    pub conversion_counts: Arc<crate::guards::ConversionCounts>,
 }
 
 pub struct Application {
@@ -43,6 +44,7 @@ pub struct Application {
     /// Stops the binds and the receipt writer, after the dispatcher has drained.
     smpp_shutdown: CancellationToken,
     dispatcher: tokio::task::JoinHandle<()>,
+    conversion_counts: Arc<crate::guards::ConversionCounts>,
     smpp_workers: Vec<tokio::task::JoinHandle<()>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     pub pool: Pool,
@@ -119,6 +121,7 @@ impl Application {
         let mssps = Arc::new(mssp::clients(&settings.mss)?);
 
         let settings = Arc::new(settings);
+        let conversion_counts = Arc::new(crate::guards::ConversionCounts::default());
         let state = Arc::new(AppState {
             pool: pool.clone(),
             keys,
@@ -128,6 +131,7 @@ impl Application {
             mssps,
             signature_events,
             guard_counters: Default::default(),
+            conversion_counts: conversion_counts.clone(),
             client_rate: crate::limits::ClientRates::new(&settings.limits),
         });
         workers.push(tokio::spawn(signatures::run_poller(
@@ -135,6 +139,11 @@ impl Application {
             shutdown.clone(),
         )));
         workers.push(tokio::spawn(webhooks::run(state.clone(), shutdown.clone())));
+        workers.push(tokio::spawn(crate::guards::run_flusher(
+            conversion_counts.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        )));
         let state = web::Data::from(state);
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
@@ -155,6 +164,7 @@ impl Application {
             shutdown,
             smpp_shutdown,
             dispatcher,
+            conversion_counts,
             smpp_workers,
             workers,
             pool,
@@ -187,6 +197,13 @@ impl Application {
         });
         let served = self.server.await;
         self.shutdown.cancel();
+        // Every request has ended: write the last conversion counts.
+        if let Err(e) = self.conversion_counts.flush(&self.pool).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "last conversion counts not written"
+            );
+        }
         let _ = stopper.await;
         if tokio::time::timeout(Duration::from_secs(10), self.dispatcher)
             .await

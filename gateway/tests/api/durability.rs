@@ -25,6 +25,10 @@ fn serve(db: &Db, port: u16, sim: &simulator::RunningSimulator) -> Running {
         .env("GATEWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("GATEWAY__OUTBOX__POLL_INTERVAL", "100ms")
         .env("GATEWAY__OUTBOX__CLAIM_TIMEOUT", "2s")
+        // One batch in flight: the 2 s lease (short, so that the test ends soon) must
+        // outlast a batch, and several workers sharing one bind's window of 10 make a
+        // batch slower than that on a loaded machine.
+        .env("GATEWAY__OUTBOX__WORKERS", WORKERS.to_string())
         .env("GATEWAY__OTP__RESEND_INTERVAL", "1s")
         // This test measures durability, not the per-client rate limit.
         .env("GATEWAY__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1000000")
@@ -58,6 +62,9 @@ async fn wait_up(http: &reqwest::Client, api: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Outbox workers of the gateway under test.
+const WORKERS: usize = 1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_sending_loses_nothing_that_was_accepted() {
@@ -170,8 +177,7 @@ async fn sigkill_while_sending_loses_nothing_that_was_accepted() {
     );
     // Only SMS submitted but not yet recorded at the kill may go twice: at most the
     // batches the killed instance had in flight.
-    let outbox = gateway::config::Settings::default().outbox;
-    let in_flight = outbox.workers * outbox.batch_size as usize;
+    let in_flight = WORKERS * gateway::config::Settings::default().outbox.batch_size as usize;
     assert!(
         duplicates <= in_flight,
         "{duplicates} duplicates, more than {in_flight} in flight"

@@ -249,6 +249,10 @@ async fn measure(
     }
 
     // At half that rate: the create's p99 and the gateway's memory; this run is plotted.
+    // A fresh gateway process: the search's overloaded steps (thousands of requests in
+    // flight) leave its allocator holding memory that this load does not need.
+    stack.restart_first().await?;
+    let pid = Some(stack.gateway_pid);
     let half = (good / 2.0).round();
     println!(
         "   at half that rate ({half}/s) for {} s …",

@@ -204,6 +204,8 @@ impl Running {
 pub async fn context(target: &Target, mix: &Mix, signers: usize) -> anyhow::Result<Arc<Ctx>> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
+        // Below the gateway's keep-alive (5 s): never send on a connection it is closing.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(120))
         .build()?;
     // A different stretch of numbers every run: runs against one gateway do not meet

@@ -14,6 +14,7 @@ use crate::stack::Stack;
 pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<(u64, i64, f64, f64)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(60))
         .build()?;
     let offset = std::time::SystemTime::now()
@@ -75,7 +76,8 @@ pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<(u64, i64, f64, f64)>
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let failed = created.iter().filter(|r| r.is_err()).count();
     if let Some(Err(e)) = created.into_iter().find(|r| r.is_err()) {
-        anyhow::bail!("{failed} signature requests failed, first: {e:#}");
+        // Reported, not fatal: the figure is what the gateway holds.
+        eprintln!("   {failed} signature requests failed, first: {e:#}");
     }
     let (db, connection) =
         tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await?;

@@ -201,6 +201,38 @@ impl Stack {
         self.wait_ready().await
     }
 
+    /// Replaces the first gateway instance by a fresh process (same configuration and
+    /// port): what it held from an earlier, overloaded step is gone.
+    pub async fn restart_first(&mut self) -> anyhow::Result<()> {
+        let port = self.target.apis[0]
+            .rsplit(':')
+            .next()
+            .context("no port in the API URL")?
+            .to_owned();
+        let old = &mut self.gateways[0];
+        let _ = Command::new("kill")
+            .args(["-TERM", &old.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while old.try_wait()?.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = old.kill();
+        let _ = old.wait();
+        let child = Command::new(&self.gateway_bin)
+            .arg("--config")
+            .arg(self.dir.join("gateway-1.toml"))
+            .arg("serve")
+            .env_remove("DATABASE_URL")
+            .stdout(log_file(&self.dir, &format!("gateway-1-{port}.out"))?)
+            .stderr(log_file(&self.dir, &format!("gateway-1-{port}.err"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", self.gateway_bin.display()))?;
+        self.gateway_pid = child.id();
+        self.gateways[0] = child;
+        self.wait_ready().await
+    }
+
     /// Until the simulator answers and every route of the gateway is bound.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let http = reqwest::Client::new();

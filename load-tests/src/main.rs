@@ -42,6 +42,12 @@ enum Cmd {
     /// The benchmark: pgbench's durable-write reference, then otp-send at the highest
     /// rate with p99 ≤ 50 ms, the otp flow and the signature flow; prints the table.
     Bench(bench::BenchArgs),
+    /// Draw the SVG plot of a JSON report written by `run --report` or `bench`.
+    Plot {
+        report: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -343,5 +349,21 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => run(args).await,
         Cmd::Bench(args) => bench::bench(args).await,
+        Cmd::Plot { report, out } => {
+            let r: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?,
+            )?;
+            let series: Vec<stats::SeriesPoint> =
+                serde_json::from_value(r["series"].clone()).context("the report has no series")?;
+            let load: Load = serde_json::from_value(r["load"].clone()).context("no load")?;
+            let title = format!(
+                "{} — {}",
+                r["scenario"].as_str().unwrap_or("run"),
+                describe(&load)
+            );
+            let warmup = r["warmup_s"].as_f64().unwrap_or(0.0) as u64;
+            std::fs::write(&out, plot::svg(&title, &series, warmup))?;
+            Ok(())
+        }
     }
 }

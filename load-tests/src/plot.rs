@@ -10,7 +10,7 @@ const WIDTH: f64 = 900.0;
 const PANEL: f64 = 260.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 64.0;
 const GAP: f64 = 60.0;
 
 /// One panel's lines: (label, colour, values per second).
@@ -102,9 +102,10 @@ fn panel(out: &mut String, top: f64, label: &str, lines: &Lines, seconds: f64, w
             y = y(v),
         );
     }
-    let ticks = (seconds as u64).clamp(1, 10);
-    for i in 0..=ticks {
-        let t = seconds * i as f64 / ticks as f64;
+    // Whole seconds, at most about ten labels.
+    let step = ((seconds / 10.0).ceil() as u64).max(1);
+    for t in (0..=seconds as u64).step_by(step as usize) {
+        let t = t as f64;
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
@@ -130,7 +131,7 @@ fn panel(out: &mut String, top: f64, label: &str, lines: &Lines, seconds: f64, w
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"#,
             points.join(" ")
         );
-        let lx = LEFT + plot_w - 150.0 + n as f64 * 75.0;
+        let lx = LEFT + plot_w - 200.0 + n as f64 * 100.0;
         let _ = writeln!(
             out,
             r#"<rect x="{lx}" y="{}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}">{}</text>"#,

@@ -12,7 +12,7 @@ use crate::pacing::Schedule;
 use crate::scenario::{Ctx, Kind, Mix};
 use crate::stats::{Latency, Recorder, SeriesPoint};
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Load {
     /// Requests per second, sent on time whatever the server does.
@@ -287,7 +287,13 @@ pub async fn run(
         throughput_per_s: round1(merged.ok_count() as f64 / measured_s),
         latency_ms: merged.steps(),
         gateway_rss_mib: rss,
-        series: merged.series(),
+        series: {
+            // Whole seconds of the run only: the flows that end after it would make a
+            // last, partial second look like a collapse.
+            let mut series = merged.series();
+            series.truncate((spec.warmup + spec.duration).as_secs() as usize);
+            series
+        },
     })
 }
 

@@ -182,7 +182,7 @@ impl Latency {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SeriesPoint {
     /// Seconds since the start (warm-up included).
     pub t: u64,

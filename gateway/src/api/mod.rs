@@ -19,6 +19,8 @@ use error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/v1/health/carriers", web::get().to(metrics::carriers))
         .service(
@@ -110,6 +112,53 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// Liveness plus a database round trip and the state of each SMPP bind.
+/// Liveness: the process answers. Nothing it depends on is checked, so an orchestrator
+/// does not restart a healthy process because the database or a carrier is away.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers (within 2 s) and every carrier's traffic has a bound
+/// SMPP session on its route (or on that route's fallback). 503 with the reasons
+/// otherwise.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let db_ok = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        match state.pool.get().await {
+            Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let bound = |route: &str| state.binds.get(route).is_some_and(|g| g.is_bound());
+    let mut carriers = serde_json::Map::new();
+    let mut all_routed = true;
+    for carrier in crate::domain::Carrier::ALL {
+        let (route, cfg) = state.settings.route_for(carrier);
+        let via = if bound(route) {
+            Some(route)
+        } else {
+            cfg.fallback.as_deref().filter(|f| bound(f))
+        };
+        all_routed &= via.is_some();
+        carriers.insert(
+            carrier.as_str().to_owned(),
+            json!({ "route": route, "ready": via.is_some(), "via": via }),
+        );
+    }
+    let ready = db_ok && all_routed;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": db_ok,
+        "carriers": carriers,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let db_ok = match state.pool.get().await {
         Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),

@@ -439,3 +439,56 @@ async fn transmitter_and_receiver_binds_carry_submits_and_receipts() {
     assert_eq!(binds[1]["mode"], "receiver");
     assert_eq!(binds[1]["receipts_total"], 1);
 }
+
+#[tokio::test]
+async fn readiness_follows_the_binds_and_liveness_does_not() {
+    let app = spawn_app_with(Options::default()).await;
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", app.api);
+        let http = app.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["database"], true);
+    assert_eq!(ready["carriers"]["vinaphone"]["ready"], true);
+    // Every network has a route: the small ones go through the aggregator.
+    assert_eq!(ready["carriers"]["reddi"]["route"], "aggregator");
+    assert_eq!(get("/healthz").await.0, 200);
+
+    // VinaPhone's SMSC drops the bind and refuses new ones.
+    app.set_faults(
+        "vinaphone",
+        json!({"refuse_binds": true, "drop_after_pdus": 1}),
+    )
+    .await;
+    app.create_otp("0881239999", "login").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let not_ready = loop {
+        let (status, body) = get("/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(not_ready["status"], "not_ready");
+    assert_eq!(not_ready["carriers"]["vinaphone"]["ready"], false);
+    assert_eq!(not_ready["carriers"]["viettel"]["ready"], true);
+    assert_eq!(get("/healthz").await.0, 200, "liveness ignores carriers");
+
+    app.set_faults("vinaphone", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -122,14 +122,7 @@ async fn healthz() -> HttpResponse {
 /// SMPP session on its route (or on that route's fallback). 503 with the reasons
 /// otherwise.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let db_ok = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        match state.pool.get().await {
-            Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let db_ok = database_answers(&state).await;
     let bound = |route: &str| state.binds.get(route).is_some_and(|g| g.is_bound());
     let mut carriers = serde_json::Map::new();
     let mut all_routed = true;
@@ -152,7 +145,23 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "database": db_ok,
         "carriers": carriers,
     });
-    if ready {
+    ok_or_unavailable(ready, body)
+}
+
+/// `SELECT 1` answered within 2 s.
+async fn database_answers(state: &AppState) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        match state.pool.get().await {
+            Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn ok_or_unavailable(ok: bool, body: serde_json::Value) -> HttpResponse {
+    if ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -160,10 +169,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let db_ok = match state.pool.get().await {
-        Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
-        Err(_) => false,
-    };
+    let db_ok = database_answers(&state).await;
     let binds: serde_json::Map<String, serde_json::Value> = state
         .binds
         .iter()
@@ -174,9 +180,5 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "database": db_ok,
         "smpp": binds,
     });
-    if db_ok {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    ok_or_unavailable(db_ok, body)
 }

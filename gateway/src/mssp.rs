@@ -82,11 +82,16 @@ impl MsspClient {
             message,
             self.dialect.part_style,
         );
-        let resp = self
+        let mut request = self
             .http
             .post(&self.route.endpoint)
             .header("Content-Type", self.dialect.soap.content_type())
-            .header("SOAPAction", format!("\"#{}\"", operation.element_name()))
+            .header("SOAPAction", format!("\"#{}\"", operation.element_name()));
+        // Made on behalf of an API request: the carrier's logs can be matched with ours.
+        if let Some(id) = crate::api::requests::current_id() {
+            request = request.header("X-Request-Id", id);
+        }
+        let resp = request
             .body(body)
             .send()
             .await

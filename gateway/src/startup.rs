@@ -35,6 +35,7 @@ pub struct AppState {
     /// Sends refused by the pumping guards (this instance).
     pub guard_counters: crate::guards::GuardCounters,
     pub conversion_counts: Arc<crate::guards::ConversionCounts>,
+    pub request_metrics: Arc<api::requests::RequestMetrics>,
 }
 
 pub struct Application {
@@ -132,6 +133,7 @@ impl Application {
             signature_events,
             guard_counters: Default::default(),
             conversion_counts: conversion_counts.clone(),
+            request_metrics: Default::default(),
             client_rate: crate::limits::ClientRates::new(&settings.limits),
         });
         workers.push(tokio::spawn(signatures::run_poller(
@@ -148,7 +150,7 @@ impl Application {
         let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").exclude("/health"))
+                .wrap(actix_web::middleware::from_fn(api::requests::middleware))
                 .app_data(state.clone())
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))

@@ -155,6 +155,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             );
         }
     }
+    state.request_metrics.render(&mut out);
     if let Ok(db) = state.pool.get().await {
         let queries = [
             (

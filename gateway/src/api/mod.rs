@@ -8,6 +8,7 @@ pub mod carriers;
 pub mod error;
 pub mod metrics;
 pub mod otp;
+pub mod requests;
 pub mod signatures;
 pub mod usage;
 

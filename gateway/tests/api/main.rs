@@ -8,6 +8,7 @@ mod durability;
 mod guards;
 mod helpers;
 mod limits;
+mod observability;
 mod otp;
 mod signatures;
 mod smpp;

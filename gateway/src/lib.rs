@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod funnel;
 pub mod guards;
 pub mod limits;
 pub mod mnp;

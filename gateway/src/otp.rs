@@ -505,6 +505,7 @@ pub async fn create(
     state
         .conversion_counts
         .created(client, e164, row.get("created_at"));
+    state.funnel.otp("created", carrier.as_str(), 1);
     tracing::info!(otp = %id, msisdn = %req.msisdn, purpose = %req.purpose, route, "OTP created");
     Ok((view(&row, None)?, false))
 }
@@ -635,7 +636,7 @@ pub async fn check(
     let row = tx
         .query_opt_cached(
             "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn, account_ref,
-                    created_at, (expires_at <= now()) AS expired_now
+                    created_at, carrier, (expires_at <= now()) AS expired_now
              FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE",
             &[&id, &client],
         )
@@ -661,6 +662,7 @@ pub async fn check(
         )
         .await?;
         tx.commit().await?;
+        state.funnel.otp("expired", row.get("carrier"), 1);
         return Ok(result(false, "expired", attempts));
     }
     let account: Option<String> = row.get("account_ref");
@@ -729,6 +731,9 @@ pub async fn check(
         state
             .conversion_counts
             .approved(client, row.get("msisdn"), row.get("created_at"));
+        state.funnel.otp("approved", row.get("carrier"), 1);
+    } else if new_status == "max_attempts_reached" {
+        state.funnel.otp("locked", row.get("carrier"), 1);
     }
     tracing::info!(otp = %id, valid, status = new_status, "OTP checked");
     Ok(result(valid, new_status, attempts))

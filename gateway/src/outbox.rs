@@ -23,6 +23,7 @@ use crate::config::OutboxSettings;
 use crate::crypto::ServerKeys;
 
 pub struct Dispatcher {
+    pub funnel: Arc<crate::funnel::Funnel>,
     pub pool: Pool,
     pub keys: Arc<ServerKeys>,
     pub binds: Arc<BTreeMap<String, BindGroup>>,
@@ -377,6 +378,9 @@ impl Dispatcher {
             .await?;
         }
         tx.commit().await?;
+        for route in &ok_routes {
+            self.funnel.otp("sent", route, 1);
+        }
         Ok(())
     }
 }
@@ -402,16 +406,18 @@ const RECEIPT_LINGER: Duration = Duration::from_millis(5);
 impl ReceiptStore {
     pub fn start(
         pool: Pool,
+        funnel: Arc<crate::funnel::Funnel>,
         shutdown: CancellationToken,
     ) -> (Arc<ReceiptStore>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        let task = tokio::spawn(write_receipts(pool, rx, shutdown));
+        let task = tokio::spawn(write_receipts(pool, funnel, rx, shutdown));
         (Arc::new(ReceiptStore { tx }), task)
     }
 }
 
 async fn write_receipts(
     pool: Pool,
+    funnel: Arc<crate::funnel::Funnel>,
     mut rx: tokio::sync::mpsc::Receiver<PendingReceipt>,
     shutdown: CancellationToken,
 ) {
@@ -436,6 +442,13 @@ async fn write_receipts(
         let result = insert_receipts(&pool, &batch)
             .await
             .map_err(|e| format!("{e:#}"));
+        if result.is_ok() {
+            for r in &batch {
+                if r.report.state.as_str() == "delivered" {
+                    funnel.otp("delivered", &r.route, 1);
+                }
+            }
+        }
         for r in batch {
             let _ = r.done.send(result.clone());
         }

@@ -412,6 +412,7 @@ pub async fn end(
     };
     announce(state, &tx, &row).await?;
     tx.commit().await?;
+    state.funnel.signature(row.get("carrier"), status);
     tracing::info!(signature = %id, status, "signature request ended");
     Ok(true)
 }
@@ -454,6 +455,7 @@ async fn end_signed(
     };
     announce(state, &tx, &row).await?;
     tx.commit().await?;
+    state.funnel.signature(row.get("carrier"), "signed");
     tracing::info!(signature = %id, "signature verified and stored");
     Ok(true)
 }

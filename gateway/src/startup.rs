@@ -36,6 +36,7 @@ pub struct AppState {
     pub guard_counters: crate::guards::GuardCounters,
     pub conversion_counts: Arc<crate::guards::ConversionCounts>,
     pub request_metrics: Arc<api::requests::RequestMetrics>,
+    pub funnel: Arc<crate::funnel::Funnel>,
 }
 
 pub struct Application {
@@ -80,7 +81,9 @@ impl Application {
         let smpp_shutdown = CancellationToken::new();
         let mut workers = Vec::new();
         let mut smpp_workers = Vec::new();
-        let (sink, receipt_writer) = ReceiptStore::start(pool.clone(), smpp_shutdown.clone());
+        let funnel = Arc::new(crate::funnel::Funnel::default());
+        let (sink, receipt_writer) =
+            ReceiptStore::start(pool.clone(), funnel.clone(), smpp_shutdown.clone());
         smpp_workers.push(receipt_writer);
         let mut binds = BTreeMap::new();
         for (name, route) in &settings.smpp {
@@ -97,6 +100,7 @@ impl Application {
         let binds = Arc::new(binds);
         let wake = Arc::new(Notify::new());
         let dispatcher = Dispatcher {
+            funnel: funnel.clone(),
             pool: pool.clone(),
             keys: keys.clone(),
             binds: binds.clone(),
@@ -134,6 +138,7 @@ impl Application {
             guard_counters: Default::default(),
             conversion_counts: conversion_counts.clone(),
             request_metrics: Default::default(),
+            funnel: funnel.clone(),
             client_rate: crate::limits::ClientRates::new(&settings.limits),
         });
         workers.push(tokio::spawn(signatures::run_poller(

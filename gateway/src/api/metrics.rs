@@ -156,6 +156,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
     }
     state.request_metrics.render(&mut out);
+    state.funnel.render(&mut out);
     if let Ok(db) = state.pool.get().await {
         let queries = [
             (

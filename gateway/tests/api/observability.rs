@@ -60,3 +60,63 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route_pattern() {
     // Never the raw path: no OTP id in any label.
     assert!(!metrics.contains(&id));
 }
+
+#[tokio::test]
+async fn the_otp_funnel_and_signature_outcomes_are_counted_by_carrier() {
+    let app = spawn_app().await;
+    let created = app.create_otp("0971234567", "login").await;
+    let code = app.wait_for_code("84971234567", 1).await;
+    let checked = app.check(created["id"].as_str().unwrap(), &code).await;
+    assert_eq!(checked["status"], "approved");
+    let signature: serde_json::Value = app
+        .post("/v1/signatures")
+        .json(&json!({"msisdn": "0971234567", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = signature["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now: serde_json::Value = app
+            .get(&format!("/v1/signatures/{id}?wait=5"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if now["status"] != "pending" {
+            assert_eq!(now["status"], "signed", "{now}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now}");
+    }
+    let want = [
+        r#"gateway_otp_funnel_total{stage="created",carrier="viettel"} 1"#,
+        r#"gateway_otp_funnel_total{stage="sent",carrier="viettel"} 1"#,
+        r#"gateway_otp_funnel_total{stage="delivered",carrier="viettel"} 1"#,
+        r#"gateway_otp_funnel_total{stage="approved",carrier="viettel"} 1"#,
+        r#"gateway_signatures_total{carrier="viettel",status="signed"} 1"#,
+    ];
+    // The receipt may land just after the code reached the handset.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = app
+            .http
+            .get(format!("{}/metrics", app.api))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if want.iter().all(|w| metrics.contains(w)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

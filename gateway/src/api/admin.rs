@@ -8,16 +8,35 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::startup::AppState;
 
-fn authorise(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(admin) = &state.settings.admin.api_key else {
-        return Err(ApiError::NotFound);
-    };
-    let given = req
+/// The admin key from `Authorization: Bearer KEY`, or from Basic auth (any user name,
+/// the key as password: what a browser asks for).
+fn given_key(req: &HttpRequest) -> String {
+    use base64::Engine;
+    let value = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
+    if let Some(key) = value.strip_prefix("Bearer ") {
+        return key.to_owned();
+    }
+    value
+        .strip_prefix("Basic ")
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|d| String::from_utf8(d).ok())
+        .and_then(|d| d.split_once(':').map(|(_, key)| key.to_owned()))
+        .unwrap_or_default()
+}
+
+pub(crate) fn authorise(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(admin) = &state.settings.admin.api_key else {
+        return Err(ApiError::NotFound);
+    };
+    let given = given_key(req);
     // Compare digests so that the comparison's time says nothing about the key.
     let a = crate::crypto::sha256(given.trim().as_bytes());
     let b = crate::crypto::sha256(admin.expose_secret().as_bytes());

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod otp;
 pub mod requests;
 pub mod signatures;
+pub mod status;
 pub mod usage;
 
 use actix_web::{web, HttpResponse};
@@ -22,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .route("/status", web::get().to(status::status))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/v1/health/carriers", web::get().to(metrics::carriers))
         .service(

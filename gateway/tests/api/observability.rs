@@ -120,3 +120,77 @@ async fn the_otp_funnel_and_signature_outcomes_are_counted_by_carrier() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_status_page_is_for_the_admin_key_only_and_masks_numbers() {
+    use base64::Engine;
+    const ADMIN: &str = "admin-key-for-status-0123456789";
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        tweak: Some(Box::new(|s| {
+            s.admin.api_key = Some(secrecy::SecretString::from(ADMIN));
+        })),
+        ..Default::default()
+    })
+    .await;
+    app.create_otp("0971234567", "login").await;
+    let url = format!("{}/status", app.api);
+    let anonymous = app.http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let client_key = app
+        .http
+        .get(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(client_key.status(), 401);
+
+    let page = app.http.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Gateway status") && html.contains("viettel"),
+        "{html}"
+    );
+    assert!(html.contains("097****567"), "{html}");
+    assert!(
+        !html.contains("971234567"),
+        "a full number on the page: {html}"
+    );
+
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{ADMIN}"));
+    let json: serde_json::Value = app
+        .http
+        .get(&url)
+        .header("Authorization", format!("Basic {basic}"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["recent_otp"][0]["msisdn"], "097****567");
+    assert_eq!(json["recent_otp"][0]["status"], "pending");
+    assert!(json["routes"].as_array().unwrap().len() >= 3, "{json}");
+    assert!(json["outbox"]["queued"].is_i64());
+
+    // Without an admin key configured there is no status page.
+    let plain = crate::helpers::spawn_app().await;
+    let none = plain
+        .http
+        .get(format!("{}/status", plain.api))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
+}

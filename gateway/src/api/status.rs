@@ -1,0 +1,197 @@
+//! `GET /status`: the operators' page, read-only, behind the admin key (Bearer, or Basic
+//! with the key as password so that a browser can ask for it). HTML by default, JSON
+//! with `Accept: application/json`. Numbers are masked; nothing secret is shown.
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::db::Cached;
+use crate::domain::Msisdn;
+use crate::startup::AppState;
+
+pub async fn status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match super::admin::authorise(&req, &state) {
+        Ok(()) => {}
+        Err(ApiError::Unauthorized) => {
+            return Ok(HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"gateway status\""))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .content_type("text/plain; charset=utf-8")
+                .body("the admin key is needed (Bearer, or Basic with the key as password)\n"));
+        }
+        Err(e) => return Err(e),
+    }
+    let body = gather(&state).await?;
+    let wants_json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    let resp = if wants_json {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(html(&body))
+    };
+    Ok(resp)
+}
+
+async fn gather(state: &AppState) -> Result<Value, ApiError> {
+    let routes: Vec<Value> = state
+        .binds
+        .values()
+        .map(|g| {
+            let snaps = g.snapshots();
+            json!({
+                "route": g.route(),
+                "bound": g.bound_count(),
+                "binds": snaps.len(),
+                "submits_per_second": snaps.iter().map(|b| b.submits_per_second).sum::<f64>(),
+                "submitted_total": snaps.iter().map(|b| b.submitted_total).sum::<u64>(),
+                "window_in_use": snaps.iter().map(|b| b.window_in_use).sum::<usize>(),
+                "errors": snaps.iter().map(|b| b.errors_by_status.values().sum::<u64>()).sum::<u64>(),
+            })
+        })
+        .collect();
+    let db = state.pool.get().await?;
+    let queue = db
+        .query_one_cached(
+            "SELECT (SELECT count(*) FROM sms_outbox WHERE status = 'queued'),
+                    (SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+                       FROM sms_outbox WHERE status = 'queued'),
+                    (SELECT count(*) FROM sms_outbox WHERE status = 'failed'
+                       AND created_at > now() - interval '1 hour'),
+                    (SELECT count(*) FROM signature_requests WHERE status = 'pending'),
+                    (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
+            &[],
+        )
+        .await?;
+    let recent_otp = db
+        .query_cached(
+            "SELECT created_at, msisdn, carrier, purpose, status FROM otp_challenges
+             ORDER BY created_at DESC LIMIT 20",
+            &[],
+        )
+        .await?;
+    let recent_signatures = db
+        .query_cached(
+            "SELECT created_at, msisdn, carrier, purpose, status FROM signature_requests
+             ORDER BY created_at DESC LIMIT 10",
+            &[],
+        )
+        .await?;
+    let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<Value> {
+        rows.iter()
+            .map(|r| {
+                let msisdn: String = r.get(1);
+                json!({
+                    "at": r.get::<_, chrono::DateTime<chrono::Utc>>(0),
+                    "msisdn": Msisdn::parse(&msisdn).map(|m| m.masked()).unwrap_or_else(|_| "?".into()),
+                    "carrier": r.get::<_, String>(2),
+                    "purpose": r.get::<_, String>(3),
+                    "status": r.get::<_, String>(4),
+                })
+            })
+            .collect()
+    };
+    Ok(json!({
+        "routes": routes,
+        "outbox": {
+            "queued": queue.get::<_, i64>(0),
+            "oldest_queued_seconds": (queue.get::<_, f64>(1) * 10.0).round() / 10.0,
+            "failed_last_hour": queue.get::<_, i64>(2),
+        },
+        "signature_requests_pending": queue.get::<_, i64>(3),
+        "webhooks_pending": queue.get::<_, i64>(4),
+        "recent_otp": rows(recent_otp),
+        "recent_signatures": rows(recent_signatures),
+    }))
+}
+
+fn esc(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn table(out: &mut String, columns: &[&str], rows: &[Value]) {
+    out.push_str("<table><tr>");
+    for c in columns {
+        out.push_str(&format!("<th>{c}</th>"));
+    }
+    out.push_str("</tr>");
+    for r in rows {
+        out.push_str("<tr>");
+        for c in columns {
+            out.push_str(&format!("<td>{}</td>", esc(&r[*c])));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+}
+
+fn html(b: &Value) -> String {
+    let mut out = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"10\"><title>Gateway status</title>\
+         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}\
+         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}</style>\
+         </head><body><h1>Gateway status</h1><p>This instance; refreshes every 10 s.</p><h2>Carriers</h2>",
+    );
+    table(
+        &mut out,
+        &[
+            "route",
+            "bound",
+            "binds",
+            "submits_per_second",
+            "submitted_total",
+            "window_in_use",
+            "errors",
+        ],
+        b["routes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    );
+    out.push_str(&format!(
+        "<h2>Queues</h2><p>Outbox: {} queued (oldest {} s), {} failed in the last hour. \
+         Signature requests pending: {}. Webhooks pending: {}.</p>",
+        esc(&b["outbox"]["queued"]),
+        esc(&b["outbox"]["oldest_queued_seconds"]),
+        esc(&b["outbox"]["failed_last_hour"]),
+        esc(&b["signature_requests_pending"]),
+        esc(&b["webhooks_pending"]),
+    ));
+    out.push_str("<h2>Recent OTPs</h2>");
+    let cols = ["at", "msisdn", "carrier", "purpose", "status"];
+    table(
+        &mut out,
+        &cols,
+        b["recent_otp"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    );
+    out.push_str("<h2>Recent signature requests</h2>");
+    table(
+        &mut out,
+        &cols,
+        b["recent_signatures"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    );
+    out.push_str("</body></html>\n");
+    out
+}

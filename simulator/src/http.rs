@@ -359,6 +359,16 @@ async fn put_faults(
     }
 }
 
+/// The web handset: a person picks a number and sees its SMS arrive, answers SIM
+/// signature prompts on a PIN pad, and changes the subscriber's behaviour and the SMSCs'
+/// faults. Plain HTML and a little JavaScript over this API.
+async fn handset_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(include_str!("web/handset.html"))
+}
+
 async fn prompts(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
     let msisdn = match parse_msisdn(&path) {
         Ok(m) => m,
@@ -481,6 +491,7 @@ pub fn serve(
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(crate::mssp::MAX_SOAP_BYTES))
+            .route("/", web::get().to(handset_page))
             .route("/health", web::get().to(health))
             .route(
                 "/handsets/{msisdn}/messages",

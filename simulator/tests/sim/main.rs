@@ -3,3 +3,4 @@
 mod mssp;
 mod pki;
 mod smsc;
+mod web;

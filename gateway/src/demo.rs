@@ -112,6 +112,7 @@ OTP gateway demo is running. Stop it with Ctrl-C.
 
   Gateway API      {api}
   Simulator HTTP   {sim}
+  Web handset      {sim}/   (open it in a browser: SMS inbox and SIM PIN prompt)
   Simulator SMSCs
 {smscs}
   Demo API key     {key}

@@ -181,6 +181,20 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {n}");
             }
         }
+        if let Ok(row) = db
+            .query_one(
+                "SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+                 FROM sms_outbox WHERE status = 'queued'",
+                &[],
+            )
+            .await
+        {
+            let age: f64 = row.get(0);
+            let _ = writeln!(
+                out,
+                "# HELP gateway_outbox_oldest_queued_seconds Age of the oldest SMS waiting in the outbox (0 when empty).\n# TYPE gateway_outbox_oldest_queued_seconds gauge\ngateway_outbox_oldest_queued_seconds {age}"
+            );
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -57,6 +57,10 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route_pattern() {
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
+    assert!(
+        metrics.contains("\ngateway_outbox_oldest_queued_seconds "),
+        "{metrics}"
+    );
     // Never the raw path: no OTP id in any label.
     assert!(!metrics.contains(&id));
 }

@@ -339,11 +339,20 @@ async fn policy_in(db: &impl deadpool_postgres::GenericClient, id: Uuid) -> anyh
             &[&id],
         )
         .await?;
-    Ok(Policy {
-        allowed_purposes: row.get(0),
-        sender_ids: serde_json::from_value(row.get(1))?,
-        daily_sms_quota: row.get(2),
-        requests_per_second: row.get(3),
-        request_burst: row.get(4),
-    })
+    Policy::from_row(&row)
+}
+
+impl Policy {
+    /// From a row holding the `api_clients` policy columns by name (the key lookup on
+    /// every request reads them too).
+    pub fn from_row(row: &tokio_postgres::Row) -> anyhow::Result<Policy> {
+        Ok(Policy {
+            allowed_purposes: row.try_get("allowed_purposes")?,
+            sender_ids: serde_json::from_value(row.try_get("sender_ids")?)
+                .context("stored sender_ids unreadable")?,
+            daily_sms_quota: row.try_get("daily_sms_quota")?,
+            requests_per_second: row.try_get("requests_per_second")?,
+            request_burst: row.try_get("request_burst")?,
+        })
+    }
 }

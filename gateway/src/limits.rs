@@ -43,10 +43,9 @@ pub async fn phone_purpose_ages(
     msisdn: &str,
     purpose: &str,
 ) -> Result<Vec<f64>, ApiError> {
-    let Some(longest) = limits.iter().map(|l| l.window).max() else {
+    let Some((longest, most)) = lookback(limits) else {
         return Ok(Vec::new());
     };
-    let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
     let rows = tx
         .query_cached(
             "SELECT EXTRACT(EPOCH FROM (now() - o.created_at))::float8
@@ -54,10 +53,20 @@ pub async fn phone_purpose_ages(
              WHERE o.msisdn = $1 AND c.purpose = $2
                AND o.created_at > now() - make_interval(secs => $3::float8)
              ORDER BY o.created_at DESC LIMIT $4",
-            &[&msisdn, &purpose, &longest.as_secs_f64(), &most],
+            &[&msisdn, &purpose, &longest, &most],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// How far back (seconds) and how many recent events the windows can need; `None`
+/// when there is no window.
+fn lookback(limits: &[WindowLimit]) -> Option<(f64, i64)> {
+    let longest = limits.iter().map(|l| l.window).max()?;
+    Some((
+        longest.as_secs_f64(),
+        limits.iter().map(|l| l.max).max().unwrap_or(1),
+    ))
 }
 
 /// 429 when one more SMS to the number for the purpose would exceed a window.
@@ -92,16 +101,15 @@ pub async fn ip_ages(
     limits: &[WindowLimit],
     ip: std::net::IpAddr,
 ) -> Result<Vec<f64>, ApiError> {
-    let Some(longest) = limits.iter().map(|l| l.window).max() else {
+    let Some((longest, most)) = lookback(limits) else {
         return Ok(Vec::new());
     };
-    let most = limits.iter().map(|l| l.max).max().unwrap_or(1);
     let rows = tx
         .query_cached(
             "SELECT EXTRACT(EPOCH FROM (now() - created_at))::float8 FROM otp_challenges
              WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2::float8)
              ORDER BY created_at DESC LIMIT $3",
-            &[&ip, &longest.as_secs_f64(), &most],
+            &[&ip, &longest, &most],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

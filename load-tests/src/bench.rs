@@ -53,11 +53,11 @@ struct Bench {
 }
 
 #[derive(Debug, Serialize)]
-struct Pending {
-    requested: u64,
-    pending_in_database: i64,
-    create_rate_per_s: f64,
-    gateway_rss_mib: f64,
+pub struct Pending {
+    pub requested: u64,
+    pub pending_in_database: i64,
+    pub create_rate_per_s: f64,
+    pub gateway_rss_mib: f64,
 }
 
 /// pgbench: one single-row INSERT per transaction (uuid key, text, numeric, jsonb),
@@ -196,7 +196,7 @@ async fn measure(
     machine: String,
 ) -> anyhow::Result<Bench> {
     let target = stack.target.clone();
-    let pid = Some(stack.gateway_pid);
+    let pid = Some(stack.gateway_pid());
     let send = Mix(vec![(Kind::OtpSend, 1)]);
     let step = *args.step;
 
@@ -252,7 +252,7 @@ async fn measure(
     // A fresh gateway process: the search's overloaded steps (thousands of requests in
     // flight) leave its allocator holding memory that this load does not need.
     stack.restart_first().await?;
-    let pid = Some(stack.gateway_pid);
+    let pid = Some(stack.gateway_pid());
     let half = (good / 2.0).round();
     println!(
         "   at half that rate ({half}/s) for {} s …",
@@ -340,12 +340,7 @@ async fn measure(
         signature,
         one_instance,
         two_instances,
-        pending_signatures: pending_signatures.map(|p| Pending {
-            requested: p.0,
-            pending_in_database: p.1,
-            create_rate_per_s: p.2,
-            gateway_rss_mib: p.3,
-        }),
+        pending_signatures,
     })
 }
 

@@ -184,7 +184,7 @@ impl Running {
                 Ok(Running {
                     target: stack.target.clone(),
                     database_url: Some(stack.database_url.clone()),
-                    gateway_pid: Some(stack.gateway_pid),
+                    gateway_pid: Some(stack.gateway_pid()),
                     stack: Some(stack),
                 })
             }

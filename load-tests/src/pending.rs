@@ -9,9 +9,9 @@ use crate::numbers;
 use crate::stack::Stack;
 
 /// Registers `n` Viettel subscribers who never answer, requests a signature of each
-/// (5-minute timeout), and returns (requested, pending in the database, creates per
-/// second, the gateway's RSS in MiB once they are all pending).
-pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<(u64, i64, f64, f64)> {
+/// (5-minute timeout), and reports how many are pending, how fast they were created and
+/// the gateway's RSS once they are all pending.
+pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<crate::bench::Pending> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(2))
@@ -91,11 +91,11 @@ pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<(u64, i64, f64, f64)>
         .get(0);
     // Let the sweeper run over them once or twice before reading the memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = crate::stack::rss_mib(stack.gateway_pid).unwrap_or(f64::NAN);
-    Ok((
-        n,
-        pending,
-        (rate * 10.0).round() / 10.0,
-        (rss * 10.0).round() / 10.0,
-    ))
+    let rss = crate::stack::rss_mib(stack.gateway_pid()).unwrap_or(f64::NAN);
+    Ok(crate::bench::Pending {
+        requested: n,
+        pending_in_database: pending,
+        create_rate_per_s: (rate * 10.0).round() / 10.0,
+        gateway_rss_mib: (rss * 10.0).round() / 10.0,
+    })
 }

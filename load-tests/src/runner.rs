@@ -64,6 +64,56 @@ pub struct RssReport {
 
 const SHARDS: usize = 16;
 
+/// What the flows of a run share: recorder shards, the OTPs whose receipts are awaited,
+/// and the counters the progress bar and the in-flight limit read.
+#[derive(Default)]
+struct Shared {
+    shards: Vec<Mutex<Recorder>>,
+    created: Mutex<Vec<String>>,
+    done: AtomicU64,
+    failed: AtomicU64,
+    measured_flows: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Shared {
+    /// Records a finished flow in its shard.
+    fn record(
+        &self,
+        index: u64,
+        start: Instant,
+        intended: Instant,
+        measured: bool,
+        outcome: crate::scenario::Outcome,
+    ) {
+        let second = start.elapsed().as_secs() as usize;
+        let mut rec = self.shards[index as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (step, latency) in &outcome.steps {
+            rec.step(step, *latency, measured);
+        }
+        match &outcome.result {
+            Ok(()) => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                rec.ok(second, intended.elapsed(), measured);
+            }
+            Err(kind) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                rec.error(second, kind, measured);
+            }
+        }
+        drop(rec);
+        if let (Some(id), true) = (outcome.otp_id, measured) {
+            self.created
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id);
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Where the `otp-send` receipts are read from after the run.
 pub enum Receipts<'a> {
     /// The gateway's database (exact, every OTP).
@@ -78,34 +128,29 @@ pub async fn run(
     receipts: Receipts<'_>,
     gateway_pid: Option<u32>,
 ) -> anyhow::Result<Report> {
-    let shards: Arc<Vec<Mutex<Recorder>>> = Arc::new(
-        (0..SHARDS)
+    let shared = Arc::new(Shared {
+        shards: (0..SHARDS)
             .map(|_| Mutex::new(Recorder::default()))
             .collect(),
-    );
-    let created: Arc<Mutex<Vec<String>>> = Arc::default();
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let started_flows = Arc::new(AtomicU64::new(0));
-    let measured_flows = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(AtomicUsize::new(0));
+        ..Shared::default()
+    });
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
 
     let bar = progress_bar(spec);
     let ticker = {
-        let (bar, done, failed) = (bar.clone(), done.clone(), failed.clone());
+        let (bar, shared) = (bar.clone(), shared.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let elapsed = start.elapsed().as_secs_f64().max(0.001);
-                let n = done.load(Ordering::Relaxed);
+                let n = shared.done.load(Ordering::Relaxed);
                 bar.set_position(elapsed as u64);
                 bar.set_message(format!(
                     "{n} done, {:.0}/s, errors {}",
                     n as f64 / elapsed,
-                    failed.load(Ordering::Relaxed)
+                    shared.failed.load(Ordering::Relaxed)
                 ));
             }
         })
@@ -129,55 +174,17 @@ pub async fn run(
 
     // One flow: run it, record it in its shard.
     let launch = {
-        let (ctx, shards, created, done, failed, in_flight, measured_flows) = (
-            ctx.clone(),
-            shards.clone(),
-            created.clone(),
-            done.clone(),
-            failed.clone(),
-            in_flight.clone(),
-            measured_flows.clone(),
-        );
-        let mix = spec.mix.clone();
+        let (ctx, shared, mix) = (ctx.clone(), shared.clone(), spec.mix.clone());
         move |index: u64, intended: Instant| {
-            let (ctx, shards, created, done, failed, in_flight, measured_flows) = (
-                ctx.clone(),
-                shards.clone(),
-                created.clone(),
-                done.clone(),
-                failed.clone(),
-                in_flight.clone(),
-                measured_flows.clone(),
-            );
+            let (ctx, shared) = (ctx.clone(), shared.clone());
             let kind = mix.kind(index);
             async move {
                 let measured = intended >= measure_from;
                 if measured {
-                    measured_flows.fetch_add(1, Ordering::Relaxed);
+                    shared.measured_flows.fetch_add(1, Ordering::Relaxed);
                 }
                 let outcome = ctx.run(kind, index, intended).await;
-                let second = start.elapsed().as_secs() as usize;
-                let mut rec = shards[index as usize % SHARDS]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for (step, latency) in &outcome.steps {
-                    rec.step(step, *latency, measured);
-                }
-                match &outcome.result {
-                    Ok(()) => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                        rec.ok(second, intended.elapsed(), measured);
-                    }
-                    Err(kind) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        rec.error(second, kind, measured);
-                    }
-                }
-                drop(rec);
-                if let (Some(id), true) = (outcome.otp_id, measured) {
-                    created.lock().unwrap_or_else(|p| p.into_inner()).push(id);
-                }
-                in_flight.fetch_sub(1, Ordering::Relaxed);
+                shared.record(index, start, intended, measured, outcome);
             }
         }
     };
@@ -195,9 +202,9 @@ pub async fn run(
                     if intended >= end {
                         break;
                     }
-                    if in_flight.load(Ordering::Relaxed) >= spec.max_in_flight {
+                    if shared.in_flight.load(Ordering::Relaxed) >= spec.max_in_flight {
                         let second = start.elapsed().as_secs() as usize;
-                        shards[i as usize % SHARDS]
+                        shared.shards[i as usize % SHARDS]
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .error(
@@ -206,11 +213,11 @@ pub async fn run(
                                 intended >= measure_from,
                             );
                         if intended >= measure_from {
-                            measured_flows.fetch_add(1, Ordering::Relaxed);
+                            shared.measured_flows.fetch_add(1, Ordering::Relaxed);
                         }
-                        failed.fetch_add(1, Ordering::Relaxed);
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        in_flight.fetch_add(1, Ordering::Relaxed);
+                        shared.in_flight.fetch_add(1, Ordering::Relaxed);
                         tasks.spawn(launch(i, intended));
                     }
                     i += 1;
@@ -218,12 +225,11 @@ pub async fn run(
                 while tasks.try_join_next().is_some() {}
                 tokio::time::sleep_until((start + schedule.due(i)).into()).await;
             }
-            started_flows.store(i, Ordering::Relaxed);
         }
         Load::Closed { users } => {
             let next = Arc::new(AtomicU64::new(0));
             for _ in 0..users.max(1) {
-                let (next, launch, in_flight) = (next.clone(), launch.clone(), in_flight.clone());
+                let (next, launch, shared) = (next.clone(), launch.clone(), shared.clone());
                 tasks.spawn(async move {
                     loop {
                         let intended = Instant::now();
@@ -234,13 +240,12 @@ pub async fn run(
                         if i >= total {
                             break;
                         }
-                        in_flight.fetch_add(1, Ordering::Relaxed);
+                        shared.in_flight.fetch_add(1, Ordering::Relaxed);
                         launch(i, intended).await;
                     }
                 });
             }
             while tasks.join_next().await.is_some() {}
-            started_flows.store(next.load(Ordering::Relaxed).min(total), Ordering::Relaxed);
         }
     }
     while tasks.join_next().await.is_some() {}
@@ -262,11 +267,11 @@ pub async fn run(
     };
 
     let mut merged = Recorder::default();
-    for shard in shards.iter() {
+    for shard in shared.shards.iter() {
         merged.merge(&shard.lock().unwrap_or_else(|p| p.into_inner()));
     }
     if spec.mix.has(Kind::OtpSend) {
-        let ids = std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner()));
+        let ids = std::mem::take(&mut *shared.created.lock().unwrap_or_else(|p| p.into_inner()));
         match receipts {
             Receipts::Database(url) => {
                 crate::receipts::from_database(url, &ids, spec.receipt_timeout, &mut merged).await?
@@ -281,7 +286,7 @@ pub async fn run(
         load: spec.load,
         warmup_s: spec.warmup.as_secs_f64(),
         measured_s: round1(measured_s),
-        flows: measured_flows.load(Ordering::Relaxed),
+        flows: shared.measured_flows.load(Ordering::Relaxed),
         ok: merged.ok_count(),
         errors: merged.errors().clone(),
         throughput_per_s: round1(merged.ok_count() as f64 / measured_s),

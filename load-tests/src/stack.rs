@@ -29,7 +29,6 @@ pub struct StackOptions {
 pub struct Stack {
     pub target: Target,
     pub database_url: String,
-    pub gateway_pid: u32,
     gateways: Vec<Child>,
     sim: Child,
     dir: PathBuf,
@@ -159,7 +158,6 @@ impl Stack {
                 key,
             },
             database_url,
-            gateway_pid: 0,
             gateways: Vec::new(),
             sim,
             dir,
@@ -173,7 +171,6 @@ impl Stack {
             stack.stop().await;
             return Err(e.context(format!("logs in {}", dir.display())));
         }
-        stack.gateway_pid = stack.gateways[0].id();
         Ok(stack)
     }
 
@@ -199,6 +196,11 @@ impl Stack {
         self.gateways.push(child);
         self.target.apis.push(format!("http://127.0.0.1:{port}"));
         self.wait_ready().await
+    }
+
+    /// The first gateway instance's process id (its memory is what runs report).
+    pub fn gateway_pid(&self) -> u32 {
+        self.gateways[0].id()
     }
 
     /// Replaces the first gateway instance by a fresh process (same configuration and
@@ -228,7 +230,6 @@ impl Stack {
             .stderr(log_file(&self.dir, &format!("gateway-1-{port}.err"))?)
             .spawn()
             .with_context(|| format!("starting {}", self.gateway_bin.display()))?;
-        self.gateway_pid = child.id();
         self.gateways[0] = child;
         self.wait_ready().await
     }

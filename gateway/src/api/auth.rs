@@ -83,19 +83,15 @@ impl FromRequest for ApiClient {
             let Some(row) = row else {
                 return Err(ApiError::Unauthorized);
             };
-            let sender_ids: serde_json::Value = row.get("sender_ids");
+            let policy = crate::clients::Policy::from_row(&row)?;
             let client = ApiClient {
                 id: row.get("id"),
                 name: row.get("name"),
-                allowed_purposes: row.get("allowed_purposes"),
-                sender_ids: serde_json::from_value(sender_ids).map_err(|e| {
-                    ApiError::Internal(anyhow::anyhow!("stored sender_ids unreadable: {e}"))
-                })?,
-                daily_sms_quota: row.get("daily_sms_quota"),
-                requests_per_second: row
-                    .get::<_, Option<i32>>("requests_per_second")
-                    .map(|v| v as u32),
-                request_burst: row.get::<_, Option<i32>>("request_burst").map(|v| v as u32),
+                allowed_purposes: policy.allowed_purposes,
+                sender_ids: policy.sender_ids,
+                daily_sms_quota: policy.daily_sms_quota,
+                requests_per_second: policy.requests_per_second.map(|v| v as u32),
+                request_burst: policy.request_burst.map(|v| v as u32),
             };
             // This instance's share of the client's request rate.
             if let Err(wait) =

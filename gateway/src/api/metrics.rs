@@ -157,46 +157,72 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
     state.request_metrics.render(&mut out);
     state.funnel.render(&mut out);
-    if let Ok(db) = state.pool.get().await {
-        let queries = [
+    if let Ok(q) = queues(&state).await {
+        let gauges = [
             (
                 "gateway_outbox_queued",
                 "SMS waiting in the outbox.",
-                "SELECT count(*) FROM sms_outbox WHERE status = 'queued'",
+                q.outbox_queued as f64,
+            ),
+            (
+                "gateway_outbox_oldest_queued_seconds",
+                "Age of the oldest SMS waiting in the outbox (0 when empty).",
+                q.outbox_oldest_seconds,
             ),
             (
                 "gateway_signature_requests_pending",
                 "SIM signature requests awaiting a result.",
-                "SELECT count(*) FROM signature_requests WHERE status = 'pending'",
+                q.signatures_pending as f64,
             ),
             (
                 "gateway_webhooks_pending",
                 "Webhook deliveries not yet delivered.",
-                "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'",
+                q.webhooks_pending as f64,
             ),
         ];
-        for (name, help, sql) in queries {
-            if let Ok(row) = db.query_one(sql, &[]).await {
-                let n: i64 = row.get(0);
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {n}");
-            }
-        }
-        if let Ok(row) = db
-            .query_one(
-                "SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
-                 FROM sms_outbox WHERE status = 'queued'",
-                &[],
-            )
-            .await
-        {
-            let age: f64 = row.get(0);
+        for (name, help, value) in gauges {
             let _ = writeln!(
                 out,
-                "# HELP gateway_outbox_oldest_queued_seconds Age of the oldest SMS waiting in the outbox (0 when empty).\n# TYPE gateway_outbox_oldest_queued_seconds gauge\ngateway_outbox_oldest_queued_seconds {age}"
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out)
+}
+
+/// The queues the operators watch, shared by every instance (from Postgres).
+pub struct Queues {
+    pub outbox_queued: i64,
+    pub outbox_oldest_seconds: f64,
+    /// SMS that failed for good in the last hour.
+    pub outbox_failed_last_hour: i64,
+    pub signatures_pending: i64,
+    pub webhooks_pending: i64,
+}
+
+/// All the queue figures in one statement (for `/metrics` and `/status`).
+pub async fn queues(state: &AppState) -> Result<Queues, crate::api::error::ApiError> {
+    use crate::db::Cached;
+    let db = state.pool.get().await?;
+    let row = db
+        .query_one_cached(
+            "SELECT (SELECT count(*) FROM sms_outbox WHERE status = 'queued'),
+                    (SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+                       FROM sms_outbox WHERE status = 'queued'),
+                    (SELECT count(*) FROM sms_outbox WHERE status = 'failed'
+                       AND created_at > now() - interval '1 hour'),
+                    (SELECT count(*) FROM signature_requests WHERE status = 'pending'),
+                    (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
+            &[],
+        )
+        .await?;
+    Ok(Queues {
+        outbox_queued: row.get(0),
+        outbox_oldest_seconds: row.get(1),
+        outbox_failed_last_hour: row.get(2),
+        signatures_pending: row.get(3),
+        webhooks_pending: row.get(4),
+    })
 }

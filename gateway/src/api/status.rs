@@ -59,18 +59,7 @@ async fn gather(state: &AppState) -> Result<Value, ApiError> {
         })
         .collect();
     let db = state.pool.get().await?;
-    let queue = db
-        .query_one_cached(
-            "SELECT (SELECT count(*) FROM sms_outbox WHERE status = 'queued'),
-                    (SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
-                       FROM sms_outbox WHERE status = 'queued'),
-                    (SELECT count(*) FROM sms_outbox WHERE status = 'failed'
-                       AND created_at > now() - interval '1 hour'),
-                    (SELECT count(*) FROM signature_requests WHERE status = 'pending'),
-                    (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
-            &[],
-        )
-        .await?;
+    let q = super::metrics::queues(state).await?;
     let recent_otp = db
         .query_cached(
             "SELECT created_at, msisdn, carrier, purpose, status FROM otp_challenges
@@ -102,12 +91,12 @@ async fn gather(state: &AppState) -> Result<Value, ApiError> {
     Ok(json!({
         "routes": routes,
         "outbox": {
-            "queued": queue.get::<_, i64>(0),
-            "oldest_queued_seconds": (queue.get::<_, f64>(1) * 10.0).round() / 10.0,
-            "failed_last_hour": queue.get::<_, i64>(2),
+            "queued": q.outbox_queued,
+            "oldest_queued_seconds": (q.outbox_oldest_seconds * 10.0).round() / 10.0,
+            "failed_last_hour": q.outbox_failed_last_hour,
         },
-        "signature_requests_pending": queue.get::<_, i64>(3),
-        "webhooks_pending": queue.get::<_, i64>(4),
+        "signature_requests_pending": q.signatures_pending,
+        "webhooks_pending": q.webhooks_pending,
         "recent_otp": rows(recent_otp),
         "recent_signatures": rows(recent_signatures),
     }))

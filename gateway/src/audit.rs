@@ -41,7 +41,8 @@ pub async fn record(
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+/// One security event. / Một sự kiện an ninh.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -50,6 +51,8 @@ pub struct AuditView {
     pub msisdn_masked: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_id: Option<Uuid>,
+    /// The event's particulars (never a code, a key or a full number).
+    #[schema(value_type = Object)]
     pub detail: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<Uuid>,

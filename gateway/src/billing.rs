@@ -66,14 +66,16 @@ pub async fn record(
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageRow {
     /// The day (UTC, `YYYY-MM-DD`) or the carrier, by `group_by`.
     pub key: String,
     pub item: String,
     pub events: i64,
     pub quantity: i64,
+    /// Exact, as a decimal string.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "1250.0000")]
     pub amount_vnd: Decimal,
 }
 

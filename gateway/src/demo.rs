@@ -61,6 +61,23 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     }
     // Fast resends make the walk-through easy to replay.
     settings.otp.resend_interval = Duration::from_secs(10);
+    // An admin key for the status page, unless the configuration gives one (then it is
+    // not printed).
+    let admin_key = if settings.admin.api_key.is_none() {
+        let k = match std::env::var("GATEWAY_DEMO_ADMIN_KEY") {
+            Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+            _ => {
+                let mut bytes = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                    .map_err(|_| anyhow::anyhow!("system RNG failed"))?;
+                hex::encode(bytes)
+            }
+        };
+        settings.admin.api_key = Some(k.clone().into());
+        Some(k)
+    } else {
+        None
+    };
     let app = Application::build_with_listener(settings, listener).await?;
     let key = match std::env::var("GATEWAY_DEMO_API_KEY") {
         Ok(k) if !k.trim().is_empty() => {
@@ -82,7 +99,10 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         // One write, and a closed stdout (a pager quit, a test done reading) must not
         // stop the demo.
         use std::io::Write;
-        let text = format!("{}\n", walkthrough(&api, &sim_url, &key, &sim.smsc_addrs));
+        let text = format!(
+            "{}\n",
+            walkthrough(&api, &sim_url, &key, admin_key.as_deref(), &sim.smsc_addrs)
+        );
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     }
@@ -101,7 +121,17 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn walkthrough(api: &str, sim: &str, key: &str, smscs: &[(String, SocketAddr)]) -> String {
+fn walkthrough(
+    api: &str,
+    sim: &str,
+    key: &str,
+    admin_key: Option<&str>,
+    smscs: &[(String, SocketAddr)],
+) -> String {
+    let admin = match admin_key {
+        Some(k) => format!("{k}   (a browser asks: any user name, this key as password)"),
+        None => "as configured (admin.api_key)".to_owned(),
+    };
     let smsc_lines: Vec<String> = smscs
         .iter()
         .map(|(n, a)| format!("    {n:<10} smpp://{a}  (system_id {n}, password sim-pass)"))
@@ -111,6 +141,9 @@ fn walkthrough(api: &str, sim: &str, key: &str, smscs: &[(String, SocketAddr)]) 
 OTP gateway demo is running. Stop it with Ctrl-C.
 
   Gateway API      {api}
+  API reference    {api}/docs/   (OpenAPI 3.1: {api}/openapi.json)
+  Status page      {api}/status
+  Admin key        {admin}
   Simulator HTTP   {sim}
   Web handset      {sim}/   (open it in a browser: SMS inbox and SIM PIN prompt)
   Simulator SMSCs

@@ -30,28 +30,46 @@ pub struct NewOtp {
     pub client_ip: Option<std::net::IpAddr>,
 }
 
-#[derive(Debug, Serialize)]
+/// A verification: one challenge, its code(s) sent by SMS. / Phiên xác thực OTP.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OtpView {
     pub id: Uuid,
+    /// `pending`, `approved`, `expired`, `max_attempts_reached` or `canceled`.
+    #[schema(example = "pending")]
     pub status: String,
+    /// The number with its middle hidden, as the portal shows it.
+    #[schema(example = "082****088")]
     pub msisdn_masked: String,
+    /// The network that serves the number now (after portability): `viettel`,
+    /// `vinaphone`, `mobifone`, `vietnamobile`, `gmobile`, `itelecom` or `reddi`.
+    #[schema(example = "vinaphone")]
     pub carrier: String,
+    #[schema(example = "login")]
     pub purpose: String,
     pub created_at: DateTime<Utc>,
+    /// After this the code no longer works.
     pub expires_at: DateTime<Utc>,
+    /// From this time "Gửi lại OTP" may send a new code.
     pub resend_available_at: DateTime<Utc>,
+    /// Codes sent so far.
     pub sends: i32,
     pub max_sends: i32,
+    /// Wrong codes still allowed.
     pub attempts_left: i32,
+    /// The latest SMS's delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryView>,
 }
 
-#[derive(Debug, Serialize)]
+/// Where the latest SMS of a verification is. / Trạng thái gửi tin nhắn.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     /// `queued`, `submitted`, `failed`, `canceled`, or the receipt's state
     /// (`delivered`, `undeliverable`, `expired`, `rejected`, …).
+    #[schema(example = "delivered")]
     pub status: String,
+    /// The SMPP route (carrier bind) it went out on.
+    #[schema(example = "vinaphone")]
     pub route: String,
     /// The first part's SMSC message id.
     pub message_id: Option<String>,
@@ -59,13 +77,18 @@ pub struct DeliveryView {
     pub parts: i32,
     pub submitted_at: Option<DateTime<Utc>>,
     pub receipt_at: Option<DateTime<Utc>>,
+    /// Why it failed, when it did.
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// The result of a check. / Kết quả kiểm tra mã.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckView {
     pub id: Uuid,
+    /// Whether the code matched (and so approved the verification).
     pub valid: bool,
+    /// The verification's status after the check.
+    #[schema(example = "approved")]
     pub status: String,
     pub attempts_left: i32,
 }

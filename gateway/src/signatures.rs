@@ -15,7 +15,7 @@ use carrier_adapters::mss::{
 };
 use carrier_adapters::signature::{self, VerifyError, Window};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
@@ -71,14 +71,23 @@ pub struct NewSignature {
     pub callback_url: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A SIM ký số signature request. / Yêu cầu ký số trên SIM.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignatureView {
     pub id: Uuid,
+    /// `pending`, then `signed` (verified), `user_cancel`, `expired`, `pin_blocked`,
+    /// `card_blocked`, `no_key`, `no_cert`, `revoked`, `invalid_signature`,
+    /// `carrier_error` or `canceled`.
+    #[schema(example = "signed")]
     pub status: String,
+    /// More about an unsuccessful end (the carrier's status code and text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_detail: Option<String>,
+    #[schema(example = "vinaphone")]
     pub carrier: String,
+    #[schema(example = "082****088")]
     pub msisdn_masked: String,
+    #[schema(example = "login")]
     pub purpose: String,
     /// Exactly what the SIM is asked to sign (base64).
     pub data_to_sign: String,
@@ -87,8 +96,74 @@ pub struct SignatureView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
     /// When signed: the verified signature and who made it.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub signed: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub signed: SignedView,
+}
+
+/// A verified signature and its signer, as read from the certificate: every field is
+/// present once the request is `signed`, and none before.
+/// / Chữ ký đã kiểm tra và thông tin người ký lấy từ chứng thư số.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct SignedView {
+    /// The CMS SignedData (base64 DER) over `data_to_sign`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_cms: Option<String>,
+    /// The signer's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+    /// The signing time the signature states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SignerSubject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<SignerIssuer>,
+    /// The certificate's validity (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// The certificate's serial number (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+/// Who signed, from the verified certificate: stored as `signer` (jsonb).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Signer {
+    pub subject: SignerSubject,
+    pub issuer: SignerIssuer,
+    /// The certificate's validity (RFC 3339).
+    pub not_before: String,
+    pub not_after: String,
+    /// The certificate's serial number (hex).
+    pub serial: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignerSubject {
+    /// The holder's name (Họ và tên).
+    #[schema(example = "NGUYỄN VĂN AN")]
+    pub common_name: Option<String>,
+    /// Identity numbers in the certificate: `CCCD`, `CMND`, `MST`, `HC` (passport).
+    pub identifiers: Vec<SignerIdentifier>,
+    pub organization: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignerIdentifier {
+    #[serde(rename = "type")]
+    #[schema(example = "CCCD")]
+    pub kind: String,
+    #[schema(example = "001099012345")]
+    pub value: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignerIssuer {
+    /// The CA (tổ chức cung cấp dịch vụ chứng thực).
+    #[schema(example = "VNPT-CA SIM")]
+    pub common_name: Option<String>,
 }
 
 const COLUMNS: &str =
@@ -101,21 +176,21 @@ fn view(row: &Row) -> Result<SignatureView, ApiError> {
     let signed = match row.get::<_, Option<Vec<u8>>>("signature_cms") {
         Some(cms) => {
             let cert: Vec<u8> = row.get("certificate_der");
-            let signer: serde_json::Value = row.get("signer");
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let mut v = json!({
-                "signature_cms": b64.encode(&cms),
-                "certificate_pem": crate::mssp::pem_encode("CERTIFICATE", &cert),
-                "signed_at": row.get::<_, Option<DateTime<Utc>>>("signed_at"),
-            });
-            if let (Some(obj), Some(signer)) = (v.as_object_mut(), signer.as_object()) {
-                for (k, val) in signer {
-                    obj.insert(k.clone(), val.clone());
-                }
+            let signer: Signer = serde_json::from_value(row.get("signer")).map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("stored signer unreadable: {e}"))
+            })?;
+            SignedView {
+                signature_cms: Some(base64::engine::general_purpose::STANDARD.encode(&cms)),
+                certificate_pem: Some(crate::mssp::pem_encode("CERTIFICATE", &cert)),
+                signed_at: row.get("signed_at"),
+                subject: Some(signer.subject),
+                issuer: Some(signer.issuer),
+                not_before: Some(signer.not_before),
+                not_after: Some(signer.not_after),
+                serial: Some(signer.serial),
             }
-            Some(v)
         }
-        None => None,
+        None => SignedView::default(),
     };
     Ok(SignatureView {
         id: row.get("id"),
@@ -424,17 +499,27 @@ async fn end_signed(
     verified: &signature::Verified,
 ) -> Result<bool, ApiError> {
     let subject = &verified.subject;
-    let signer = json!({
-        "subject": {
-            "common_name": subject.common_name,
-            "identifiers": subject.identifiers.iter().map(|(t, v)| json!({"type": t, "value": v})).collect::<Vec<_>>(),
-            "organization": subject.organization,
+    let signer = Signer {
+        subject: SignerSubject {
+            common_name: subject.common_name.clone(),
+            identifiers: subject
+                .identifiers
+                .iter()
+                .map(|(kind, value)| SignerIdentifier {
+                    kind: kind.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            organization: subject.organization.clone(),
         },
-        "issuer": { "common_name": verified.issuer_common_name },
-        "not_before": rfc3339(verified.not_before),
-        "not_after": rfc3339(verified.not_after),
-        "serial": verified.serial_hex,
-    });
+        issuer: SignerIssuer {
+            common_name: verified.issuer_common_name.clone(),
+        },
+        not_before: rfc3339(verified.not_before),
+        not_after: rfc3339(verified.not_after),
+        serial: verified.serial_hex.clone(),
+    };
+    let signer = serde_json::to_value(&signer).map_err(|e| ApiError::Internal(e.into()))?;
     let signed_at = DateTime::<Utc>::from(verified.signed_at);
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;

@@ -157,6 +157,7 @@ impl Application {
             App::new()
                 .wrap(actix_web::middleware::from_fn(api::requests::middleware))
                 .app_data(state.clone())
+                .app_data(api::query_config())
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))
         })

@@ -47,7 +47,26 @@ pub(crate) fn authorise(req: &HttpRequest, state: &AppState) -> Result<(), ApiEr
     }
 }
 
-/// `POST /v1/admin/clients/{client_id}/accounts/{account_ref}/unlock`
+/// Unlock an account locked for OTP / Mở khóa tài khoản
+///
+/// Ends the lockout that failed checks put on the client's `account_ref`; audited.
+#[utoipa::path(
+    post, path = "/v1/admin/clients/{client_id}/accounts/{account_ref}/unlock",
+    tag = "operators", operation_id = "unlockAccount",
+    security(("admin_key" = [])),
+    params(
+        ("client_id" = Uuid, Path, description = "The client (`gateway client list`)"),
+        ("account_ref" = String, Path, description = "The `account_ref` the client sent"),
+    ),
+    responses(
+        (status = 200, description = "`unlocked`: whether the account was locked", body = Object,
+            example = json!({"unlocked": true})),
+        (status = 401, response = super::openapi::Problem401),
+        (status = 404, response = super::openapi::Problem404),
+        (status = 500, response = super::openapi::Problem500),
+        (status = 503, response = super::openapi::Problem503),
+    ),
+)]
 pub async fn unlock(
     req: HttpRequest,
     path: web::Path<(String, String)>,

@@ -9,16 +9,45 @@ use super::error::ApiError;
 use crate::domain::Msisdn;
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
+    /// RFC 3339; default a day ago.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339; default now.
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Only this number's events.
+    #[param(value_type = Option<super::openapi::Phone>)]
     msisdn: Option<String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage {
+    /// At most 1000, oldest first.
+    events: Vec<crate::audit::AuditView>,
 }
 
 /// At most this many events per call.
 const PAGE: i64 = 1000;
 
+/// The client's own security events / Nhật ký an ninh
+///
+/// OTPs created, checked, refused by a limit, locked and unlocked accounts, signature
+/// requests, owner checks; numbers masked.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "account", operation_id = "audit",
+    security(("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Events / Sự kiện", body = AuditPage),
+        (status = 401, response = super::openapi::Problem401),
+        (status = 422, response = super::openapi::Problem422),
+        (status = 429, response = super::openapi::Problem429),
+        (status = 500, response = super::openapi::Problem500),
+        (status = 503, response = super::openapi::Problem503),
+    ),
+)]
 pub async fn list(
     query: web::Query<AuditQuery>,
     client: ApiClient,
@@ -47,5 +76,5 @@ pub async fn list(
         },
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
+    Ok(HttpResponse::Ok().json(AuditPage { events }))
 }

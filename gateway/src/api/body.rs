@@ -48,3 +48,50 @@ pub async fn read_json<T: DeserializeOwned>(
     }
     serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
+
+/// An optional integer field that also takes a number with a zero fraction (`7.0`), as
+/// JSON Schema counts integers. Use with `#[serde(default, deserialize_with = ...)]`.
+pub fn opt_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        })
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected an integer, got {n}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "super::opt_integer")]
+        n: Option<i64>,
+    }
+
+    fn n(json: &str) -> Result<Option<i64>, String> {
+        serde_json::from_str::<Body>(json)
+            .map(|b| b.n)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn integers_with_a_zero_fraction_count_as_integers() {
+        assert_eq!(n(r#"{"n": 7}"#), Ok(Some(7)));
+        assert_eq!(n(r#"{"n": 7.0}"#), Ok(Some(7)));
+        assert_eq!(n(r#"{"n": -2e2}"#), Ok(Some(-200)));
+        assert_eq!(n(r#"{"n": null}"#), Ok(None));
+        assert_eq!(n(r#"{}"#), Ok(None));
+        assert!(n(r#"{"n": 7.5}"#)
+            .unwrap_err()
+            .contains("expected an integer"));
+        assert!(n(r#"{"n": 1e300}"#).is_err());
+        assert!(n(r#"{"n": "7"}"#).is_err());
+    }
+}

@@ -41,6 +41,31 @@ fn fault(version: SoapVersion, http: u16, status: StatusCode, reason: &str) -> H
     )
 }
 
+/// A carrier's MSSP reports a signature's end (MSS_Notification) / Nhà mạng báo kết quả ký
+///
+/// Called by Viettel's, VinaPhone's and MobiFone's MSSPs, not by the portal. The body is a
+/// SOAP envelope (1.1 or 1.2 by the carrier's dialect) holding an `MSS_StatusResp`; it is
+/// authenticated by the HMAC in the carrier's signature and timestamp headers over the
+/// body. Answers an `MSS_ReceiptResp`, or a SOAP fault with the ETSI status code.
+#[utoipa::path(
+    post, path = "/carriers/{carrier}/mss", tag = "carriers", operation_id = "mssNotification",
+    params(("carrier" = String, Path, description = "A carrier that calls back: `viettel`, `vinaphone` or `mobifone` (by configuration)")),
+    request_body(content = String, content_type = "application/soap+xml",
+        description = "SOAP envelope with MSS_StatusResp (text/xml for SOAP 1.1 dialects)"),
+    responses(
+        (status = 200, description = "MSS_ReceiptResp", content(
+            (String = "application/soap+xml"), (String = "text/xml"))),
+        (status = 400, description = "SOAP fault: not a notification, or an unknown transaction", content(
+            (String = "application/soap+xml"), (String = "text/xml"))),
+        (status = 401, description = "SOAP fault: bad or stale signature", content(
+            (String = "application/soap+xml"), (String = "text/xml"))),
+        (status = 404, description = "Not a carrier that calls back here"),
+        (status = 413, description = "SOAP fault: message too large", content(
+            (String = "application/soap+xml"), (String = "text/xml"))),
+        (status = 503, description = "SOAP fault: the gateway could not store it; the carrier retries", content(
+            (String = "application/soap+xml"), (String = "text/xml"))),
+    ),
+)]
 pub async fn notification(
     req: HttpRequest,
     path: web::Path<String>,

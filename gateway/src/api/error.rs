@@ -37,16 +37,81 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("this client may not ask for purpose {purpose:?}")]
     PurposeNotAllowed { purpose: String },
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    #[error("method not allowed; this path takes {allow}")]
+    MethodNotAllowed { allow: &'static str },
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
+/// One kind of problem the API answers with: its `type` (`/problems/{slug}`), title and
+/// status, and what it means in English and Vietnamese. The OpenAPI document is built
+/// from this table, and a test checks every `ApiError` against it.
+pub struct ProblemKind {
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub en: &'static str,
+    pub vi: &'static str,
+}
+
+pub const PROBLEMS: &[ProblemKind] = &[
+    ProblemKind { slug: "malformed-json", title: "Malformed JSON body", status: 400,
+        en: "The body is not JSON, or has an unknown field or a field of the wrong type.",
+        vi: "Nội dung không phải JSON hợp lệ, hoặc có trường lạ hay sai kiểu." },
+    ProblemKind { slug: "unauthorized", title: "Unauthorized", status: 401,
+        en: "No API key, or the key is unknown, revoked or its client disabled.",
+        vi: "Thiếu khóa API, hoặc khóa không tồn tại, đã thu hồi hay ứng dụng đã bị khóa." },
+    ProblemKind { slug: "purpose-not-allowed", title: "Purpose not allowed", status: 403,
+        en: "This client was not given this purpose.",
+        vi: "Ứng dụng này không được phép dùng mục đích này." },
+    ProblemKind { slug: "not-found", title: "Not found", status: 404,
+        en: "No such resource for this client (another client's ids are not found either).",
+        vi: "Không tìm thấy (mã của ứng dụng khác cũng không tìm thấy)." },
+    ProblemKind { slug: "method-not-allowed", title: "Method not allowed", status: 405,
+        en: "The path exists but not with this method.",
+        vi: "Đường dẫn có nhưng không hỗ trợ phương thức này." },
+    ProblemKind { slug: "verification-not-pending", title: "Verification not pending", status: 409,
+        en: "The verification or signature request has already ended.",
+        vi: "Phiên xác thực hoặc yêu cầu ký đã kết thúc." },
+    ProblemKind { slug: "payload-too-large", title: "Request body too large", status: 413,
+        en: "The body is larger than the server accepts.",
+        vi: "Nội dung yêu cầu quá lớn." },
+    ProblemKind { slug: "unsupported-media-type", title: "Unsupported media type", status: 415,
+        en: "The body must be application/json.",
+        vi: "Nội dung phải là application/json." },
+    ProblemKind { slug: "invalid-field", title: "Invalid field", status: 422,
+        en: "A field (named in `field`) has a value out of its range; `detail` says which values are accepted.",
+        vi: "Một trường (xem `field`) có giá trị không hợp lệ; `detail` nêu giá trị được chấp nhận." },
+    ProblemKind { slug: "invalid-msisdn", title: "Invalid phone number", status: 422,
+        en: "`msisdn` is not a Vietnamese mobile number (0xxxxxxxxx, 84xxxxxxxxx or +84xxxxxxxxx).",
+        vi: "`msisdn` không phải số di động Việt Nam (0xxxxxxxxx, 84xxxxxxxxx hoặc +84xxxxxxxxx)." },
+    ProblemKind { slug: "idempotency-key-reused", title: "Idempotency key reused", status: 422,
+        en: "This Idempotency-Key was used with a different request body.",
+        vi: "Idempotency-Key này đã dùng cho một yêu cầu khác." },
+    ProblemKind { slug: "resend-too-early", title: "Too early to resend", status: 429,
+        en: "A new code can be sent after `retry_after` seconds (\"Gửi lại OTP\" waits).",
+        vi: "Chỉ được gửi lại mã sau `retry_after` giây (nút \"Gửi lại OTP\" chờ)." },
+    ProblemKind { slug: "max-sends-reached", title: "Too many codes sent", status: 429,
+        en: "This verification sent its last code; start a new one.",
+        vi: "Phiên xác thực đã gửi đủ số mã; hãy tạo phiên mới." },
+    ProblemKind { slug: "rate-limited", title: "Too many requests", status: 429,
+        en: "A limit on the number, the end user's address, the client's rate or its daily quota; wait `retry_after` seconds.",
+        vi: "Vượt giới hạn theo số điện thoại, địa chỉ IP, tốc độ hoặc hạn mức ngày của ứng dụng; chờ `retry_after` giây." },
+    ProblemKind { slug: "account-locked", title: "Account locked", status: 429,
+        en: "Too many failed checks on this account; an operator can unlock it.",
+        vi: "Tài khoản bị khóa OTP do nhập sai quá nhiều lần; quản trị viên có thể mở khóa." },
+    ProblemKind { slug: "internal", title: "Internal error", status: 500,
+        en: "A fault in the gateway; the log has the cause, the body has none.",
+        vi: "Lỗi trong cổng; nguyên nhân ghi trong nhật ký, không trả về." },
+    ProblemKind { slug: "unavailable", title: "Service unavailable", status: 503,
+        en: "The database or the carrier did not answer; retry later.",
+        vi: "Cơ sở dữ liệu hoặc nhà mạng không phản hồi; thử lại sau." },
+];
+
 impl ApiError {
-    fn kind(&self) -> (&'static str, &'static str) {
+    pub(crate) fn kind(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::Unauthorized => ("unauthorized", "Unauthorized"),
             ApiError::NotFound => ("not-found", "Not found"),
@@ -62,7 +127,7 @@ impl ApiError {
             ApiError::NotPending { .. } => ("verification-not-pending", "Verification not pending"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::PurposeNotAllowed { .. } => ("purpose-not-allowed", "Purpose not allowed"),
-            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }
@@ -99,7 +164,7 @@ impl ResponseError for ApiError {
             ApiError::NotPending { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PurposeNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -138,6 +203,9 @@ impl ResponseError for ApiError {
                 body["retry_after"] = json!(retry_after);
                 resp.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
+            ApiError::MethodNotAllowed { allow } => {
+                resp.insert_header((header::ALLOW, *allow));
+            }
             ApiError::AccountLocked => {
                 // Locked until an operator unlocks; ask clients to wait an hour.
                 body["retry_after"] = json!(3600);
@@ -146,5 +214,61 @@ impl ResponseError for ApiError {
             _ => {}
         }
         resp.body(body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant's type, title and status is a row of `PROBLEMS` (the OpenAPI
+    /// document is built from it), and every row is some variant's.
+    #[test]
+    fn every_error_is_a_documented_problem() {
+        let all = [
+            ApiError::Unauthorized,
+            ApiError::NotFound,
+            ApiError::MalformedJson(String::new()),
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::InvalidField {
+                field: "f",
+                detail: String::new(),
+            },
+            ApiError::InvalidMsisdn(String::new()),
+            ApiError::ResendTooEarly { retry_after: 1 },
+            ApiError::RateLimited {
+                retry_after: 1,
+                detail: String::new(),
+            },
+            ApiError::AccountLocked,
+            ApiError::MaxSendsReached { max_sends: 1 },
+            ApiError::NotPending {
+                status: String::new(),
+            },
+            ApiError::IdempotencyKeyReused,
+            ApiError::PurposeNotAllowed {
+                purpose: String::new(),
+            },
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::Unavailable(anyhow::anyhow!("x")),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        for e in &all {
+            let (slug, title) = e.kind();
+            let row = PROBLEMS
+                .iter()
+                .find(|p| p.slug == slug)
+                .unwrap_or_else(|| panic!("{slug} is not in PROBLEMS"));
+            assert_eq!(row.title, title, "{slug}");
+            assert_eq!(row.status, e.status_code().as_u16(), "{slug}");
+        }
+        for row in PROBLEMS {
+            assert!(
+                all.iter().any(|e| e.kind().0 == row.slug),
+                "{} is documented but no error has it",
+                row.slug
+            );
+        }
     }
 }

@@ -14,6 +14,12 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Each SMPP route's binds: state, window, rates and errors.
+#[utoipa::path(
+    get, path = "/v1/health/carriers", tag = "operators", operation_id = "carrierBinds",
+    summary = "SMPP binds per route / Kết nối SMPP tới từng nhà mạng",
+    responses((status = 200, description = "Every route's binds", body = Object)),
+)]
 pub async fn carriers(state: web::Data<AppState>) -> HttpResponse {
     let routes: Vec<_> = state
         .binds
@@ -29,6 +35,14 @@ pub async fn carriers(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "routes": routes }))
 }
 
+/// Prometheus metrics: requests by route, the OTP funnel and signature outcomes per
+/// carrier, SMPP binds, the outbox's depth and oldest age, the webhook backlog.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operators", operation_id = "metrics",
+    summary = "Prometheus metrics / Số liệu giám sát",
+    responses((status = 200, description = "Prometheus text format 0.0.4",
+        content_type = "text/plain; version=0.0.4", body = String)),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     let mut lines = Vec::new();

@@ -7,6 +7,7 @@ pub mod body;
 pub mod carriers;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod otp;
 pub mod requests;
 pub mod signatures;
@@ -20,73 +21,60 @@ use crate::startup::AppState;
 use error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/status", web::get().to(status::status))
-        .route("/metrics", web::get().to(metrics::metrics))
-        .route("/v1/health/carriers", web::get().to(metrics::carriers))
+    openapi::routes(cfg);
+    cfg.service(resource("/health", "GET").route(web::get().to(health)))
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
+        .service(resource("/status", "GET").route(web::get().to(status::status)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
+        .service(resource("/v1/health/carriers", "GET").route(web::get().to(metrics::carriers)))
+        .service(resource("/v1/otp", "POST").route(web::post().to(otp::create)))
+        .service(resource("/v1/otp/{id}", "GET").route(web::get().to(otp::get)))
+        .service(resource("/v1/otp/{id}/cancel", "POST").route(web::post().to(otp::cancel)))
+        .service(resource("/v1/otp/{id}/resend", "POST").route(web::post().to(otp::resend)))
+        .service(resource("/v1/otp/{id}/check", "POST").route(web::post().to(otp::check)))
+        .service(resource("/v1/signatures", "POST").route(web::post().to(signatures::create)))
+        .service(resource("/v1/signatures/{id}", "GET").route(web::get().to(signatures::get)))
         .service(
-            web::resource("/v1/otp")
-                .route(web::post().to(otp::create))
-                .default_service(web::to(method_not_allowed)),
+            resource("/v1/signatures/{id}/cancel", "POST")
+                .route(web::post().to(signatures::cancel)),
         )
         .service(
-            web::resource("/v1/otp/{id}")
-                .route(web::get().to(otp::get))
-                .route(web::delete().to(otp::cancel))
-                .default_service(web::to(method_not_allowed)),
+            resource(
+                "/v1/admin/clients/{client_id}/accounts/{account_ref}/unlock",
+                "POST",
+            )
+            .route(web::post().to(admin::unlock)),
+        )
+        .service(resource("/v1/usage", "GET").route(web::get().to(usage::get)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(audit::list)))
+        .service(
+            resource("/v1/subscriber-checks", "POST")
+                .route(web::post().to(signatures::subscriber_check)),
         )
         .service(
-            web::resource("/v1/otp/{id}/resend")
-                .route(web::post().to(otp::resend))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/otp/{id}/check")
-                .route(web::post().to(otp::check))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/signatures")
-                .route(web::post().to(signatures::create))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/signatures/{id}")
-                .route(web::get().to(signatures::get))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/signatures/{id}/cancel")
-                .route(web::post().to(signatures::cancel))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/admin/clients/{client_id}/accounts/{account_ref}/unlock")
-                .route(web::post().to(admin::unlock))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/usage")
-                .route(web::get().to(usage::get))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/audit")
-                .route(web::get().to(audit::list))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/subscriber-checks")
-                .route(web::post().to(signatures::subscriber_check))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/carriers/{carrier}/mss")
-                .route(web::post().to(carriers::notification))
-                .default_service(web::to(method_not_allowed)),
+            resource("/carriers/{carrier}/mss", "POST")
+                .route(web::post().to(carriers::notification)),
         );
+}
+
+/// A query string that does not parse (a repeated or malformed parameter) is a problem
+/// like any other, not actix's plain-text 400.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::InvalidField {
+            field: "query",
+            detail: format!("the query string does not parse: {e}"),
+        }
+        .into()
+    })
+}
+
+/// A resource that answers any method but `allow` with 405 and an `Allow` header.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    }))
 }
 
 /// An RFC 3339 time from a query parameter, or `default` when absent.
@@ -106,25 +94,37 @@ pub(crate) fn query_time(
     }
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
-}
-
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-/// Liveness plus a database round trip and the state of each SMPP bind.
 /// Liveness: the process answers. Nothing it depends on is checked, so an orchestrator
 /// does not restart a healthy process because the database or a carrier is away.
-async fn healthz() -> HttpResponse {
+#[utoipa::path(
+    get, path = "/healthz", tag = "operators", operation_id = "healthz",
+    summary = "Liveness: the process answers / Tiến trình còn chạy",
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))),
+)]
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the database answers (within 2 s) and every carrier's traffic has a bound
 /// SMPP session on its route (or on that route's fallback). 503 with the reasons
 /// otherwise.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    get, path = "/readyz", tag = "operators", operation_id = "readyz",
+    summary = "Readiness: database and a bound SMPP session per carrier / Sẵn sàng phục vụ",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({
+            "status": "ready", "database": true,
+            "carriers": {"viettel": {"route": "viettel", "ready": true, "via": "viettel"}}})),
+        (status = 503, description = "Not ready, with the reasons", body = Object, example = json!({
+            "status": "not_ready", "database": true,
+            "carriers": {"vinaphone": {"route": "vinaphone", "ready": false, "via": null}}})),
+    ),
+)]
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let db_ok = database_answers(&state).await;
     let bound = |route: &str| state.binds.get(route).is_some_and(|g| g.is_bound());
     let mut carriers = serde_json::Map::new();
@@ -171,7 +171,17 @@ fn ok_or_unavailable(ok: bool, body: serde_json::Value) -> HttpResponse {
     }
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
+/// Liveness plus a database round trip and the state of each SMPP bind.
+#[utoipa::path(
+    get, path = "/health", tag = "operators", operation_id = "health",
+    summary = "Database and SMPP binds at a glance / Tình trạng chung",
+    responses(
+        (status = 200, description = "The database answers", body = Object, example = json!({
+            "status": "ok", "database": true, "smpp": {"viettel": {"bound": true}}})),
+        (status = 503, description = "The database does not answer", body = Object),
+    ),
+)]
+pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let db_ok = database_answers(&state).await;
     let binds: serde_json::Map<String, serde_json::Value> = state
         .binds

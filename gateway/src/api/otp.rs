@@ -2,30 +2,64 @@
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::ApiClient;
 use super::body::read_json;
 use super::error::ApiError;
+use super::openapi::{
+    Problem400, Problem401, Problem403, Problem404, Problem409, Problem413, Problem415, Problem422,
+    Problem429, Problem500, Problem503,
+};
 use crate::domain::{Locale, Msisdn, Purpose, CODE_LENGTHS, TTL_SECONDS};
-use crate::otp::{self, NewOtp};
+use crate::otp::{self, CheckView, NewOtp, OtpView};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+/// A verification to start: one code sent by SMS to `msisdn`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = OtpCreate)]
+pub(crate) struct CreateBody {
+    /// The number, in national (`0826123088`), international (`84826123088`) or E.164
+    /// (`+84826123088`) form. / Số điện thoại nhận mã.
+    #[schema(value_type = super::openapi::Phone)]
     msisdn: String,
+    /// What the code is for; it is named in the SMS. / Mục đích: đăng ký, đăng nhập, …
+    #[schema(pattern = "^(register|login|change_phone|add_method|reset_password)$")]
     purpose: String,
+    /// Language of the SMS: `vi` (default) or `en`. / Ngôn ngữ tin nhắn.
+    #[schema(pattern = "^(vi|en)$")]
     locale: Option<String>,
+    /// Digits in the code, 4..=10 (default `otp.default_code_length`).
+    #[schema(minimum = 4, maximum = 10)]
+    #[serde(default, deserialize_with = "super::body::opt_integer")]
     code_length: Option<i64>,
+    /// Seconds the code is valid, 60..=900 (default `otp.default_ttl`).
+    #[schema(minimum = 60, maximum = 900)]
+    #[serde(default, deserialize_with = "super::body::opt_integer")]
     ttl_seconds: Option<i64>,
+    /// The portal's opaque reference of the account, for the account lockout after
+    /// failed checks. Never shown to anyone.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     account_ref: Option<String>,
+    /// The end user's IP address, for the per-address limits (else the left-most
+    /// `X-Forwarded-For` entry when the request comes from a trusted proxy).
+    #[schema(value_type = Option<super::openapi::IpAddress>)]
     client_ip: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The code the person typed.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CheckBody {
+#[schema(as = OtpCheck)]
+pub(crate) struct CheckBody {
+    /// 1 to 10 digits. / Mã OTP người dùng nhập.
+    #[schema(example = "482913", pattern = "^\\s*[0-9]{1,10}\\s*$")]
     code: String,
 }
 
@@ -115,7 +149,11 @@ fn parse_create(
     };
     let account_ref = match body.account_ref {
         None => None,
-        Some(a) if !a.trim().is_empty() && a.len() <= 128 && !a.chars().any(char::is_control) => {
+        Some(a)
+            if !a.trim().is_empty()
+                && a.chars().count() <= 128
+                && !a.chars().any(char::is_control) =>
+        {
             Some(a.trim().to_owned())
         }
         Some(_) => {
@@ -155,6 +193,43 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Start a verification: send a code by SMS / Gửi mã OTP
+///
+/// The challenge and its SMS are committed before the answer, so a 201 is never lost;
+/// the SMS leaves on the carrier's SMPP bind within moments (see `delivery`). With the
+/// same `Idempotency-Key` and body, a retry answers the first verification again
+/// (`Idempotent-Replayed: true`) and sends nothing.
+///
+/// Tạo phiên xác thực và gửi mã OTP qua SMS tới số điện thoại.
+#[utoipa::path(
+    post, path = "/v1/otp", tag = "otp", operation_id = "createOtp",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7e]+$",
+        description = "A retry with the same key and body sends nothing new")),
+    request_body(content = CreateBody, examples(
+        ("vi" = (summary = "Đăng nhập bằng CCCD + OTP (tin nhắn tiếng Việt)", value = json!({
+            "msisdn": "0826123088", "purpose": "login", "locale": "vi",
+            "account_ref": "cccd:001099012345", "client_ip": "203.113.131.5"}))),
+        ("en" = (summary = "Register by phone, SMS in English, 8 digits for 3 minutes", value = json!({
+            "msisdn": "+84826123088", "purpose": "register", "locale": "en",
+            "code_length": 8, "ttl_seconds": 180}))),
+    )),
+    responses(
+        (status = 201, description = "Created and queued for sending / Đã tạo, đang gửi SMS",
+            body = OtpView, headers(
+                ("Location" = String, description = "`/v1/otp/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same Idempotency-Key"))),
+        (status = 400, response = Problem400),
+        (status = 401, response = Problem401),
+        (status = 403, response = Problem403),
+        (status = 413, response = Problem413),
+        (status = 415, response = Problem415),
+        (status = 422, response = Problem422),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -176,6 +251,24 @@ pub async fn create(
     Ok(resp.json(view))
 }
 
+/// Send a new code ("Gửi lại OTP") / Gửi lại mã OTP
+///
+/// A new code replaces the old one (which stops working) and goes by SMS to the same
+/// number, once `resend_available_at` has passed and while `sends < max_sends`.
+#[utoipa::path(
+    post, path = "/v1/otp/{id}/resend", tag = "otp", operation_id = "resendOtp",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "The verification's id")),
+    responses(
+        (status = 200, description = "A new code is on its way / Đã gửi lại mã", body = OtpView),
+        (status = 401, response = Problem401),
+        (status = 404, response = Problem404),
+        (status = 409, response = Problem409),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn resend(
     path: web::Path<String>,
     client: ApiClient,
@@ -185,6 +278,33 @@ pub async fn resend(
     Ok(HttpResponse::Ok().json(otp::resend(&state, &client, id).await?))
 }
 
+/// Check the code the person typed / Kiểm tra mã OTP
+///
+/// `valid: true` approves the verification (a code works once). A wrong code uses one
+/// attempt; at the last one the verification ends as `max_attempts_reached`, and repeated
+/// failures on one `account_ref` lock the account for OTP.
+#[utoipa::path(
+    post, path = "/v1/otp/{id}/check", tag = "otp", operation_id = "checkOtp",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "The verification's id")),
+    request_body(content = CheckBody, examples(
+        ("vi" = (summary = "Mã người dùng nhập trên màn hình \"Nhập mã OTP\"", value = json!({"code": "482913"}))),
+        ("en" = (summary = "The code the person typed", value = json!({"code": "05917263"}))),
+    )),
+    responses(
+        (status = 200, description = "Checked; `valid` says whether it matched / Kết quả kiểm tra", body = CheckView),
+        (status = 400, response = Problem400),
+        (status = 401, response = Problem401),
+        (status = 404, response = Problem404),
+        (status = 409, response = Problem409),
+        (status = 413, response = Problem413),
+        (status = 415, response = Problem415),
+        (status = 422, response = Problem422),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn check(
     req: HttpRequest,
     payload: web::Payload,
@@ -205,6 +325,20 @@ pub async fn check(
     Ok(HttpResponse::Ok().json(otp::check(&state, client.id, id, code).await?))
 }
 
+/// Read a verification, with its SMS's delivery / Xem phiên xác thực
+#[utoipa::path(
+    get, path = "/v1/otp/{id}", tag = "otp", operation_id = "getOtp",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "The verification's id")),
+    responses(
+        (status = 200, description = "The verification / Phiên xác thực", body = OtpView),
+        (status = 401, response = Problem401),
+        (status = 404, response = Problem404),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn get(
     path: web::Path<String>,
     client: ApiClient,
@@ -214,6 +348,23 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(otp::get(&state, client.id, id).await?))
 }
 
+/// Cancel a pending verification / Hủy phiên xác thực
+///
+/// Its code stops working; an SMS not yet handed to the carrier is not sent.
+#[utoipa::path(
+    post, path = "/v1/otp/{id}/cancel", tag = "otp", operation_id = "cancelOtp",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "The verification's id")),
+    responses(
+        (status = 200, description = "Canceled / Đã hủy", body = OtpView),
+        (status = 401, response = Problem401),
+        (status = 404, response = Problem404),
+        (status = 409, response = Problem409),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn cancel(
     path: web::Path<String>,
     client: ApiClient,

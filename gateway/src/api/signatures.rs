@@ -6,23 +6,57 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use base64::Engine;
 use ring::rand::SecureRandom;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::ApiClient;
 use super::body::read_json;
 use super::error::ApiError;
+use super::openapi::{
+    Problem400, Problem401, Problem403, Problem404, Problem409, Problem413, Problem415, Problem422,
+    Problem429, Problem500, Problem503,
+};
 use crate::domain::Msisdn;
-use crate::signatures::{self, NewSignature, SignaturePurpose};
+use crate::signatures::{self, NewSignature, SignaturePurpose, SignatureView};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+/// A signature to ask of the SIM in a phone.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = SignatureCreate)]
+pub(crate) struct CreateBody {
+    /// The SIM ký số subscriber's number.
+    #[schema(value_type = super::openapi::Phone)]
     msisdn: String,
+    /// `register`, `login` or `add_method`.
+    #[schema(pattern = "^(register|login|add_method)$")]
     purpose: String,
+    /// What the phone shows above the PIN prompt, 1..=160 characters (default: a text
+    /// for the purpose). / Nội dung hiển thị trên điện thoại.
+    #[schema(
+        min_length = 1,
+        max_length = 160,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     display_text: Option<String>,
+    /// What to sign, base64 of 1..=1024 bytes (default: 32 random bytes).
+    #[schema(
+        min_length = 4,
+        max_length = 1368,
+        pattern = "^\\s*([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})\\s*$"
+    )]
     data_to_sign: Option<String>,
+    /// Seconds the person has to answer, 30..=300 (default `signatures.default_timeout_seconds`).
+    #[schema(minimum = 30, maximum = 300)]
+    #[serde(default, deserialize_with = "super::body::opt_integer")]
     timeout_seconds: Option<i64>,
+    /// Where to POST the request (as `GET /v1/signatures/{id}` shows it) when it ends;
+    /// signed with the client's webhook secret. Omit it to long-poll instead.
+    #[schema(
+        max_length = 2048,
+        pattern = "^\\s*[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{1,4})?([/?#][\\x21-\\x7e]*)?\\s*$",
+        example = "https://portal.example.gov.vn/hooks/sim-signature"
+    )]
     callback_url: Option<String>,
 }
 
@@ -73,7 +107,12 @@ fn parse_create(body: CreateBody, state: &AppState) -> Result<NewSignature, ApiE
             challenge
         }
         Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD
+            // Padding bits need not be zero: "00==" is one byte, as most encoders read it.
+            let lenient = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+            );
+            let bytes = lenient
                 .decode(b64.trim())
                 .map_err(|_| invalid("data_to_sign", "data_to_sign must be base64"))?;
             if bytes.is_empty() || bytes.len() > MAX_DATA_TO_SIGN {
@@ -124,6 +163,40 @@ fn parse_create(body: CreateBody, state: &AppState) -> Result<NewSignature, ApiE
     })
 }
 
+/// Ask the SIM for a signature (SIM ký số) / Yêu cầu ký số trên SIM
+///
+/// The request is stored and pushed to the carrier's MSSP; the phone shows
+/// `display_text` and asks for the PIN. Answers 202 at once: the result comes by
+/// long-polling `GET /v1/signatures/{id}?wait=30`, or by `callback_url`. A signature
+/// is returned only after it has been verified against `data_to_sign`, the CA and its CRL.
+///
+/// Gửi yêu cầu ký tới SIM; người dùng xác nhận và nhập PIN trên điện thoại.
+#[utoipa::path(
+    post, path = "/v1/signatures", tag = "signatures", operation_id = "createSignature",
+    security(("api_key" = [])),
+    request_body(content = CreateBody, examples(
+        ("vi" = (summary = "Đăng nhập bằng SIM ký số", value = json!({
+            "msisdn": "0826123088", "purpose": "login",
+            "display_text": "Xác nhận đăng nhập Cổng Dịch vụ công quốc gia"}))),
+        ("en" = (summary = "Register with a SIM signature, result by webhook", value = json!({
+            "msisdn": "+84826123088", "purpose": "register",
+            "display_text": "Confirm your registration on the National Public Service Portal",
+            "timeout_seconds": 120, "callback_url": "https://portal.example.gov.vn/hooks/sim-signature"}))),
+    )),
+    responses(
+        (status = 202, description = "Pushed to the phone; pending / Đã gửi tới điện thoại",
+            body = SignatureView, headers(("Location" = String, description = "`/v1/signatures/{id}`"))),
+        (status = 400, response = Problem400),
+        (status = 401, response = Problem401),
+        (status = 403, response = Problem403),
+        (status = 413, response = Problem413),
+        (status = 415, response = Problem415),
+        (status = 422, response = Problem422),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -140,11 +213,28 @@ pub async fn create(
         .json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct WaitQuery {
+    /// Seconds to wait for the request to end before answering, 0..=60 (long poll).
+    #[param(value_type = Option<u32>, maximum = 60)]
     wait: Option<String>,
 }
 
+/// Read a signature request, waiting for its end if asked / Xem kết quả ký
+#[utoipa::path(
+    get, path = "/v1/signatures/{id}", tag = "signatures", operation_id = "getSignature",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "The request's id"), WaitQuery),
+    responses(
+        (status = 200, description = "The request, signed with the signer's identity once it is / Yêu cầu ký và người ký", body = SignatureView),
+        (status = 401, response = Problem401),
+        (status = 404, response = Problem404),
+        (status = 422, response = Problem422),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn get(
     path: web::Path<String>,
     query: web::Query<WaitQuery>,
@@ -164,6 +254,21 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Cancel a pending signature request / Hủy yêu cầu ký
+#[utoipa::path(
+    post, path = "/v1/signatures/{id}/cancel", tag = "signatures", operation_id = "cancelSignature",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "The request's id")),
+    responses(
+        (status = 200, description = "Canceled / Đã hủy", body = SignatureView),
+        (status = 401, response = Problem401),
+        (status = 404, response = Problem404),
+        (status = 409, response = Problem409),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn cancel(
     path: web::Path<String>,
     client: ApiClient,
@@ -173,17 +278,64 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(signatures::cancel(&state, client.id, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Who the portal believes owns the number.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OwnerCheckBody {
+#[schema(as = SubscriberCheck)]
+pub(crate) struct OwnerCheckBody {
+    #[schema(value_type = super::openapi::Phone)]
     msisdn: String,
+    /// CCCD (12 digits) or CMND (9 digits). / Số CCCD/CMND.
+    #[schema(pattern = "^\\s*[0-9]{9,12}\\s*$")]
     id_number: String,
+    /// For a full match, 1..=200 characters. / Họ và tên.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     full_name: Option<String>,
+    /// For a full match, `YYYY-MM-DD`. / Ngày sinh.
+    #[schema(format = Date)]
     date_of_birth: Option<String>,
 }
 
-/// `POST /v1/subscriber-checks`: is this number registered to this person? The answer
-/// never reveals the registered owner's data.
+/// What the carrier answered; never the registered owner's data.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(as = SubscriberCheckResult)]
+pub(crate) struct OwnerCheckView {
+    /// `full` (number, identity number and the name and date of birth given all match),
+    /// `partial` (the identity number matches, not all else), `none`, or
+    /// `unknown_subscriber`. / Kết quả: chính chủ, khớp một phần, không khớp, không có thuê bao.
+    #[serde(rename = "match")]
+    #[schema(example = "full", pattern = "^(full|partial|none|unknown_subscriber)$")]
+    result: String,
+    #[schema(example = "viettel")]
+    carrier: String,
+}
+
+/// Is this number registered to this person? (thuê bao chính chủ) / Kiểm tra chính chủ
+///
+/// Asks the carrier that serves the number. The answer never reveals the registered
+/// owner's data; each check is audited and billed.
+#[utoipa::path(
+    post, path = "/v1/subscriber-checks", tag = "signatures", operation_id = "checkSubscriber",
+    security(("api_key" = [])),
+    request_body(content = OwnerCheckBody, examples(
+        ("vi" = (summary = "Đăng ký bằng thuê bao di động chính chủ", value = json!({
+            "msisdn": "0826123088", "id_number": "001099012345",
+            "full_name": "Nguyễn Văn An", "date_of_birth": "1999-05-17"}))),
+        ("en" = (summary = "Identity number only (at best a partial match)", value = json!({
+            "msisdn": "+84826123088", "id_number": "001099012345"}))),
+    )),
+    responses(
+        (status = 200, description = "The carrier's answer / Kết quả của nhà mạng", body = OwnerCheckView),
+        (status = 400, response = Problem400),
+        (status = 401, response = Problem401),
+        (status = 413, response = Problem413),
+        (status = 415, response = Problem415),
+        (status = 422, response = Problem422),
+        (status = 429, response = Problem429),
+        (status = 500, response = Problem500),
+        (status = 503, response = Problem503),
+    ),
+)]
 pub async fn subscriber_check(
     req: HttpRequest,
     payload: web::Payload,
@@ -246,5 +398,8 @@ pub async fn subscriber_check(
         &[(client.id, carrier.as_str(), "owner_check", 1, None)],
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "match": result, "carrier": carrier })))
+    Ok(HttpResponse::Ok().json(OwnerCheckView {
+        result,
+        carrier: carrier.as_str().to_owned(),
+    }))
 }

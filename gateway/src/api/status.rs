@@ -10,6 +10,27 @@ use crate::db::Cached;
 use crate::domain::Msisdn;
 use crate::startup::AppState;
 
+/// The operators' status page / Trang trạng thái cho vận hành
+///
+/// Routes with their binds, rates, window use and errors; the outbox; pending
+/// signatures and webhooks; the last OTPs and signature requests with masked numbers.
+/// HTML (refreshing itself) by default, JSON with `Accept: application/json`.
+#[utoipa::path(
+    get, path = "/status", tag = "operators", operation_id = "status",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "The status", content(
+            (String = "text/html"),
+            (Object = "application/json"),
+        )),
+        (status = 401, description = "No or wrong admin key; asks for Basic auth",
+            content_type = "text/plain", body = String,
+            headers(("WWW-Authenticate" = String))),
+        (status = 404, response = super::openapi::Problem404),
+        (status = 500, response = super::openapi::Problem500),
+        (status = 503, response = super::openapi::Problem503),
+    ),
+)]
 pub async fn status(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -10,13 +10,51 @@ use super::error::ApiError;
 use crate::billing::GroupBy;
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UsageQuery {
+    /// RFC 3339; default 30 days ago.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339; default now.
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// `day` (default) or `carrier`.
+    #[param(pattern = "^(day|carrier)$")]
     group_by: Option<String>,
 }
 
+/// The client's billable usage. / Sản lượng và cước.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct UsageView {
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+    #[schema(example = "day")]
+    group_by: &'static str,
+    #[schema(example = "VND")]
+    currency: &'static str,
+    rows: Vec<crate::billing::UsageRow>,
+    /// The exact total, as a decimal string.
+    #[schema(example = "1250.0000")]
+    total_vnd: String,
+}
+
+/// The client's billable usage and its exact amount / Sản lượng và cước
+///
+/// SMS segments, signature requests and owner checks, by day or by carrier, priced by
+/// the carriers' price lists in force at each event; amounts in VND as decimal strings.
+#[utoipa::path(
+    get, path = "/v1/usage", tag = "account", operation_id = "usage",
+    security(("api_key" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Usage / Sản lượng", body = UsageView),
+        (status = 401, response = super::openapi::Problem401),
+        (status = 422, response = super::openapi::Problem422),
+        (status = 429, response = super::openapi::Problem429),
+        (status = 500, response = super::openapi::Problem500),
+        (status = 503, response = super::openapi::Problem503),
+    ),
+)]
 pub async fn get(
     query: web::Query<UsageQuery>,
     client: ApiClient,
@@ -37,12 +75,16 @@ pub async fn get(
     };
     let db = state.pool.get().await?;
     let (rows, total) = crate::billing::usage(&db, Some(client.id), from, to, group_by).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": from,
-        "to": to,
-        "group_by": if group_by == GroupBy::Day { "day" } else { "carrier" },
-        "currency": "VND",
-        "rows": rows,
-        "total_vnd": total.to_string(),
-    })))
+    Ok(HttpResponse::Ok().json(UsageView {
+        from,
+        to,
+        group_by: if group_by == GroupBy::Day {
+            "day"
+        } else {
+            "carrier"
+        },
+        currency: "VND",
+        rows,
+        total_vnd: total.to_string(),
+    }))
 }

@@ -4,6 +4,8 @@
 mod audit;
 mod billing;
 mod binary;
+mod contract;
+mod demo;
 mod durability;
 mod guards;
 mod helpers;

@@ -236,14 +236,25 @@ async fn cancel_ends_the_verification() {
         .unwrap()
         .to_owned();
     let code = app.wait_for_code("84551234567", 1).await;
-    let resp = app.delete(&format!("/v1/otp/{id}")).send().await.unwrap();
+    let resp = app
+        .post(&format!("/v1/otp/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["status"], "canceled");
     let r = app.check(&id, &code).await;
     assert_eq!(r["valid"], false);
     assert_eq!(r["status"], "canceled");
-    // Canceling twice is a conflict, not a success.
+    // Canceling twice is a conflict, not a success; DELETE is not how to cancel.
     let resp = app.delete(&format!("/v1/otp/{id}")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    let resp = app
+        .post(&format!("/v1/otp/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
 }
 
@@ -270,7 +281,7 @@ async fn another_client_cannot_see_or_touch_the_otp() {
         .await
         .unwrap();
     assert_eq!(check.status(), 404);
-    let del = other(app.http.delete(format!("{}/v1/otp/{id}", app.api)))
+    let del = other(app.http.post(format!("{}/v1/otp/{id}/cancel", app.api)))
         .send()
         .await
         .unwrap();

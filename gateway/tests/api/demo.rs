@@ -1,0 +1,73 @@
+//! `gateway demo`, the real binary, started as a user starts it (on free ports, with a
+//! database of its own), with the addresses and keys it prints.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::binary::{gateway, Db, Running};
+
+pub struct Demo {
+    pub api: String,
+    pub key: String,
+    pub admin_key: String,
+    _process: Running,
+    _db: Db,
+}
+
+impl Demo {
+    pub async fn start() -> Demo {
+        let db = Db::new();
+        let mut child = Running(
+            gateway(&db)
+                .args([
+                    "demo",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--sim-listen",
+                    "127.0.0.1:0",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Keep draining stdout for the demo's whole life.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let banner = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+                let done = line.starts_with("export API=");
+                lines.push(line);
+                if done {
+                    return lines;
+                }
+            }
+            panic!("the demo printed no walk-through:\n{}", lines.join("\n"));
+        })
+        .await
+        .unwrap();
+        let field = |label: &str| -> String {
+            banner
+                .iter()
+                .find_map(|l| l.trim_start().strip_prefix(label))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {label:?} in the banner:\n{}", banner.join("\n")))
+                .to_owned()
+        };
+        Demo {
+            api: field("Gateway API"),
+            key: field("Demo API key"),
+            admin_key: field("Admin key"),
+            _process: child,
+            _db: db,
+        }
+    }
+}

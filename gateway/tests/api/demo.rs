@@ -9,6 +9,7 @@ use crate::binary::{gateway, Db, Running};
 
 pub struct Demo {
     pub api: String,
+    pub sim: String,
     pub key: String,
     pub admin_key: String,
     _process: Running,
@@ -64,6 +65,7 @@ impl Demo {
         };
         Demo {
             api: field("Gateway API"),
+            sim: field("Simulator HTTP"),
             key: field("Demo API key"),
             admin_key: field("Admin key"),
             _process: child,

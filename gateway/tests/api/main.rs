@@ -4,6 +4,7 @@
 mod audit;
 mod billing;
 mod binary;
+mod browser;
 mod contract;
 mod demo;
 mod durability;

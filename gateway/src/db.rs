@@ -57,6 +57,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_guard_stats",
         include_str!("../../migrations/0013_guard_stats.sql"),
     ),
+    (
+        "0014_outbox_request_id",
+        include_str!("../../migrations/0014_outbox_request_id.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

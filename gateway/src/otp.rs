@@ -256,10 +256,21 @@ async fn queue_sms(
     sender: &str,
     sealed: &[u8],
 ) -> Result<(), ApiError> {
+    // The request's id goes with the SMS, for the dispatcher's log lines.
+    let request_id = crate::api::requests::current_id();
     tx.execute_cached(
-        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&id, &version, &route, &msisdn.e164(), &sender, &sealed],
+        "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed,
+            request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &id,
+            &version,
+            &route,
+            &msisdn.e164(),
+            &sender,
+            &sealed,
+            &request_id,
+        ],
     )
     .await?;
     Ok(())

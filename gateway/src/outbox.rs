@@ -41,6 +41,8 @@ struct Claimed {
     body_sealed: Option<Vec<u8>>,
     attempts: i32,
     client: Option<uuid::Uuid>,
+    /// The X-Request-Id of the request that queued it.
+    request_id: Option<String>,
 }
 
 enum Outcome {
@@ -146,7 +148,8 @@ impl Dispatcher {
                     LIMIT $1
                     FOR UPDATE SKIP LOCKED)
                  RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts,
-                    (SELECT c.client_id FROM otp_challenges c WHERE c.id = o.challenge_id)",
+                    (SELECT c.client_id FROM otp_challenges c WHERE c.id = o.challenge_id),
+                    o.request_id",
                 &[&self.settings.batch_size, &lease, &bound],
             )
             .await?;
@@ -160,6 +163,7 @@ impl Dispatcher {
                 body_sealed: r.get(4),
                 attempts: r.get(5),
                 client: r.get(6),
+                request_id: r.get(7),
             })
             .collect())
     }
@@ -185,7 +189,18 @@ impl Dispatcher {
         exp.min(self.settings.retry_max)
     }
 
+    /// Sends one claimed SMS, inside a span that carries the id of the API request that
+    /// queued it, so that every log line of its submit can be found from the request's.
     async fn send(&self, row: Claimed) -> Outcome {
+        let span = tracing::info_span!(
+            "sms",
+            outbox = row.id,
+            request_id = row.request_id.as_deref().unwrap_or("-"),
+        );
+        tracing::Instrument::instrument(self.send_in_span(row), span).await
+    }
+
+    async fn send_in_span(&self, row: Claimed) -> Outcome {
         let Some(sealed) = row.body_sealed.as_deref() else {
             return Outcome::Failed {
                 id: row.id,
@@ -225,11 +240,20 @@ impl Dispatcher {
         };
         drop(text);
         match group.submit(&sms).await {
-            Ok(message_ids) => Outcome::Submitted {
-                id: row.id,
-                route: route.to_owned(),
-                message_ids,
-            },
+            Ok(message_ids) => {
+                tracing::info!(
+                    route,
+                    msisdn = %carrier_adapters::Msisdn::parse(&row.msisdn).map(|m| m.masked()).unwrap_or_default(),
+                    parts = message_ids.len(),
+                    message_id = message_ids.first().map(String::as_str).unwrap_or(""),
+                    "sms submitted"
+                );
+                Outcome::Submitted {
+                    id: row.id,
+                    route: route.to_owned(),
+                    message_ids,
+                }
+            }
             Err(e) if e.is_transient() && row.attempts < self.settings.max_attempts => {
                 tracing::warn!(outbox = row.id, route = %row.route, error = %e, "submit will be retried");
                 Outcome::Retry {

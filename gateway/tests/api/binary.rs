@@ -228,6 +228,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
     let created: serde_json::Value = http
         .post(format!("{api}/v1/otp"))
         .bearer_auth(&key)
+        .header("X-Request-Id", "portal-req-0001")
         .json(&serde_json::json!({"msisdn": "0901234567", "purpose": "login"}))
         .send()
         .await
@@ -278,6 +279,18 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
     let mut logs = String::new();
     BufReader::new(stderr).read_to_string(&mut logs).unwrap();
     assert!(logs.contains("OTP created"), "{logs}");
+    // The dispatcher's line for the SMS's submit carries the creating request's id (SMPP
+    // has no field for it), with the SMSC's message id, so either finds the other.
+    let submitted = logs
+        .lines()
+        .find(|l| l.contains("sms submitted"))
+        .unwrap_or_else(|| panic!("no submit logged:\n{logs}"));
+    assert!(submitted.contains("portal-req-0001"), "{submitted}");
+    assert!(submitted.contains("message_id="), "{submitted}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "logs to a pipe are plain text, without colour codes"
+    );
     assert!(
         logs.contains("090****567"),
         "numbers are logged masked: {logs}"

@@ -128,6 +128,20 @@ pub struct SignedView {
     pub serial: Option<String>,
 }
 
+/// The webhook sent to a signature request's `callback_url` when it ends.
+/// / Sự kiện gửi tới `callback_url` khi yêu cầu ký kết thúc.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SignatureEvent {
+    /// Always `signature.completed` (whatever the outcome: see `data.status`).
+    #[serde(rename = "type")]
+    #[schema(example = "signature.completed")]
+    pub kind: &'static str,
+    /// When the event was made (RFC 3339).
+    pub timestamp: String,
+    /// The request as `GET /v1/signatures/{id}` shows it.
+    pub data: SignatureView,
+}
+
 /// Who signed, from the verified certificate: stored as `signer` (jsonb).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Signer {
@@ -573,11 +587,12 @@ async fn announce(
         .await?;
     if let Some(url) = row.get::<_, Option<String>>("callback_url") {
         let view = view(row)?;
-        let payload = json!({
-            "type": "signature.completed",
-            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "data": view,
-        });
+        let payload = SignatureEvent {
+            kind: "signature.completed",
+            timestamp: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            data: view,
+        };
+        let payload = serde_json::to_value(&payload).map_err(|e| ApiError::Internal(e.into()))?;
         crate::webhooks::enqueue(tx, row.get("client_id"), &url, &payload).await?;
     }
     Ok(())

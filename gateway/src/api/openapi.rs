@@ -265,7 +265,7 @@ Every error is `application/problem+json` (RFC 9457) with a stable `type`; every
         super::metrics::carriers,
     ),
     components(
-        schemas(Problem),
+        schemas(Problem, crate::signatures::SignatureEvent),
         responses(
             Problem400, Problem401, Problem403, Problem404, Problem409, Problem413,
             Problem415, Problem422, Problem429, Problem500, Problem503,
@@ -308,7 +308,46 @@ pub async fn document(state: web::Data<AppState>) -> HttpResponse {
         &checking,
         "the owner check / kiểm tra chính chủ",
     );
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    doc["webhooks"] = webhooks();
     HttpResponse::Ok().json(doc)
+}
+
+/// OpenAPI 3.1's `webhooks`: what the gateway POSTs to a client's `callback_url`.
+fn webhooks() -> serde_json::Value {
+    serde_json::json!({
+        "signatureCompleted": {
+            "post": {
+                "operationId": "signatureCompleted",
+                "tags": ["signatures"],
+                "summary": "A signature request ended / Yêu cầu ký đã kết thúc",
+                "description": "Sent to the request's `callback_url` once, when it ends (signed, \
+                    refused, expired, …), in the Standard Webhooks format: verify \
+                    `webhook-signature` (`v1,` + base64 HMAC-SHA256 of \
+                    `{webhook-id}.{webhook-timestamp}.{body}` under the client's `whsec_` \
+                    secret) and refuse old timestamps. Retried with back-off until a 2xx; \
+                    410 Gone stops deliveries to that URL. The same `webhook-id` may arrive \
+                    more than once: handle it once.",
+                "parameters": [
+                    {"name": "webhook-id", "in": "header", "required": true, "schema": {"type": "string"},
+                     "description": "The event's id, the same on every retry"},
+                    {"name": "webhook-timestamp", "in": "header", "required": true, "schema": {"type": "string"},
+                     "description": "Seconds since the epoch when this attempt was signed"},
+                    {"name": "webhook-signature", "in": "header", "required": true, "schema": {"type": "string"},
+                     "description": "`v1,<base64 HMAC-SHA256>`"},
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignatureEvent"}}},
+                },
+                "responses": {
+                    "2XX": {"description": "Received; not sent again"},
+                    "410": {"description": "Gone: no more deliveries to this URL for this client"},
+                    "default": {"description": "Sent again later"},
+                },
+            },
+        },
+    })
 }
 
 /// Narrows the `msisdn` of body schema `name` to the numbers of `carriers`: the gateway

@@ -74,6 +74,13 @@ async fn the_document_lists_every_route_and_every_problem() {
         .await
         .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
+    // The webhook a signature's callback_url receives is described, with its body.
+    assert_eq!(
+        doc["webhooks"]["signatureCompleted"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/SignatureEvent"
+    );
+    assert!(doc["components"]["schemas"]["SignatureEvent"].is_object());
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()

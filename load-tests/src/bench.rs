@@ -55,7 +55,13 @@ struct Bench {
 #[derive(Debug, Serialize)]
 pub struct Pending {
     pub requested: u64,
+    /// Requests the gateway did not answer 202, and the first such answer.
+    pub refused: u64,
+    pub first_refusal: Option<String>,
     pub pending_in_database: i64,
+    /// This step's requests that were no longer pending when counted, by
+    /// `status: status_detail`, so that a shortfall explains itself.
+    pub not_pending: std::collections::BTreeMap<String, i64>,
     pub create_rate_per_s: f64,
     pub gateway_rss_mib: f64,
 }
@@ -457,6 +463,17 @@ fn table(b: &Bench) -> String {
             "| pending signature requests held | {} ({} pending in the database), gateway RSS {} MiB | |",
             p.requested, p.pending_in_database, p.gateway_rss_mib
         );
+        for (status, n) in &p.not_pending {
+            let _ = writeln!(out, "|   not pending: {status} | {n} | |");
+        }
+        if p.refused > 0 {
+            let _ = writeln!(
+                out,
+                "|   not accepted (no 202) | {}: {} | |",
+                p.refused,
+                p.first_refusal.as_deref().unwrap_or("")
+            );
+        }
     }
     out
 }

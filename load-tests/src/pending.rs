@@ -74,10 +74,14 @@ pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<crate::bench::Pending
         .collect()
         .await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let failed = created.iter().filter(|r| r.is_err()).count();
-    if let Some(Err(e)) = created.into_iter().find(|r| r.is_err()) {
-        // Reported, not fatal: the figure is what the gateway holds.
-        eprintln!("   {failed} signature requests failed, first: {e:#}");
+    // Reported, not fatal: the figure is what the gateway holds.
+    let refused = created.iter().filter(|r| r.is_err()).count() as u64;
+    let first_refusal = created
+        .into_iter()
+        .find_map(|r| r.err())
+        .map(|e| format!("{e:#}"));
+    if let Some(e) = &first_refusal {
+        eprintln!("   {refused} signature requests not accepted, first: {e}");
     }
     let (db, connection) =
         tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await?;
@@ -89,12 +93,28 @@ pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<crate::bench::Pending
         )
         .await?
         .get(0);
+    // This step's requests that already ended, and why.
+    let e164: Vec<String> = numbers.iter().map(|m| numbers::e164(m)).collect();
+    let not_pending = db
+        .query(
+            "SELECT status || coalesce(': ' || status_detail, ''), count(*)
+             FROM signature_requests WHERE msisdn = ANY($1) AND status <> 'pending'
+             GROUP BY 1 ORDER BY 1",
+            &[&e164],
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
     // Let the sweeper run over them once or twice before reading the memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = crate::stack::rss_mib(stack.gateway_pid()).unwrap_or(f64::NAN);
     Ok(crate::bench::Pending {
         requested: n,
+        refused,
+        first_refusal,
         pending_in_database: pending,
+        not_pending,
         create_rate_per_s: (rate * 10.0).round() / 10.0,
         gateway_rss_mib: (rss * 10.0).round() / 10.0,
     })

@@ -245,6 +245,11 @@ pub struct OtpSettings {
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
     pub default_code_length: u8,
+    /// Create batchers per instance: creates arriving together share one transaction of
+    /// set-based statements. 0 creates each request in its own transaction.
+    pub create_batchers: usize,
+    /// The most creates one batch takes.
+    pub create_batch_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -445,6 +450,8 @@ impl Default for OtpSettings {
             resend_interval: Duration::from_secs(30),
             default_ttl: Duration::from_secs(300),
             default_code_length: 6,
+            create_batchers: 4,
+            create_batch_max: 64,
         }
     }
 }

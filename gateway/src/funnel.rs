@@ -11,6 +11,9 @@ pub struct Funnel {
     otp: Mutex<BTreeMap<(&'static str, String), u64>>,
     /// (carrier, status) → count.
     signatures: Mutex<BTreeMap<(String, String), u64>>,
+    /// Create batches run, and the creates they held.
+    create_batches: std::sync::atomic::AtomicU64,
+    batched_creates: std::sync::atomic::AtomicU64,
 }
 
 impl Funnel {
@@ -28,6 +31,13 @@ impl Funnel {
             .or_insert(0) += n;
     }
 
+    /// The create batcher ran a batch of `size` requests.
+    pub fn create_batch(&self, size: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.create_batches.fetch_add(1, Relaxed);
+        self.batched_creates.fetch_add(size as u64, Relaxed);
+    }
+
     /// A signature request ended with `status`.
     pub fn signature(&self, carrier: &str, status: &str) {
         *self
@@ -40,6 +50,17 @@ impl Funnel {
 
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP gateway_otp_create_batches_total Transactions the create batcher ran.\n# TYPE gateway_otp_create_batches_total counter\ngateway_otp_create_batches_total {}",
+            self.create_batches.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gateway_otp_create_batched_total Create requests those transactions held (their ratio is the mean batch size).\n# TYPE gateway_otp_create_batched_total counter\ngateway_otp_create_batched_total {}",
+            self.batched_creates.load(Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP gateway_otp_funnel_total OTPs reaching each stage, by carrier (for sent and delivered: the route).\n# TYPE gateway_otp_funnel_total counter"

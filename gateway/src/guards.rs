@@ -160,18 +160,15 @@ pub async fn check(
             )
             .await?
             .get(0);
-        if others + 1 > g.sequential_max_numbers {
-            return Ok(Some(Blocked {
-                guard: "sequential",
-                retry_after: g.sequential_window.as_secs().max(1),
-                detail: json!({ "block": format!("0{}xx", &block[2..]), "numbers": others + 1 }),
-            }));
+        if let Some(blocked) = sequential_refusal(g, block, others) {
+            return Ok(Some(blocked));
         }
     }
     if g.conversion_enabled {
-        let prefix = &e164[..4]; // 84 + the network prefix's two digits
-                                 // Hourly buckets (see `ConversionCounts`): the recent window starts at the hour that
-                                 // holds `now - window`; the normal level is the rest of the last 7 days.
+        // 84 + the network prefix's two digits. Hourly buckets (see `ConversionCounts`):
+        // the recent window starts at the hour that holds `now - window`; the normal level
+        // is the rest of the last 7 days.
+        let prefix = &e164[..4];
         let row = tx
             .query_one_cached(
                 "WITH b AS (
@@ -187,26 +184,51 @@ pub async fn check(
                 &[&client, &prefix, &g.conversion_window.as_secs_f64()],
             )
             .await?;
-        let (sent, ok, base_sent, base_ok): (i64, i64, i64, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        if sent >= g.conversion_min_sent && base_sent >= g.conversion_min_sent && base_ok > 0 {
-            let rate = ok as f64 / sent as f64;
-            let normal = base_ok as f64 / base_sent as f64;
-            if rate < normal * g.conversion_factor {
-                return Ok(Some(Blocked {
-                    guard: "conversion",
-                    retry_after: g.conversion_window.as_secs().max(1),
-                    detail: json!({
-                        "prefix": format!("0{}", &prefix[2..]),
-                        "conversion": (rate * 1000.0).round() / 1000.0,
-                        "normal": (normal * 1000.0).round() / 1000.0,
-                        "sent": sent,
-                    }),
-                }));
-            }
+        let counts: ConversionWindow = (row.get(0), row.get(1), row.get(2), row.get(3));
+        if let Some(blocked) = conversion_refusal(g, prefix, counts) {
+            return Ok(Some(blocked));
         }
     }
     Ok(None)
+}
+
+/// The consecutive-numbers guard's decision: `others` distinct other numbers of the
+/// `block` (84 + 7 digits) had codes from the client within the window.
+pub fn sequential_refusal(g: &GuardSettings, block: &str, others: i64) -> Option<Blocked> {
+    (others + 1 > g.sequential_max_numbers).then(|| Blocked {
+        guard: "sequential",
+        retry_after: g.sequential_window.as_secs().max(1),
+        detail: json!({ "block": format!("0{}xx", &block[2..]), "numbers": others + 1 }),
+    })
+}
+
+/// Sent and approved codes of a prefix in the recent window, then in the rest of the
+/// last 7 days.
+pub type ConversionWindow = (i64, i64, i64, i64);
+
+/// The conversion guard's decision for `prefix` (84 + two digits).
+pub fn conversion_refusal(
+    g: &GuardSettings,
+    prefix: &str,
+    (sent, ok, base_sent, base_ok): ConversionWindow,
+) -> Option<Blocked> {
+    if sent >= g.conversion_min_sent && base_sent >= g.conversion_min_sent && base_ok > 0 {
+        let rate = ok as f64 / sent as f64;
+        let normal = base_ok as f64 / base_sent as f64;
+        if rate < normal * g.conversion_factor {
+            return Some(Blocked {
+                guard: "conversion",
+                retry_after: g.conversion_window.as_secs().max(1),
+                detail: json!({
+                    "prefix": format!("0{}", &prefix[2..]),
+                    "conversion": (rate * 1000.0).round() / 1000.0,
+                    "normal": (normal * 1000.0).round() / 1000.0,
+                    "sent": sent,
+                }),
+            });
+        }
+    }
+    None
 }
 
 /// Records a refusal (audit in its own statement: the send's transaction is rolled

@@ -17,6 +17,7 @@ pub mod mnp;
 pub mod mssp;
 pub mod notifications;
 pub mod otp;
+pub mod otp_batch;
 pub mod outbox;
 pub mod signatures;
 pub mod startup;

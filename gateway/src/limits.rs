@@ -61,7 +61,7 @@ pub async fn phone_purpose_ages(
 
 /// How far back (seconds) and how many recent events the windows can need; `None`
 /// when there is no window.
-fn lookback(limits: &[WindowLimit]) -> Option<(f64, i64)> {
+pub(crate) fn lookback(limits: &[WindowLimit]) -> Option<(f64, i64)> {
     let longest = limits.iter().map(|l| l.window).max()?;
     Some((
         longest.as_secs_f64(),

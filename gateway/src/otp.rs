@@ -31,7 +31,7 @@ pub struct NewOtp {
 }
 
 /// A verification: one challenge, its code(s) sent by SMS. / Phiên xác thực OTP.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OtpView {
     pub id: Uuid,
     /// `pending`, `approved`, `expired`, `max_attempts_reached` or `canceled`.
@@ -62,7 +62,7 @@ pub struct OtpView {
 }
 
 /// Where the latest SMS of a verification is. / Trạng thái gửi tin nhắn.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     /// `queued`, `submitted`, `failed`, `canceled`, or the receipt's state
     /// (`delivered`, `undeliverable`, `expired`, `rejected`, …).
@@ -93,7 +93,8 @@ pub struct CheckView {
     pub attempts_left: i32,
 }
 
-const CHALLENGE_COLUMNS: &str = "c.id, c.status, c.msisdn, c.carrier, c.purpose, c.created_at, \
+pub(crate) const CHALLENGE_COLUMNS: &str =
+    "c.id, c.status, c.msisdn, c.carrier, c.purpose, c.created_at, \
      c.expires_at, c.resend_available_at, c.sends, c.max_sends, c.attempts, c.max_attempts, \
      (c.expires_at <= now()) AS expired_now";
 
@@ -111,7 +112,7 @@ static INSERT_CHALLENGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::
     )
 });
 
-fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, ApiError> {
+pub(crate) fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, ApiError> {
     let msisdn: String = row.get("msisdn");
     let msisdn = Msisdn::parse(&msisdn)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
@@ -247,6 +248,7 @@ pub async fn unlock_account(
 /// commit; other instances find it on their next poll. (No NOTIFY: PostgreSQL serialises
 /// every committing transaction that notified on one lock, held across the WAL flush,
 /// which capped sends at one per fsync.)
+#[allow(clippy::too_many_arguments)]
 async fn queue_sms(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
@@ -255,9 +257,9 @@ async fn queue_sms(
     msisdn: &Msisdn,
     sender: &str,
     sealed: &[u8],
-) -> Result<(), ApiError> {
     // The request's id goes with the SMS, for the dispatcher's log lines.
-    let request_id = crate::api::requests::current_id();
+    request_id: Option<&str>,
+) -> Result<(), ApiError> {
     tx.execute_cached(
         "INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender, body_sealed,
             request_id)
@@ -277,7 +279,7 @@ async fn queue_sms(
 }
 
 /// The client's daily SMS quota: its own, or the configured default.
-fn daily_quota(state: &AppState, client: &ApiClient) -> Option<i64> {
+pub(crate) fn daily_quota(state: &AppState, client: &ApiClient) -> Option<i64> {
     client
         .daily_sms_quota
         .or(state.settings.limits.client_daily_sms)
@@ -286,7 +288,7 @@ fn daily_quota(state: &AppState, client: &ApiClient) -> Option<i64> {
 /// Records a limit's refusal of a send (in its own statement, after the send's
 /// transaction was rolled back); returns the error to answer with.
 #[allow(clippy::too_many_arguments)]
-async fn refused(
+pub(crate) async fn refused(
     state: &AppState,
     db: &deadpool_postgres::Object,
     error: ApiError,
@@ -331,14 +333,19 @@ async fn cancel_unsent_sms(
 
 /// Creates the challenge and its outbox row in one transaction.
 /// Returns the view and whether it is a replay of an earlier request.
-pub async fn create(
-    state: &AppState,
-    api_client: &ApiClient,
-    req: NewOtp,
-) -> Result<(OtpView, bool), ApiError> {
-    api_client.allow_purpose(req.purpose.as_str())?;
-    let client = api_client.id;
-    let settings = &state.settings;
+/// A create's secrets and derived values, made in the request's task (CPU work spread
+/// over the HTTP workers) before it is queued: the code itself is dropped here and
+/// never leaves this function except as its MAC and sealed SMS text.
+pub(crate) struct Prepared {
+    pub id: Uuid,
+    pub mac: Vec<u8>,
+    pub sealed: Vec<u8>,
+    pub hash: Vec<u8>,
+    /// The X-Request-Id of the request, stored with its SMS.
+    pub request_id: Option<String>,
+}
+
+pub(crate) fn prepare(state: &AppState, req: &NewOtp) -> Result<Prepared, ApiError> {
     let id = Uuid::now_v7();
     let code = state.keys.random_code(req.code_length as usize)?;
     let mac = state
@@ -348,7 +355,49 @@ pub async fn create(
     drop(code);
     let sealed = state.keys.seal(&text, req.msisdn.e164())?;
     drop(text);
-    let hash = request_hash(&req);
+    Ok(Prepared {
+        id,
+        mac,
+        sealed,
+        hash: request_hash(req),
+        request_id: crate::api::requests::current_id(),
+    })
+}
+
+/// Creates a verification: through this instance's create batcher (requests arriving
+/// together share one transaction of set-based statements), or on its own when the
+/// batcher is off.
+pub async fn create(
+    state: &AppState,
+    api_client: &ApiClient,
+    req: NewOtp,
+) -> Result<(OtpView, bool), ApiError> {
+    api_client.allow_purpose(req.purpose.as_str())?;
+    let prepared = prepare(state, &req)?;
+    match &state.create_queue {
+        Some(queue) => queue.submit(api_client.clone(), req, prepared).await,
+        None => create_one(state, api_client, req, prepared).await,
+    }
+}
+
+/// One create in its own transaction: the path when batching is off, and for the
+/// requests a batch hands back (a repeated Idempotency-Key within the batch, or a batch
+/// that failed as a whole).
+pub(crate) async fn create_one(
+    state: &AppState,
+    api_client: &ApiClient,
+    req: NewOtp,
+    prepared: Prepared,
+) -> Result<(OtpView, bool), ApiError> {
+    let client = api_client.id;
+    let settings = &state.settings;
+    let Prepared {
+        id,
+        mac,
+        sealed,
+        hash,
+        request_id,
+    } = prepared;
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
 
     let mut db = state.pool.get().await?;
@@ -496,7 +545,16 @@ pub async fn create(
         let ((), row, (), ()) = tokio::try_join!(
             count,
             insert_challenge,
-            queue_sms(&tx, id, 1, route, &req.msisdn, sender, &sealed),
+            queue_sms(
+                &tx,
+                id,
+                1,
+                route,
+                &req.msisdn,
+                sender,
+                &sealed,
+                request_id.as_deref()
+            ),
             async {
                 audit::record(&tx, &state.keys, created_audit)
                     .await
@@ -507,7 +565,17 @@ pub async fn create(
     } else {
         let ((), row) = tokio::try_join!(count, insert_challenge)?;
         if row.is_some() {
-            queue_sms(&tx, id, 1, route, &req.msisdn, sender, &sealed).await?;
+            queue_sms(
+                &tx,
+                id,
+                1,
+                route,
+                &req.msisdn,
+                sender,
+                &sealed,
+                request_id.as_deref(),
+            )
+            .await?;
             audit::record(&tx, &state.keys, created_audit).await?;
         }
         row
@@ -639,7 +707,18 @@ pub async fn resend(
     // The old code no longer works: an unsent SMS carrying it is pointless.
     cancel_unsent_sms(&tx, id).await?;
     let sender = api_client.sender_for(carrier.as_str(), &route_cfg.sender);
-    queue_sms(&tx, id, version, route, &msisdn, sender, &sealed).await?;
+    let request_id = crate::api::requests::current_id();
+    queue_sms(
+        &tx,
+        id,
+        version,
+        route,
+        &msisdn,
+        sender,
+        &sealed,
+        request_id.as_deref(),
+    )
+    .await?;
     audit::record(
         &tx,
         &state.keys,

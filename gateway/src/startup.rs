@@ -37,6 +37,8 @@ pub struct AppState {
     pub conversion_counts: Arc<crate::guards::ConversionCounts>,
     pub request_metrics: Arc<api::requests::RequestMetrics>,
     pub funnel: Arc<crate::funnel::Funnel>,
+    /// Where the API hands creates to, when batching is on (`otp.create_batchers`).
+    pub create_queue: Option<crate::otp_batch::CreateQueue>,
 }
 
 pub struct Application {
@@ -140,7 +142,16 @@ impl Application {
             request_metrics: Default::default(),
             funnel: funnel.clone(),
             client_rate: crate::limits::ClientRates::new(&settings.limits),
+            create_queue: (settings.otp.create_batchers > 0)
+                .then(|| crate::otp_batch::CreateQueue::new(settings.otp.create_batch_max * 16)),
         });
+        for _ in 0..settings.otp.create_batchers {
+            workers.push(tokio::spawn(crate::otp_batch::run(
+                state.clone(),
+                settings.otp.create_batch_max.max(1),
+                shutdown.clone(),
+            )));
+        }
         workers.push(tokio::spawn(signatures::run_poller(
             state.clone(),
             shutdown.clone(),

@@ -2,6 +2,7 @@
 //! over real SMPP sockets, the real HTTP API.
 
 mod audit;
+mod batching;
 mod billing;
 mod binary;
 mod browser;

@@ -1,0 +1,168 @@
+//! Creates batched across requests: requests that queue while the batcher is busy run
+//! as one transaction, and every limit, guard and Idempotency-Key decides as it would
+//! one request at a time.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, Options, TestApp};
+
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn create(
+    app: &TestApp,
+    msisdn: &str,
+    key: Option<&str>,
+) -> impl std::future::Future<Output = (u16, Value, bool)> {
+    let mut req = app
+        .http
+        .post(format!("{}/v1/otp", app.api))
+        .bearer_auth(&app.key)
+        .json(&json!({"msisdn": msisdn, "purpose": "login"}));
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    async move {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let replayed = resp.headers().contains_key("idempotent-replayed");
+        (status, resp.json().await.unwrap(), replayed)
+    }
+}
+
+#[tokio::test]
+async fn requests_queued_together_run_as_one_batch_and_keep_every_limit() {
+    let app = spawn_app_with(Options {
+        resend_interval: Duration::ZERO,
+        tweak: Some(Box::new(|s| {
+            s.otp.create_batchers = 1;
+            s.guards.sequential_max_numbers = 3;
+        })),
+    })
+    .await;
+    // An Idempotency-Key used before the batch.
+    let (status, _, _) = create(&app, "0971140000", Some("k-old")).await;
+    assert_eq!(status, 201);
+
+    // The one batcher is held inside a batch: its request's limit lock is taken here.
+    let (hold, connection) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let lock = "phone-purpose:84971110000:login";
+    hold.execute("SELECT pg_advisory_lock(hashtextextended($1, 7))", &[&lock])
+        .await
+        .unwrap();
+    let held = tokio::spawn(create(&app, "0971110000", None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile twelve requests queue up.
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        queued.push(tokio::spawn(create(&app, "0971110100", None)));
+    }
+    for _ in 0..2 {
+        queued.push(tokio::spawn(create(&app, "0971130000", Some("k-new"))));
+    }
+    queued.push(tokio::spawn(create(&app, "0971150000", Some("k-old"))));
+    for n in 1..=4 {
+        queued.push(tokio::spawn(create(&app, &format!("097112000{n}"), None)));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        metric(&app, "gateway_otp_create_batches_total").await,
+        2,
+        "the batcher is still inside its second batch"
+    );
+    hold.execute(
+        "SELECT pg_advisory_unlock(hashtextextended($1, 7))",
+        &[&lock],
+    )
+    .await
+    .unwrap();
+    assert_eq!(held.await.unwrap().0, 201);
+    let answers: Vec<(u16, Value, bool)> = futures::future::join_all(queued)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    // All twelve went in one batch.
+    assert_eq!(metric(&app, "gateway_otp_create_batches_total").await, 3);
+    assert_eq!(metric(&app, "gateway_otp_create_batched_total").await, 14);
+
+    // Five to one number: the first three pass its 3-per-10-minutes limit.
+    // (They reach the server in any order: count, do not index.)
+    let mut statuses: Vec<u16> = answers[..5].iter().map(|a| a.0).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 201, 201, 429, 429], "{answers:?}");
+    assert!(answers[..5]
+        .iter()
+        .filter(|a| a.0 == 429)
+        .all(|a| a.1["type"] == "/problems/rate-limited"));
+    // One Idempotency-Key twice: one verification, answered twice.
+    let (first, second) = (&answers[5], &answers[6]);
+    assert_eq!((first.0, second.0), (201, 201));
+    assert_eq!(first.1["id"], second.1["id"]);
+    assert!(first.2 != second.2, "exactly one answer is a replay");
+    // A key used before, with another body.
+    assert_eq!(answers[7].0, 422);
+    assert_eq!(answers[7].1["type"], "/problems/idempotency-key-reused");
+    // Four numbers of one block of 100: the consecutive-numbers guard lets three through.
+    let mut block: Vec<u16> = answers[8..].iter().map(|a| a.0).collect();
+    block.sort_unstable();
+    assert_eq!(block, [201, 201, 201, 429], "{answers:?}");
+
+    // What was written is what was answered: one challenge and one SMS per 201, and
+    // the refusals audited.
+    let db = app.pool.get().await.unwrap();
+    let challenges: i64 = db
+        .query_one("SELECT count(*) FROM otp_challenges", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sms: i64 = db
+        .query_one("SELECT count(*) FROM sms_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // k-old before, the held one, 3 + 1 (k-new) + 3 in the batch.
+    assert_eq!((challenges, sms), (9, 9));
+    let audited: Vec<(String, i64)> = db
+        .query(
+            "SELECT event, count(*) FROM audit_events
+             WHERE event IN ('otp.created', 'otp.rate_limited', 'guard.blocked')
+             GROUP BY event ORDER BY event",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            ("guard.blocked".to_owned(), 1),
+            ("otp.created".to_owned(), 9),
+            ("otp.rate_limited".to_owned(), 2)
+        ]
+    );
+}

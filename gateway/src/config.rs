@@ -246,7 +246,8 @@ pub struct OtpSettings {
     pub default_ttl: Duration,
     pub default_code_length: u8,
     /// Create batchers per instance: creates arriving together share one transaction of
-    /// set-based statements. 0 creates each request in its own transaction.
+    /// set-based statements. Fewer batchers make larger batches (2 did best here, see
+    /// BENCHMARKS.md); 0 creates each request in its own transaction.
     pub create_batchers: usize,
     /// The most creates one batch takes.
     pub create_batch_max: usize,
@@ -450,7 +451,7 @@ impl Default for OtpSettings {
             resend_interval: Duration::from_secs(30),
             default_ttl: Duration::from_secs(300),
             default_code_length: 6,
-            create_batchers: 4,
+            create_batchers: 2,
             create_batch_max: 64,
         }
     }

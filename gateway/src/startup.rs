@@ -47,6 +47,9 @@ pub struct Application {
     shutdown: CancellationToken,
     /// Stops the binds and the receipt writer, after the dispatcher has drained.
     smpp_shutdown: CancellationToken,
+    /// Stops the create batchers once the HTTP server has answered its last request
+    /// (every create it accepted has been through a batch by then).
+    batch_shutdown: CancellationToken,
     dispatcher: tokio::task::JoinHandle<()>,
     conversion_counts: Arc<crate::guards::ConversionCounts>,
     smpp_workers: Vec<tokio::task::JoinHandle<()>>,
@@ -145,11 +148,12 @@ impl Application {
             create_queue: (settings.otp.create_batchers > 0)
                 .then(|| crate::otp_batch::CreateQueue::new(settings.otp.create_batch_max * 16)),
         });
+        let batch_shutdown = CancellationToken::new();
         for _ in 0..settings.otp.create_batchers {
             workers.push(tokio::spawn(crate::otp_batch::run(
                 state.clone(),
                 settings.otp.create_batch_max.max(1),
-                shutdown.clone(),
+                batch_shutdown.clone(),
             )));
         }
         workers.push(tokio::spawn(signatures::run_poller(
@@ -182,6 +186,7 @@ impl Application {
             server,
             shutdown,
             smpp_shutdown,
+            batch_shutdown,
             dispatcher,
             conversion_counts,
             smpp_workers,
@@ -216,6 +221,7 @@ impl Application {
         });
         let served = self.server.await;
         self.shutdown.cancel();
+        self.batch_shutdown.cancel();
         // Every request has ended: write the last conversion counts.
         if let Err(e) = self.conversion_counts.flush(&self.pool).await {
             tracing::warn!(

@@ -195,6 +195,31 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits (up to 2 minutes) until every queued SMS is sent, then restarts the first
+/// gateway instance, so that a step does not inherit the last one's backlog.
+async fn settle(stack: &mut Stack) -> anyhow::Result<()> {
+    let (db, connection) =
+        tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let queued: i64 = db
+            .query_one(
+                "SELECT count(*) FROM sms_outbox WHERE status = 'queued'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if queued == 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(db);
+    let _ = connection.await;
+    stack.restart_first().await
+}
+
 async fn measure(
     args: &BenchArgs,
     stack: &mut Stack,
@@ -202,17 +227,21 @@ async fn measure(
     machine: String,
 ) -> anyhow::Result<Bench> {
     let target = stack.target.clone();
-    let pid = Some(stack.gateway_pid());
     let send = Mix(vec![(Kind::OtpSend, 1)]);
     let step = *args.step;
 
     // 2. The highest open-loop rate whose create p99 stays within 50 ms with every
-    // receipt tracked: double until a rate fails, then bisect.
+    // receipt tracked: double from 100/s until a rate fails, then bisect. Each step starts
+    // from the same state: the previous step's SMS all sent and a fresh gateway process
+    // (an overloaded step leaves a backlog and an allocator holding memory that would
+    // otherwise weigh on the next).
     println!("2. otp-send: the highest rate with p99 ≤ 50 ms …");
     let mut search = Vec::new();
     let (mut good, mut bad) = (0.0f64, None::<f64>);
-    let mut rate = (pg_tps / 8.0).clamp(100.0, 2_000.0).round();
+    let mut rate: f64 = 100.0;
     for _ in 0..9 {
+        settle(stack).await?;
+        let pid = Some(stack.gateway_pid());
         let ctx = context(&target, &send, 0).await?;
         let report = runner::run(
             ctx,
@@ -255,9 +284,7 @@ async fn measure(
     }
 
     // At half that rate: the create's p99 and the gateway's memory; this run is plotted.
-    // A fresh gateway process: the search's overloaded steps (thousands of requests in
-    // flight) leave its allocator holding memory that this load does not need.
-    stack.restart_first().await?;
+    settle(stack).await?;
     let pid = Some(stack.gateway_pid());
     let half = (good / 2.0).round();
     println!(

@@ -333,6 +333,19 @@ async fn cancel_unsent_sms(
 
 /// Creates the challenge and its outbox row in one transaction.
 /// Returns the view and whether it is a replay of an earlier request.
+/// The answer to a create whose Idempotency-Key names `existing` (a row with
+/// `request_hash`): the first answer again for the same request, 422 for another.
+pub(crate) fn replay(existing: &Row, hash: &[u8]) -> Result<(OtpView, bool), ApiError> {
+    if existing
+        .get::<_, Option<Vec<u8>>>("request_hash")
+        .as_deref()
+        != Some(hash)
+    {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    Ok((view(existing, None)?, true))
+}
+
 /// A create's secrets and derived values, made in the request's task (CPU work spread
 /// over the HTTP workers) before it is queued: the code itself is dropped here and
 /// never leaves this function except as its MAC and sealed SMS text.
@@ -413,14 +426,7 @@ pub(crate) async fn create_one(
             )
             .await?
         {
-            if existing
-                .get::<_, Option<Vec<u8>>>("request_hash")
-                .as_deref()
-                != Some(&hash[..])
-            {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            return Ok((view(&existing, None)?, true));
+            return replay(&existing, &hash);
         }
     }
     let tx = db.transaction().await?;
@@ -540,42 +546,30 @@ pub(crate) async fn create_one(
         subject: Some(id),
         detail: json!({ "purpose": purpose, "carrier": carrier.as_str(), "route": route }),
     };
+    let queue = || {
+        queue_sms(
+            &tx,
+            id,
+            1,
+            route,
+            &req.msisdn,
+            sender,
+            &sealed,
+            request_id.as_deref(),
+        )
+    };
     let row = if req.idempotency_key.is_none() {
         // Nothing can conflict: the SMS and the audit row go in the same flight.
-        let ((), row, (), ()) = tokio::try_join!(
-            count,
-            insert_challenge,
-            queue_sms(
-                &tx,
-                id,
-                1,
-                route,
-                &req.msisdn,
-                sender,
-                &sealed,
-                request_id.as_deref()
-            ),
-            async {
-                audit::record(&tx, &state.keys, created_audit)
-                    .await
-                    .map_err(ApiError::from)
-            },
-        )?;
+        let ((), row, (), ()) = tokio::try_join!(count, insert_challenge, queue(), async {
+            audit::record(&tx, &state.keys, created_audit)
+                .await
+                .map_err(ApiError::from)
+        },)?;
         row
     } else {
         let ((), row) = tokio::try_join!(count, insert_challenge)?;
         if row.is_some() {
-            queue_sms(
-                &tx,
-                id,
-                1,
-                route,
-                &req.msisdn,
-                sender,
-                &sealed,
-                request_id.as_deref(),
-            )
-            .await?;
+            queue().await?;
             audit::record(&tx, &state.keys, created_audit).await?;
         }
         row
@@ -593,14 +587,7 @@ pub(crate) async fn create_one(
                 &[&client, &req.idempotency_key],
             )
             .await?;
-        if existing
-            .get::<_, Option<Vec<u8>>>("request_hash")
-            .as_deref()
-            != Some(&hash[..])
-        {
-            return Err(ApiError::IdempotencyKeyReused);
-        }
-        return Ok((view(&existing, None)?, true));
+        return replay(&existing, &hash);
     };
     tx.commit().await?;
     state.outbox_wake.notify_one();

@@ -237,13 +237,7 @@ async fn decide_and_write(
                 job.req.idempotency_key.clone().unwrap_or_default(),
             );
             if let Some(row) = existing.get(&key) {
-                let same = row.get::<_, Option<Vec<u8>>>("request_hash").as_deref()
-                    == Some(&job.prepared.hash[..]);
-                fates[i] = Fate::Answered(Box::new(if same {
-                    crate::otp::view(row, None).map(|v| (v, true))
-                } else {
-                    Err(ApiError::IdempotencyKeyReused)
-                }));
+                fates[i] = Fate::Answered(Box::new(crate::otp::replay(row, &job.prepared.hash)));
                 continue;
             }
             if !seen_first(jobs, i) {

@@ -2,7 +2,7 @@
 //! demo's printed walk-through run by a shell exactly as printed, and logs that never
 //! carry a code, a key or a full phone number.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -354,45 +354,8 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
 
 #[tokio::test]
 async fn the_demo_walkthrough_works_by_copy_paste() {
-    let db = Db::new();
-    let mut child = Running(
-        gateway(&db)
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--sim-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    // Read the banner up to the end of the walk-through in a thread (blocking IO), and
-    // keep draining stdout after that.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let printed = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-            let done = line.starts_with("curl -s \"$API/v1/otp/$ID\"");
-            lines.push(line);
-            if done {
-                return Some(lines.join("\n"));
-            }
-        }
-        None
-    })
-    .await
-    .unwrap()
-    .expect("the demo prints its walk-through");
+    let demo = crate::demo::Demo::start().await;
+    let printed = demo.banner.clone();
     let script = &printed[printed.find("export API=").expect("walk-through printed")..];
     let out = Command::new("bash")
         .arg("-c")

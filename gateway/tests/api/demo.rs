@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::binary::{gateway, Db, Running};
 
 pub struct Demo {
+    /// What it printed, up to the end of its walk-through.
+    pub banner: String,
     pub api: String,
     pub sim: String,
     pub key: String,
@@ -42,10 +44,11 @@ impl Demo {
                 let _ = tx.send(line);
             }
         });
+        // Read up to the walk-through's last command (blocking IO, in a thread).
         let banner = tokio::task::spawn_blocking(move || {
             let mut lines = Vec::new();
             while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-                let done = line.starts_with("export API=");
+                let done = line.starts_with("curl -s \"$API/v1/otp/$ID\"");
                 lines.push(line);
                 if done {
                     return lines;
@@ -64,6 +67,7 @@ impl Demo {
                 .to_owned()
         };
         Demo {
+            banner: banner.join("\n"),
             api: field("Gateway API"),
             sim: field("Simulator HTTP"),
             key: field("Demo API key"),

@@ -203,18 +203,14 @@ async fn decide_and_write(
 
     // Idempotency-Keys: one seen before is answered as the first time (limits or not);
     // one repeated within the batch goes alone after it.
-    let mut keyed: Vec<(Uuid, String)> = Vec::new();
-    let mut seen_keys = BTreeSet::new();
-    for job in jobs {
-        if let Some(key) = &job.req.idempotency_key {
-            if seen_keys.insert((job.client.id, key.clone())) {
-                keyed.push((job.client.id, key.clone()));
-            }
-        }
-    }
+    let keyed: BTreeSet<(Uuid, String)> = jobs
+        .iter()
+        .filter_map(|j| j.req.idempotency_key.clone().map(|k| (j.client.id, k)))
+        .collect();
     let mut existing: HashMap<(Uuid, String), tokio_postgres::Row> = HashMap::new();
     if !keyed.is_empty() {
-        let (clients, keys): (Vec<Uuid>, Vec<String>) = keyed.into_iter().unzip();
+        let (clients, keys): (Vec<Uuid>, Vec<&str>) =
+            keyed.iter().map(|(c, k)| (*c, k.as_str())).unzip();
         for row in db
             .query_cached(
                 &format!(
@@ -230,17 +226,15 @@ async fn decide_and_write(
         }
     }
     let mut live = Vec::new();
+    let mut first_use = BTreeSet::new();
     for (i, job) in jobs.iter().enumerate() {
-        if job.req.idempotency_key.is_some() {
-            let key = (
-                job.client.id,
-                job.req.idempotency_key.clone().unwrap_or_default(),
-            );
+        if let Some(key) = &job.req.idempotency_key {
+            let key = (job.client.id, key.clone());
             if let Some(row) = existing.get(&key) {
                 fates[i] = Fate::Answered(Box::new(crate::otp::replay(row, &job.prepared.hash)));
                 continue;
             }
-            if !seen_first(jobs, i) {
+            if !first_use.insert(key) {
                 continue; // a repeat within the batch: alone, after it
             }
         }
@@ -519,14 +513,6 @@ async fn decide_and_write(
     rows.iter()
         .map(|r| crate::otp::view(r, None).map(|v| (v.id, v)))
         .collect()
-}
-
-/// Whether job `i` is the first of the batch with its client and Idempotency-Key.
-fn seen_first(jobs: &[Job], i: usize) -> bool {
-    let key = (&jobs[i].client.id, &jobs[i].req.idempotency_key);
-    !jobs[..i]
-        .iter()
-        .any(|j| (&j.client.id, &j.req.idempotency_key) == key)
 }
 
 /// The batch's challenges, SMS, audit rows and quota counts (only for clients with a

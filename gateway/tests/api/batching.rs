@@ -9,16 +9,9 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app_with, Options, TestApp};
 
 async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .send()
+    app.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
         .trim()

@@ -35,15 +35,7 @@ async fn a_burst_to_consecutive_numbers_is_refused_for_that_block() {
     assert_eq!(blocked.len(), 1);
     assert_eq!(blocked[0]["detail"]["guard"], "sequential");
     assert_eq!(blocked[0]["detail"]["detail"]["block"], "09712345xx");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"gateway_guard_blocked_total{guard="sequential"} 1"#),
         "{metrics}"

@@ -190,6 +190,18 @@ impl TestApp {
             .bearer_auth(&self.key)
     }
 
+    /// The `/metrics` page, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates an OTP and returns the 201 body.
     pub async fn create_otp(&self, msisdn: &str, purpose: &str) -> Value {
         let resp = self

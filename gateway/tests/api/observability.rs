@@ -40,15 +40,7 @@ async fn every_answer_carries_a_request_id_and_is_counted_by_route_pattern() {
     assert_eq!(missing.status(), 404);
     assert!(missing.headers().contains_key("x-request-id"));
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for line in [
         r#"gateway_http_requests_total{method="POST",route="/v1/otp",status="201"} 1"#,
         r#"gateway_http_requests_total{method="GET",route="/v1/otp/{id}",status="200"} 2"#,
@@ -108,15 +100,7 @@ async fn the_otp_funnel_and_signature_outcomes_are_counted_by_carrier() {
     // The receipt may land just after the code reached the handset.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let metrics = app
-            .http
-            .get(format!("{}/metrics", app.api))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         if want.iter().all(|w| metrics.contains(w)) {
             break;
         }

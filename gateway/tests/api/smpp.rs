@@ -152,15 +152,7 @@ async fn throttled_dropped_and_refused_binds_do_not_lose_messages() {
         .unwrap()
         .get(0);
     assert!(throttled > 0, "some submits were throttled and retried");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"gateway_smpp_submit_errors_total{route="mobifone",bind="1",status="command_status_0x00000058"}"#),
         "{metrics}"

@@ -61,6 +61,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0014_outbox_request_id",
         include_str!("../../migrations/0014_outbox_request_id.sql"),
     ),
+    (
+        "0015_hot_path_indexes",
+        include_str!("../../migrations/0015_hot_path_indexes.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

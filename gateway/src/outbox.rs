@@ -133,9 +133,17 @@ impl Dispatcher {
         if bound.is_empty() {
             return Ok(Vec::new());
         }
-        let db = self.pool.get().await?;
+        let mut db = self.pool.get().await?;
         let lease = self.settings.claim_timeout.as_secs_f64();
-        let rows = db
+        // The oldest due rows, through sms_outbox_ready in its order, stopping at the
+        // limit. The planner's statistics of a queue lag behind it (analysed when few
+        // rows were queued, it expects a handful): it would rather bitmap-scan every
+        // queued row and sort them, on each claim, which made the claim's cost grow with
+        // the backlog it is there to drain. Bitmap scans are off for this transaction.
+        let tx = db.transaction().await?;
+        tx.batch_execute("SET LOCAL enable_bitmapscan = off")
+            .await?;
+        let rows = tx
             .query_cached(
                 "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $2::float8),
                         attempts = o.attempts + 1
@@ -153,6 +161,7 @@ impl Dispatcher {
                 &[&self.settings.batch_size, &lease, &bound],
             )
             .await?;
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| Claimed {

@@ -70,6 +70,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_7731;
 
+/// Sent in a transaction before statements whose best plan does not depend on the data:
+/// inserts from arrays, and the outbox claim's walk of its index. Their plan is made
+/// once per connection and kept (PostgreSQL's generic plan) instead of once per run, as
+/// the pool's default has it. Planning was about two thirds of the database's time per
+/// OTP at low rates (pg_stat_statements, BENCHMARKS.md); a statement that reads a table
+/// by a condition whose best plan changes as the table grows must not follow this.
+pub const PLAN_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let mut pg_config = tokio_postgres::Config::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;

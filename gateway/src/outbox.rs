@@ -139,10 +139,14 @@ impl Dispatcher {
         // limit. The planner's statistics of a queue lag behind it (analysed when few
         // rows were queued, it expects a handful): it would rather bitmap-scan every
         // queued row and sort them, on each claim, which made the claim's cost grow with
-        // the backlog it is there to drain. Bitmap scans are off for this transaction.
+        // the backlog it is there to drain. Bitmap scans are off for this transaction,
+        // and the plan, the index walk at any table size, is made once per connection.
         let tx = db.transaction().await?;
-        tx.batch_execute("SET LOCAL enable_bitmapscan = off")
-            .await?;
+        tx.batch_execute(&format!(
+            "{}; SET LOCAL enable_bitmapscan = off",
+            crate::db::PLAN_ONCE
+        ))
+        .await?;
         let rows = tx
             .query_cached(
                 "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $2::float8),
@@ -374,21 +378,6 @@ impl Dispatcher {
                 &[&audit_ids, &audit_masked, &audit_keys, &audit_parts],
             )
             .await?;
-            let billable: Vec<(uuid::Uuid, &str, &str, i32, Option<uuid::Uuid>)> = usage
-                .iter()
-                .map(|(client, route, segments, _)| {
-                    (*client, route.as_str(), "otp_sms_segment", *segments, None)
-                })
-                .collect();
-            crate::billing::record(&tx, &billable).await?;
-            tx.execute_cached(
-                "INSERT INTO sms_parts (outbox_id, part, message_key, message_key_dec, message_key_hex)
-                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])
-                 ON CONFLICT (outbox_id, part) DO UPDATE SET message_key = EXCLUDED.message_key,
-                    message_key_dec = EXCLUDED.message_key_dec, message_key_hex = EXCLUDED.message_key_hex",
-                &[&part_rows, &part_nos, &part_keys, &part_dec, &part_hex],
-            )
-            .await?;
         }
         if !retry_ids.is_empty() {
             tx.execute_cached(
@@ -407,6 +396,26 @@ impl Dispatcher {
                  FROM unnest($1::bigint[], $2::text[]) AS v(id, err)
                  WHERE o.id = v.id",
                 &[&fail_ids, &fail_errs],
+            )
+            .await?;
+        }
+        if !ok_ids.is_empty() {
+            // Inserts from arrays: one plan for any batch and any table size (the
+            // statements above join tables and are planned per run).
+            tx.batch_execute(crate::db::PLAN_ONCE).await?;
+            let billable: Vec<(uuid::Uuid, &str, &str, i32, Option<uuid::Uuid>)> = usage
+                .iter()
+                .map(|(client, route, segments, _)| {
+                    (*client, route.as_str(), "otp_sms_segment", *segments, None)
+                })
+                .collect();
+            crate::billing::record(&tx, &billable).await?;
+            tx.execute_cached(
+                "INSERT INTO sms_parts (outbox_id, part, message_key, message_key_dec, message_key_hex)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[])
+                 ON CONFLICT (outbox_id, part) DO UPDATE SET message_key = EXCLUDED.message_key,
+                    message_key_dec = EXCLUDED.message_key_dec, message_key_hex = EXCLUDED.message_key_hex",
+                &[&part_rows, &part_nos, &part_keys, &part_dec, &part_hex],
             )
             .await?;
         }

@@ -64,6 +64,39 @@ enum Outcome {
     },
 }
 
+/// The claim's settings for its transaction, then [`claim_sql`]: the oldest due rows of
+/// the bound routes (`$2`), leased for `$1` seconds.
+/// Run with bitmap scans off and its plan made once per connection (`db::PLAN_ONCE`), it
+/// walks `sms_outbox_ready` in its order and stops at the limit. The limit is written
+/// into the statement (a validated integer from the configuration): given as a
+/// parameter, the one plan would be made for a tenth of the queue, which on a deep
+/// backlog is a read of the whole table.
+pub fn claim_settings() -> String {
+    format!(
+        "{}; SET LOCAL enable_bitmapscan = off",
+        crate::db::PLAN_ONCE
+    )
+}
+
+/// See [`claim_settings`].
+pub fn claim_sql(batch_size: i64) -> String {
+    format!(
+        "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $1::float8),
+                attempts = o.attempts + 1
+         WHERE o.id IN (
+            SELECT id FROM sms_outbox
+            WHERE status = 'queued' AND next_attempt_at <= now()
+              AND (claimed_until IS NULL OR claimed_until < now())
+              AND route = ANY($2)
+            ORDER BY next_attempt_at, id
+            LIMIT {batch_size}
+            FOR UPDATE SKIP LOCKED)
+         RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts,
+            (SELECT c.client_id FROM otp_challenges c WHERE c.id = o.challenge_id),
+            o.request_id"
+    )
+}
+
 impl Dispatcher {
     /// Runs `outbox.workers` claim–send–record loops until shutdown; each finishes the
     /// batch it claimed.
@@ -142,29 +175,9 @@ impl Dispatcher {
         // the backlog it is there to drain. Bitmap scans are off for this transaction,
         // and the plan, the index walk at any table size, is made once per connection.
         let tx = db.transaction().await?;
-        tx.batch_execute(&format!(
-            "{}; SET LOCAL enable_bitmapscan = off",
-            crate::db::PLAN_ONCE
-        ))
-        .await?;
-        let rows = tx
-            .query_cached(
-                "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $2::float8),
-                        attempts = o.attempts + 1
-                 WHERE o.id IN (
-                    SELECT id FROM sms_outbox
-                    WHERE status = 'queued' AND next_attempt_at <= now()
-                      AND (claimed_until IS NULL OR claimed_until < now())
-                      AND route = ANY($3)
-                    ORDER BY next_attempt_at, id
-                    LIMIT $1
-                    FOR UPDATE SKIP LOCKED)
-                 RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts,
-                    (SELECT c.client_id FROM otp_challenges c WHERE c.id = o.challenge_id),
-                    o.request_id",
-                &[&self.settings.batch_size, &lease, &bound],
-            )
-            .await?;
+        tx.batch_execute(&claim_settings()).await?;
+        let sql = claim_sql(self.settings.batch_size);
+        let rows = tx.query_cached(&sql, &[&lease, &bound]).await?;
         tx.commit().await?;
         Ok(rows
             .into_iter()

@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod observability;
 mod otp;
+mod plans;
 mod signatures;
 mod smpp;
 mod tenants;

@@ -65,6 +65,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0015_hot_path_indexes",
         include_str!("../../migrations/0015_hot_path_indexes.sql"),
     ),
+    (
+        "0016_status_reads",
+        include_str!("../../migrations/0016_status_reads.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

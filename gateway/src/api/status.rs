@@ -81,17 +81,19 @@ async fn gather(state: &AppState) -> Result<Value, ApiError> {
         .collect();
     let db = state.pool.get().await?;
     let q = super::metrics::queues(state).await?;
+    // Newest first by id: ids are UUIDv7 (time-ordered), so the primary key hands out
+    // the newest rows without reading the table; created_at has no index of its own.
     let recent_otp = db
         .query_cached(
             "SELECT created_at, msisdn, carrier, purpose, status FROM otp_challenges
-             ORDER BY created_at DESC LIMIT 20",
+             ORDER BY id DESC LIMIT 20",
             &[],
         )
         .await?;
     let recent_signatures = db
         .query_cached(
             "SELECT created_at, msisdn, carrier, purpose, status FROM signature_requests
-             ORDER BY created_at DESC LIMIT 10",
+             ORDER BY id DESC LIMIT 10",
             &[],
         )
         .await?;

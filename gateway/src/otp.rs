@@ -331,8 +331,6 @@ async fn cancel_unsent_sms(
     Ok(())
 }
 
-/// Creates the challenge and its outbox row in one transaction.
-/// Returns the view and whether it is a replay of an earlier request.
 /// The answer to a create whose Idempotency-Key names `existing` (a row with
 /// `request_hash`): the first answer again for the same request, 422 for another.
 pub(crate) fn replay(existing: &Row, hash: &[u8]) -> Result<(OtpView, bool), ApiError> {

@@ -202,19 +202,7 @@ async fn settle(stack: &mut Stack) -> anyhow::Result<()> {
         tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await?;
     let connection = tokio::spawn(connection);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let queued: i64 = db
-            .query_one(
-                "SELECT count(*) FROM sms_outbox WHERE status = 'queued'",
-                &[],
-            )
-            .await?
-            .get(0);
-        if queued == 0 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::receipts::wait_until_sent(&db, deadline).await?;
     drop(db);
     let _ = connection.await;
     stack.restart_first().await

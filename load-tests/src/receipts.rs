@@ -9,6 +9,25 @@ use crate::stats::Recorder;
 
 pub const STEP: &str = "receipt (end to end)";
 
+/// Polls (every half second, until `deadline`) until the gateway's outbox holds no
+/// queued SMS.
+pub async fn wait_until_sent(db: &tokio_postgres::Client, deadline: Instant) -> anyhow::Result<()> {
+    while Instant::now() < deadline {
+        let queued: i64 = db
+            .query_one(
+                "SELECT count(*) FROM sms_outbox WHERE status = 'queued'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if queued == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 /// Every OTP's receipt, read from the gateway's database in one query per poll.
 pub async fn from_database(
     url: &str,
@@ -36,19 +55,7 @@ pub async fn from_database(
     // While SMS are still queued, poll only their count (a partial index): the join over
     // every id, repeated every half second, would take the database's CPU from the
     // gateway that is draining the backlog and lengthen what it measures.
-    while Instant::now() < deadline {
-        let queued: i64 = db
-            .query_one(
-                "SELECT count(*) FROM sms_outbox WHERE status = 'queued'",
-                &[],
-            )
-            .await?
-            .get(0);
-        if queued == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until_sent(&db, deadline).await?;
     let rows = loop {
         let rows = db.query(query, &[&ids]).await?;
         if rows.len() == ids.len() || Instant::now() > deadline {

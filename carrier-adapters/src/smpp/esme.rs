@@ -346,8 +346,14 @@ impl Esme {
         &self.route
     }
 
+    /// Whether the session is bound: the supervisor holds the client from the bind until
+    /// the connection ends. Asked several times per SMS, so it must not touch the
+    /// connection: rusmppc's `Client::is_active` queues a message to the connection task
+    /// (which takes five per poll), and asked that often those messages queued ahead of
+    /// submits and receipt acknowledgements without bound. A submit on a session that
+    /// has just died fails with `ConnectionLost` and is retried.
     pub fn is_bound(&self) -> bool {
-        self.client.borrow().as_ref().is_some_and(|c| c.is_active())
+        self.client.borrow().is_some()
     }
 
     pub fn mode(&self) -> BindMode {
@@ -503,7 +509,6 @@ impl Esme {
             .client
             .borrow()
             .clone()
-            .filter(|c| c.is_active())
             .ok_or_else(|| SubmitError::NotBound {
                 route: self.route.to_string(),
             })?;

@@ -484,3 +484,59 @@ async fn readiness_follows_the_binds_and_liveness_does_not() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Receipts the test's own bind hands over, acknowledged at once.
+struct Acknowledge;
+
+impl carrier_adapters::smpp::ReceiptSink for Acknowledge {
+    fn deliver(
+        &self,
+        _route: &str,
+        _report: carrier_adapters::smpp::DeliveryReport,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The dispatcher asks each bind whether it is up several times per SMS (to choose a
+/// route and the bind with the most room). rusmppc 0.4 answers `Client::is_active` by
+/// queueing a message to its connection task, which takes five per poll: asked often
+/// enough, those messages queued ahead of the submits and receipt acknowledgements
+/// without bound, and under load a submit waited seconds before it was even written.
+/// Asking must cost the connection nothing.
+#[tokio::test]
+async fn asking_whether_a_bind_is_up_does_not_delay_its_submits() {
+    let app = app().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = app.settings.smpp["viettel"]
+        .esme_configs("viettel")
+        .remove(0);
+    let (esme, task) = carrier_adapters::smpp::Esme::start(
+        config,
+        std::sync::Arc::new(Acknowledge),
+        shutdown.clone(),
+    );
+    assert!(
+        esme.wait_bound(Duration::from_secs(10)).await,
+        "never bound"
+    );
+    for _ in 0..200_000 {
+        assert!(esme.is_bound());
+    }
+    let sms = carrier_adapters::smpp::OutgoingSms {
+        source: "DVC".into(),
+        destination: "84971234567".into(),
+        text: carrier_adapters::sms_text::encode("Ma OTP: 123456"),
+        request_receipt: true,
+    };
+    // Written at once, answered within the simulator's own time: far inside 10 s (it
+    // took minutes behind the 200 000 queued checks).
+    let ids = tokio::time::timeout(Duration::from_secs(10), esme.submit(&sms))
+        .await
+        .expect("the submit was held behind the bind checks")
+        .expect("submit refused");
+    assert_eq!(ids.len(), 1);
+    app.wait_for_code("84971234567", 1).await;
+    shutdown.cancel();
+    let _ = task.await;
+}

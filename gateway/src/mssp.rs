@@ -35,6 +35,13 @@ struct CachedTrust {
 /// CRLs are fetched again after this long even when their nextUpdate is later.
 const CRL_REFRESH: Duration = Duration::from_secs(60);
 
+/// Pauses before each new attempt of a request whose connection could not be made.
+const CONNECT_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_secs(1),
+];
+
 impl MsspClient {
     pub fn new(carrier: Carrier, route: MssRoute) -> anyhow::Result<MsspClient> {
         let dialect = Dialect::of(carrier)
@@ -82,20 +89,36 @@ impl MsspClient {
             message,
             self.dialect.part_style,
         );
-        let mut request = self
-            .http
-            .post(&self.route.endpoint)
-            .header("Content-Type", self.dialect.soap.content_type())
-            .header("SOAPAction", format!("\"#{}\"", operation.element_name()));
         // Made on behalf of an API request: the carrier's logs can be matched with ours.
-        if let Some(id) = crate::api::requests::current_id() {
-            request = request.header("X-Request-Id", id);
-        }
-        let resp = request
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("{} MSSP unreachable", self.carrier))?;
+        let request_id = crate::api::requests::current_id();
+        let mut attempt = 0;
+        let resp = loop {
+            let mut request = self
+                .http
+                .post(&self.route.endpoint)
+                .header("Content-Type", self.dialect.soap.content_type())
+                .header("SOAPAction", format!("\"#{}\"", operation.element_name()));
+            if let Some(id) = &request_id {
+                request = request.header("X-Request-Id", id.as_str());
+            }
+            match request.body(body.clone()).send().await {
+                Ok(resp) => break resp,
+                // No connection was made, so nothing reached the MSSP: safe to try again
+                // (a burst of new connections can overflow its listen queue). Anything
+                // later (a timeout, a reset after the request went out) is not retried:
+                // the carrier may have acted on it.
+                Err(e) if e.is_connect() && attempt < CONNECT_RETRIES.len() => {
+                    tracing::info!(carrier = %self.carrier, error = %e, "MSSP connection failed; trying again");
+                    tokio::time::sleep(CONNECT_RETRIES[attempt]).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("{} MSSP unreachable", self.carrier))
+                    )
+                }
+            }
+        };
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the MSSP's answer")?;
         match mss::parse_envelope(&bytes, mss::DEFAULT_MAX_BYTES) {
@@ -309,6 +332,59 @@ mod tests {
         route.tls_client_identity = Some(SecretString::from(ca_pem()));
         let err = MsspClient::new(Carrier::Viettel, route).err().unwrap();
         assert!(format!("{err:#}").contains("private key"), "{err:#}");
+    }
+
+    /// A refused connection sent nothing, so the request is made again; here the MSSP
+    /// starts listening 150 ms after the first attempt and the request reaches it.
+    #[tokio::test]
+    async fn a_refused_connection_is_tried_again_until_the_mssp_listens() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A free port with nothing listening on it yet.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let route = MssRoute::simulator("viettel", &format!("http://127.0.0.1:{port}"));
+        let client = MsspClient::new(Carrier::Viettel, route).unwrap();
+        let mssp = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let n = socket.read(&mut request).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let query = MssMessage::StatusReq(mss::StatusReq {
+            ap: mss::ApInfo {
+                ap_id: "http://dichvucong.gov.vn/ap".into(),
+                ap_trans_id: "T1".into(),
+                ap_pwd: "sim-ap-pass".into(),
+                instant: "2026-11-27T00:00:00Z".into(),
+                ap_url: None,
+            },
+            mssp: mss::MsspInfo {
+                mssp_id: "http://mssp.viettel.vn".into(),
+                instant: None,
+            },
+            mssp_trans_id: "M1".into(),
+            msisdn: None,
+        });
+        let err = client
+            .call(Operation::StatusQuery, &query)
+            .await
+            .err()
+            .expect("the stand-in MSSP answers 500");
+        // It got through: the answer was read (before, the first refusal ended the call).
+        assert!(format!("{err:#}").contains("answered HTTP 500"), "{err:#}");
+        let seen = mssp.await.unwrap();
+        assert!(seen.contains("MSS_StatusReq"), "{seen}");
     }
 
     #[test]

@@ -379,8 +379,7 @@ mod tests {
         let err = client
             .call(Operation::StatusQuery, &query)
             .await
-            .err()
-            .expect("the stand-in MSSP answers 500");
+            .expect_err("the stand-in MSSP answers 500");
         // It got through: the answer was read (before, the first refusal ended the call).
         assert!(format!("{err:#}").contains("answered HTTP 500"), "{err:#}");
         let seen = mssp.await.unwrap();

@@ -228,31 +228,42 @@ async fn measure(
     let (mut good, mut bad) = (0.0f64, None::<f64>);
     let mut rate: f64 = 100.0;
     for _ in 0..9 {
-        settle(stack).await?;
-        let pid = Some(stack.gateway_pid());
-        let ctx = context(&target, &send, 0).await?;
-        let report = runner::run(
-            ctx,
-            &spec(Kind::OtpSend, Load::Open { rate }, args, step),
-            runner::Receipts::Database(&stack.database_url),
-            pid,
-        )
-        .await?;
-        let ok = passes(&report, rate, *args.target.receipt_delay);
-        let p99 = report
-            .latency_ms
-            .get("POST /v1/otp")
-            .map_or(f64::NAN, |l| l.p99);
-        let e2e = report
-            .latency_ms
-            .get(crate::receipts::STEP)
-            .map_or(f64::NAN, |l| l.p99);
-        println!(
-            "   {rate:>7.0}/s: create p99 {p99} ms, receipt p99 {e2e} ms, {} errors → {}",
-            report.errors.values().sum::<u64>(),
-            if ok { "holds" } else { "does not hold" }
-        );
-        search.push((rate, ok, p99, report.errors.values().sum()));
+        // A rate that fails is run once more before it counts as failed: on a shared
+        // 2-core machine one stall of a few hundred milliseconds (another tenant, a
+        // checkpoint) puts a 20 s step's p99 over the line whatever the rate. Both runs
+        // are printed and kept in `search`.
+        let mut ok = false;
+        for attempt in 0..2 {
+            settle(stack).await?;
+            let pid = Some(stack.gateway_pid());
+            let ctx = context(&target, &send, 0).await?;
+            let report = runner::run(
+                ctx,
+                &spec(Kind::OtpSend, Load::Open { rate }, args, step),
+                runner::Receipts::Database(&stack.database_url),
+                pid,
+            )
+            .await?;
+            ok = passes(&report, rate, *args.target.receipt_delay);
+            let p99 = report
+                .latency_ms
+                .get("POST /v1/otp")
+                .map_or(f64::NAN, |l| l.p99);
+            let e2e = report
+                .latency_ms
+                .get(crate::receipts::STEP)
+                .map_or(f64::NAN, |l| l.p99);
+            println!(
+                "   {rate:>7.0}/s{}: create p99 {p99} ms, receipt p99 {e2e} ms, {} errors → {}",
+                if attempt > 0 { " (again)" } else { "" },
+                report.errors.values().sum::<u64>(),
+                if ok { "holds" } else { "does not hold" }
+            );
+            search.push((rate, ok, p99, report.errors.values().sum()));
+            if ok {
+                break;
+            }
+        }
         if ok {
             good = good.max(rate);
         } else {

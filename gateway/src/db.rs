@@ -82,6 +82,39 @@ const MIGRATION_LOCK: i64 = 0x6f74_7067_7731;
 /// by a condition whose best plan changes as the table grows must not follow this.
 pub const PLAN_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
+/// Sent first in a transaction whose every statement finds its rows through an index by
+/// keys it is given (arrays of keys joined to a primary key, ranges of an index): one plan
+/// per connection, as `PLAN_ONCE`, made with only index paths allowed. A plan made while
+/// a table was small could otherwise scan or hash it whole and be kept after it grew; with
+/// these settings the plan is the index walk at any size. `tests/api/plans.rs` checks
+/// each such statement's plan on an empty and on a large, analysed database.
+pub const INDEXED_PLAN_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
+     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
+/// `INDEXED_PLAN_ONCE` for one statement outside a transaction (the API-key lookup): the
+/// settings, the statement and their reset go out in one flight, in that order. The
+/// statement is prepared before, so that its execution cannot overtake the settings.
+pub async fn query_opt_indexed(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    let (_, row, _) = tokio::try_join!(
+        client.batch_execute(
+            "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
+             SET enable_bitmapscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off"
+        ),
+        client.query_opt(&statement, params),
+        client.batch_execute(
+            "RESET plan_cache_mode; RESET enable_seqscan; RESET enable_bitmapscan; \
+             RESET enable_hashjoin; RESET enable_mergejoin"
+        ),
+    )?;
+    Ok(row)
+}
+
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let mut pg_config = tokio_postgres::Config::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;

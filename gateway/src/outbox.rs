@@ -97,6 +97,40 @@ pub fn claim_sql(batch_size: i64) -> String {
     )
 }
 
+/// Submitted SMS: their ids at the SMSC, the text erased.
+pub const RECORD_SUBMITTED_SQL: &str = "UPDATE sms_outbox o SET status = 'submitted', smsc_message_id = v.mid,
+                    message_key = v.key, message_key_dec = v.dec, message_key_hex = v.hex,
+                    route = v.route, submitted_at = now(), body_sealed = NULL,
+                    claimed_until = NULL, last_error = NULL
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                    AS v(id, mid, key, dec, hex, route)
+                 WHERE o.id = v.id";
+
+/// One `sms.submitted` audit event per submitted SMS.
+pub const AUDIT_SUBMITTED_SQL: &str =
+    "INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id, detail)
+                 SELECT c.client_id, 'sms.submitted', o.msisdn_masked, o.msisdn_key, o.challenge_id,
+                        jsonb_build_object('route', o.route, 'outbox_id', o.id, 'parts', o.parts)
+                 FROM (SELECT x.id, x.route, x.challenge_id, v.masked AS msisdn_masked,
+                              v.key AS msisdn_key, v.parts
+                       FROM sms_outbox x
+                       JOIN unnest($1::bigint[], $2::text[], $3::bytea[], $4::int[])
+                            AS v(id, masked, key, parts) ON v.id = x.id) o
+                 LEFT JOIN otp_challenges c ON c.id = o.challenge_id";
+
+/// SMS to try again later.
+pub const RECORD_RETRY_SQL: &str =
+    "UPDATE sms_outbox o SET next_attempt_at = now() + make_interval(secs => v.secs),
+                    claimed_until = NULL, last_error = v.err
+                 FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS v(id, secs, err)
+                 WHERE o.id = v.id AND o.status = 'queued'";
+
+/// SMS that failed for good.
+pub const RECORD_FAILED_SQL: &str = "UPDATE sms_outbox o SET status = 'failed', body_sealed = NULL,
+                    claimed_until = NULL, last_error = v.err
+                 FROM unnest($1::bigint[], $2::text[]) AS v(id, err)
+                 WHERE o.id = v.id";
+
 impl Dispatcher {
     /// Runs `outbox.workers` claim–send–record loops until shutdown; each finishes the
     /// batch it claimed.
@@ -366,56 +400,31 @@ impl Dispatcher {
         }
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
+        // Each statement joins the batch's ids to primary keys: one plan per connection,
+        // index paths only (planned per run, the record transaction's two joins cost more
+        // to plan than to run).
+        tx.batch_execute(crate::db::INDEXED_PLAN_ONCE).await?;
         if !ok_ids.is_empty() {
             tx.execute_cached(
-                "UPDATE sms_outbox o SET status = 'submitted', smsc_message_id = v.mid,
-                    message_key = v.key, message_key_dec = v.dec, message_key_hex = v.hex,
-                    route = v.route, submitted_at = now(), body_sealed = NULL,
-                    claimed_until = NULL, last_error = NULL
-                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                    AS v(id, mid, key, dec, hex, route)
-                 WHERE o.id = v.id",
+                RECORD_SUBMITTED_SQL,
                 &[&ok_ids, &ok_mids, &ok_keys, &ok_dec, &ok_hex, &ok_routes],
             )
             .await?;
             tx.execute_cached(
-                "INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id, detail)
-                 SELECT c.client_id, 'sms.submitted', o.msisdn_masked, o.msisdn_key, o.challenge_id,
-                        jsonb_build_object('route', o.route, 'outbox_id', o.id, 'parts', o.parts)
-                 FROM (SELECT x.id, x.route, x.challenge_id, v.masked AS msisdn_masked,
-                              v.key AS msisdn_key, v.parts
-                       FROM sms_outbox x
-                       JOIN unnest($1::bigint[], $2::text[], $3::bytea[], $4::int[])
-                            AS v(id, masked, key, parts) ON v.id = x.id) o
-                 LEFT JOIN otp_challenges c ON c.id = o.challenge_id",
+                AUDIT_SUBMITTED_SQL,
                 &[&audit_ids, &audit_masked, &audit_keys, &audit_parts],
             )
             .await?;
         }
         if !retry_ids.is_empty() {
-            tx.execute_cached(
-                "UPDATE sms_outbox o SET next_attempt_at = now() + make_interval(secs => v.secs),
-                    claimed_until = NULL, last_error = v.err
-                 FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS v(id, secs, err)
-                 WHERE o.id = v.id AND o.status = 'queued'",
-                &[&retry_ids, &retry_secs, &retry_errs],
-            )
-            .await?;
+            tx.execute_cached(RECORD_RETRY_SQL, &[&retry_ids, &retry_secs, &retry_errs])
+                .await?;
         }
         if !fail_ids.is_empty() {
-            tx.execute_cached(
-                "UPDATE sms_outbox o SET status = 'failed', body_sealed = NULL,
-                    claimed_until = NULL, last_error = v.err
-                 FROM unnest($1::bigint[], $2::text[]) AS v(id, err)
-                 WHERE o.id = v.id",
-                &[&fail_ids, &fail_errs],
-            )
-            .await?;
+            tx.execute_cached(RECORD_FAILED_SQL, &[&fail_ids, &fail_errs])
+                .await?;
         }
         if !ok_ids.is_empty() {
-            // Inserts from arrays: one plan for any batch and any table size (the
-            // statements above join tables and are planned per run).
-            tx.batch_execute(crate::db::PLAN_ONCE).await?;
             let billable: Vec<(uuid::Uuid, &str, &str, i32, Option<uuid::Uuid>)> = usage
                 .iter()
                 .map(|(client, route, segments, _)| {

@@ -1,7 +1,6 @@
 //! `Authorization: Bearer <key>`: the key's SHA-256 is looked up on every request, so a
 //! revoked key or disabled client is refused at once on every instance.
 
-use crate::db::Cached;
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
 use uuid::Uuid;
@@ -49,6 +48,14 @@ impl ApiClient {
     }
 }
 
+/// The client of an API key that is neither revoked nor of a disabled client.
+pub const CLIENT_BY_KEY_SQL: &str =
+    "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.daily_sms_quota,
+            c.requests_per_second, c.request_burst
+     FROM api_keys k JOIN api_clients c ON c.id = k.client_id
+     WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
+       AND c.disabled_at IS NULL";
+
 impl FromRequest for ApiClient {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
@@ -70,15 +77,8 @@ impl FromRequest for ApiClient {
             let key = key.ok_or(ApiError::Unauthorized)?;
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
             let db = state.pool.get().await?;
-            let row = db
-                .query_opt_cached(
-                    "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.daily_sms_quota,
-                            c.requests_per_second, c.request_burst
-                     FROM api_keys k JOIN api_clients c ON c.id = k.client_id
-                     WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
-                       AND c.disabled_at IS NULL",
-                    &[&hash_api_key(&key)],
-                )
+            // Every request: one plan per connection (planning it was 0.15 ms a time).
+            let row = crate::db::query_opt_indexed(&db, CLIENT_BY_KEY_SQL, &[&hash_api_key(&key)])
                 .await?;
             let Some(row) = row else {
                 return Err(ApiError::Unauthorized);

@@ -154,18 +154,17 @@ fn spec(mix: Kind, load: Load, args: &BenchArgs, duration: Duration) -> RunSpec 
     }
 }
 
+/// A step's p99 in milliseconds, if the run recorded that step.
+fn p99_of(report: &Report, step: &str) -> Option<f64> {
+    report.latency_ms.get(step).map(|l| l.p99)
+}
+
 /// The run passes: p99 of the create ≤ 50 ms, no error (receipts included), the rate
 /// was really sent, and the SMS kept pace: every receipt within 2 s of the simulated
 /// network's own delay (an outbox falling behind shows as growing end-to-end times).
 fn passes(report: &Report, rate: f64, receipt_delay: Duration) -> bool {
-    let p99 = report
-        .latency_ms
-        .get("POST /v1/otp")
-        .map_or(f64::INFINITY, |l| l.p99);
-    let e2e = report
-        .latency_ms
-        .get(crate::receipts::STEP)
-        .map_or(f64::INFINITY, |l| l.p99);
+    let p99 = p99_of(report, "POST /v1/otp").unwrap_or(f64::INFINITY);
+    let e2e = p99_of(report, crate::receipts::STEP).unwrap_or(f64::INFINITY);
     p99 <= 50.0
         && e2e <= (receipt_delay.as_secs_f64() + 2.0) * 1000.0
         && report.errors.is_empty()
@@ -245,14 +244,8 @@ async fn measure(
             )
             .await?;
             ok = passes(&report, rate, *args.target.receipt_delay);
-            let p99 = report
-                .latency_ms
-                .get("POST /v1/otp")
-                .map_or(f64::NAN, |l| l.p99);
-            let e2e = report
-                .latency_ms
-                .get(crate::receipts::STEP)
-                .map_or(f64::NAN, |l| l.p99);
+            let p99 = p99_of(&report, "POST /v1/otp").unwrap_or(f64::NAN);
+            let e2e = p99_of(&report, crate::receipts::STEP).unwrap_or(f64::NAN);
             println!(
                 "   {rate:>7.0}/s{}: create p99 {p99} ms, receipt p99 {e2e} ms, {} errors → {}",
                 if attempt > 0 { " (again)" } else { "" },

@@ -488,7 +488,8 @@ async fn decide_and_write(
         counted.push(crate::otp::daily_quota(state, &job.client).is_some());
     }
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
-    // Inserts from arrays: one plan for any batch and any table size.
+    // Inserts from arrays: one plan for any batch and any table size (planned once, as
+    // the reads: the transaction began with `INDEXED_PLAN_ONCE`).
     let rows = tx
         .query_cached(
             &INSERT_BATCH_SQL,

@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool, creating the database when missing, and migrations.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -88,9 +89,30 @@ pub const PLAN_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 /// a table was small could otherwise scan or hash it whole and be kept after it grew; with
 /// these settings the plan is the index walk at any size. `tests/api/plans.rs` checks
 /// each such statement's plan on an empty and on a large, analysed database.
-pub const INDEXED_PLAN_ONCE: &str = "SET LOCAL plan_cache_mode = force_generic_plan; \
-     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+pub static INDEXED_PLAN_ONCE: LazyLock<String> =
+    LazyLock::new(|| indexed_settings(|name, value| format!("SET LOCAL {name} = {value}")));
+
+/// The settings of `INDEXED_PLAN_ONCE`, one list for its three forms.
+const INDEXED_SETTINGS: [(&str, &str); 5] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_bitmapscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
+
+fn indexed_settings(statement: impl Fn(&str, &str) -> String) -> String {
+    INDEXED_SETTINGS
+        .iter()
+        .map(|(name, value)| statement(name, value))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+static INDEXED_SESSION: LazyLock<String> =
+    LazyLock::new(|| indexed_settings(|name, value| format!("SET {name} = {value}")));
+static INDEXED_RESET: LazyLock<String> =
+    LazyLock::new(|| indexed_settings(|name, _| format!("RESET {name}")));
 
 /// `INDEXED_PLAN_ONCE` for one statement outside a transaction (the API-key lookup): the
 /// settings, the statement and their reset go out in one flight, in that order. The
@@ -102,15 +124,9 @@ pub async fn query_opt_indexed(
 ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
     let statement = client.prepare_cached(sql).await?;
     let (_, row, _) = tokio::try_join!(
-        client.batch_execute(
-            "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
-             SET enable_bitmapscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off"
-        ),
+        client.batch_execute(&INDEXED_SESSION),
         client.query_opt(&statement, params),
-        client.batch_execute(
-            "RESET plan_cache_mode; RESET enable_seqscan; RESET enable_bitmapscan; \
-             RESET enable_hashjoin; RESET enable_mergejoin"
-        ),
+        client.batch_execute(&INDEXED_RESET),
     )?;
     Ok(row)
 }

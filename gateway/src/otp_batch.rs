@@ -264,7 +264,7 @@ async fn decide_and_write(
     // The settings and every lock of the batch, sorted, in one flight.
     tokio::try_join!(
         async {
-            tx.batch_execute(crate::db::INDEXED_PLAN_ONCE)
+            tx.batch_execute(&crate::db::INDEXED_PLAN_ONCE)
                 .await
                 .map_err(ApiError::from)
         },

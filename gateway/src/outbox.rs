@@ -403,7 +403,7 @@ impl Dispatcher {
         // Each statement joins the batch's ids to primary keys: one plan per connection,
         // index paths only (planned per run, the record transaction's two joins cost more
         // to plan than to run).
-        tx.batch_execute(crate::db::INDEXED_PLAN_ONCE).await?;
+        tx.batch_execute(&crate::db::INDEXED_PLAN_ONCE).await?;
         if !ok_ids.is_empty() {
             tx.execute_cached(
                 RECORD_SUBMITTED_SQL,
@@ -415,16 +415,6 @@ impl Dispatcher {
                 &[&audit_ids, &audit_masked, &audit_keys, &audit_parts],
             )
             .await?;
-        }
-        if !retry_ids.is_empty() {
-            tx.execute_cached(RECORD_RETRY_SQL, &[&retry_ids, &retry_secs, &retry_errs])
-                .await?;
-        }
-        if !fail_ids.is_empty() {
-            tx.execute_cached(RECORD_FAILED_SQL, &[&fail_ids, &fail_errs])
-                .await?;
-        }
-        if !ok_ids.is_empty() {
             let billable: Vec<(uuid::Uuid, &str, &str, i32, Option<uuid::Uuid>)> = usage
                 .iter()
                 .map(|(client, route, segments, _)| {
@@ -440,6 +430,14 @@ impl Dispatcher {
                 &[&part_rows, &part_nos, &part_keys, &part_dec, &part_hex],
             )
             .await?;
+        }
+        if !retry_ids.is_empty() {
+            tx.execute_cached(RECORD_RETRY_SQL, &[&retry_ids, &retry_secs, &retry_errs])
+                .await?;
+        }
+        if !fail_ids.is_empty() {
+            tx.execute_cached(RECORD_FAILED_SQL, &[&fail_ids, &fail_errs])
+                .await?;
         }
         tx.commit().await?;
         for route in &ok_routes {

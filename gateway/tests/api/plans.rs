@@ -131,7 +131,7 @@ async fn statements_planned_once_walk_their_indexes_at_any_size() {
     let statements = indexed_statements(&client);
     // Uncommitted, as above: the running gateway does not see the rows.
     let tx = db.transaction().await.unwrap();
-    tx.batch_execute(gateway::db::INDEXED_PLAN_ONCE)
+    tx.batch_execute(&gateway::db::INDEXED_PLAN_ONCE)
         .await
         .unwrap();
     let explain = |when: &'static str| {

@@ -221,6 +221,19 @@ pub struct ServerSettings {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub workers: usize,
+    /// The whole request head must arrive within this (else 408 and the connection
+    /// closes).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// The whole request body must arrive within this, counted from the end of the head
+    /// (else 408 and the connection closes): a client that sends a byte at a time does
+    /// not hold a connection and a worker's attention for ever.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Most connections open at once from one peer address; more are answered 503 and
+    /// closed. Behind a load balancer or proxy every client shares its address: raise
+    /// it there.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,11 +279,18 @@ pub struct OutboxSettings {
     /// A claimed row whose dispatcher died is claimable again after this.
     #[serde(with = "humantime_serde")]
     pub claim_timeout: Duration,
+    /// Failures the carrier caused (a transient refusal such as ESME_RTHROTTLED or
+    /// ESME_RSYSERR, no answer within the response timeout) before a message fails.
+    /// A bind that is down or drops while the request is in flight spends none.
     pub max_attempts: i32,
     #[serde(with = "humantime_serde")]
     pub retry_base: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// A message still unsent this long after it was queued fails (`max_age`). An OTP's
+    /// SMS ends sooner, when its code expires.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,10 +323,19 @@ pub struct SmppRoute {
     pub response_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// First pause before redialling (it doubles while dials fail).
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
+    /// Longest pause while the SMSC's host answers (refused connection or bind, dropped
+    /// session): keeps the first bind after it is back within about this long.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_answering: Duration,
+    /// Longest pause while the host does not answer at all.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// A session bound this long starts the back-off over.
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -428,6 +457,9 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             max_body_bytes: 16 * 1024,
             workers: 2,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            max_connections_per_ip: 512,
         }
     }
 }
@@ -467,6 +499,7 @@ impl Default for OutboxSettings {
             max_attempts: 10,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            max_age: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -491,7 +524,9 @@ impl Default for SmppRoute {
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(200),
+            reconnect_max_answering: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
         }
     }
 }
@@ -544,7 +579,9 @@ impl SmppRoute {
             response_timeout: self.response_timeout,
             connect_timeout: self.connect_timeout,
             reconnect_min: self.reconnect_min,
+            reconnect_max_answering: self.reconnect_max_answering,
             reconnect_max: self.reconnect_max,
+            stable_after: self.stable_after,
         }
     }
 }
@@ -614,6 +651,23 @@ impl Settings {
         if self.server.max_body_bytes < 256 {
             bail!("server.max_body_bytes must be at least 256");
         }
+        for (name, t) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+        ] {
+            if t < Duration::from_millis(100) || t > Duration::from_secs(300) {
+                bail!("{name} must be 100ms..=5m");
+            }
+        }
+        if self.server.max_connections_per_ip == 0 {
+            bail!("server.max_connections_per_ip must be at least 1");
+        }
+        if self.outbox.max_age < Duration::from_secs(60) {
+            bail!("outbox.max_age must be at least 1m");
+        }
+        if !(1..=1000).contains(&self.outbox.max_attempts) {
+            bail!("outbox.max_attempts must be 1..=1000");
+        }
         if !self.smpp.contains_key(&self.default_route) {
             bail!(
                 "default_route {:?} names no [smpp.*] route",
@@ -643,6 +697,12 @@ impl Settings {
             }
             if route.tps == Some(0) {
                 bail!("smpp.{name}.tps must be at least 1 (or unset)");
+            }
+            if route.reconnect_min.is_zero()
+                || route.reconnect_min > route.reconnect_max_answering
+                || route.reconnect_max_answering > route.reconnect_max
+            {
+                bail!("smpp.{name}: need 0 < reconnect_min <= reconnect_max_answering <= reconnect_max");
             }
         }
         for (name, route) in &self.mss {

@@ -70,6 +70,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0016_status_reads",
         include_str!("../../migrations/0016_status_reads.sql"),
     ),
+    (
+        "0017_outbox_unsent",
+        include_str!("../../migrations/0017_outbox_unsent.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

@@ -39,10 +39,18 @@ struct Claimed {
     msisdn: String,
     sender: String,
     body_sealed: Option<Vec<u8>>,
+    /// Failures the carrier caused so far.
     attempts: i32,
     client: Option<uuid::Uuid>,
     /// The X-Request-Id of the request that queued it.
     request_id: Option<String>,
+    /// Why it must not be sent any more: its challenge ended (`approved`, `canceled`,
+    /// `max_attempts_reached`, `expired`) or a resend superseded its code.
+    ended: Option<String>,
+    /// When its code stops being valid (`None`: not an OTP's SMS).
+    valid_until: Option<std::time::Instant>,
+    /// Queued longer than `outbox.max_age`.
+    too_old: bool,
 }
 
 enum Outcome {
@@ -57,43 +65,69 @@ enum Outcome {
         id: i64,
         after: Duration,
         error: String,
+        /// Whether the carrier caused it (a transient refusal, no answer): spends an
+        /// attempt. A bind that was down or died under the request spends none.
+        counted: bool,
     },
     Failed {
         id: i64,
         error: String,
     },
+    /// Not sent because its challenge ended first: `status` is the row's end
+    /// (`expired` or `canceled`), `reason` says which end of the challenge.
+    Unsent {
+        id: i64,
+        status: &'static str,
+        reason: String,
+    },
 }
 
+/// How soon a message whose bind died under it is offered again (no attempt spent): a
+/// moment, so that a flapping bind's next session takes it.
+const REQUEUE_AFTER: Duration = Duration::from_millis(100);
+
 /// The claim's settings for its transaction, then [`claim_sql`]: the oldest due rows of
-/// the bound routes (`$2`), leased for `$1` seconds.
+/// the bound routes (`$2`), leased for `$1` seconds, each with its challenge's state.
 /// Run with bitmap scans off and its plan made once per connection (`db::PLAN_ONCE`), it
-/// walks `sms_outbox_ready` in its order and stops at the limit. The limit is written
-/// into the statement (a validated integer from the configuration): given as a
+/// walks `sms_outbox_ready` in its order and stops at the limit; hash and merge joins
+/// are off so that the challenges are read by primary key, never whole. The limit is
+/// written into the statement (a validated integer from the configuration): given as a
 /// parameter, the one plan would be made for a tenth of the queue, which on a deep
 /// backlog is a read of the whole table.
 pub fn claim_settings() -> String {
     format!(
-        "{}; SET LOCAL enable_bitmapscan = off",
+        "{}; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
         crate::db::PLAN_ONCE
     )
 }
 
-/// See [`claim_settings`].
+/// See [`claim_settings`]. A claim spends no attempt: attempts count the failures the
+/// carrier caused, written with the outcome. Each row comes with why it must not be sent
+/// any more (`ended`), the seconds left of its code (`valid_for`) and its age.
 pub fn claim_sql(batch_size: i64) -> String {
     format!(
-        "UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $1::float8),
-                attempts = o.attempts + 1
-         WHERE o.id IN (
-            SELECT id FROM sms_outbox
-            WHERE status = 'queued' AND next_attempt_at <= now()
-              AND (claimed_until IS NULL OR claimed_until < now())
-              AND route = ANY($2)
-            ORDER BY next_attempt_at, id
-            LIMIT {batch_size}
-            FOR UPDATE SKIP LOCKED)
-         RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts,
-            (SELECT c.client_id FROM otp_challenges c WHERE c.id = o.challenge_id),
-            o.request_id"
+        "WITH claimed AS (
+            UPDATE sms_outbox o SET claimed_until = now() + make_interval(secs => $1::float8)
+            WHERE o.id IN (
+                SELECT id FROM sms_outbox
+                WHERE status = 'queued' AND next_attempt_at <= now()
+                  AND (claimed_until IS NULL OR claimed_until < now())
+                  AND route = ANY($2)
+                ORDER BY next_attempt_at, id
+                LIMIT {batch_size}
+                FOR UPDATE SKIP LOCKED)
+            RETURNING o.id, o.route, o.msisdn, o.sender, o.body_sealed, o.attempts,
+                o.challenge_id, o.code_version, o.request_id, o.created_at)
+         SELECT cl.id, cl.route, cl.msisdn, cl.sender, cl.body_sealed, cl.attempts,
+            c.client_id, cl.request_id,
+            CASE WHEN c.id IS NULL THEN NULL
+                 WHEN c.status <> 'pending' THEN c.status
+                 WHEN c.expires_at <= now() THEN 'expired'
+                 WHEN cl.code_version IS DISTINCT FROM c.code_version THEN 'superseded'
+            END AS ended,
+            extract(epoch FROM c.expires_at - now())::float8 AS valid_for,
+            extract(epoch FROM now() - cl.created_at)::float8 AS age
+         FROM claimed cl LEFT JOIN otp_challenges c ON c.id = cl.challenge_id"
     )
 }
 
@@ -118,11 +152,19 @@ pub const AUDIT_SUBMITTED_SQL: &str =
                             AS v(id, masked, key, parts) ON v.id = x.id) o
                  LEFT JOIN otp_challenges c ON c.id = o.challenge_id";
 
-/// SMS to try again later.
+/// SMS to try again later; `$4` is 1 for a failure the carrier caused, 0 for one that
+/// spends no attempt.
 pub const RECORD_RETRY_SQL: &str =
     "UPDATE sms_outbox o SET next_attempt_at = now() + make_interval(secs => v.secs),
-                    claimed_until = NULL, last_error = v.err
-                 FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS v(id, secs, err)
+                    claimed_until = NULL, last_error = v.err, attempts = o.attempts + v.inc
+                 FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::int[]) AS v(id, secs, err, inc)
+                 WHERE o.id = v.id AND o.status = 'queued'";
+
+/// SMS not sent because their challenge ended first (`expired` or `canceled`, with the
+/// reason), never billed.
+pub const RECORD_UNSENT_SQL: &str = "UPDATE sms_outbox o SET status = v.status, body_sealed = NULL,
+                    claimed_until = NULL, last_error = v.reason
+                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, status, reason)
                  WHERE o.id = v.id AND o.status = 'queued'";
 
 /// SMS that failed for good.
@@ -213,6 +255,8 @@ impl Dispatcher {
         let sql = claim_sql(self.settings.batch_size);
         let rows = tx.query_cached(&sql, &[&lease, &bound]).await?;
         tx.commit().await?;
+        let now = std::time::Instant::now();
+        let max_age = self.settings.max_age.as_secs_f64();
         Ok(rows
             .into_iter()
             .map(|r| Claimed {
@@ -224,6 +268,13 @@ impl Dispatcher {
                 attempts: r.get(5),
                 client: r.get(6),
                 request_id: r.get(7),
+                ended: r.get(8),
+                valid_until: r
+                    .get::<_, Option<f64>>(9)
+                    .map(|secs| now + Duration::from_secs_f64(secs.max(0.0))),
+                too_old: r
+                    .get::<_, Option<f64>>(10)
+                    .is_some_and(|age| age >= max_age),
             })
             .collect())
     }
@@ -241,6 +292,7 @@ impl Dispatcher {
             .then_some((fallback.as_str(), fallback_group))
     }
 
+    /// The pause after the carrier's `attempts`-th failure of a message.
     fn backoff(&self, attempts: i32) -> Duration {
         let exp = self
             .settings
@@ -261,6 +313,15 @@ impl Dispatcher {
     }
 
     async fn send_in_span(&self, row: Claimed) -> Outcome {
+        if let Some(reason) = unsendable(&row, std::time::Instant::now()) {
+            return reason;
+        }
+        if row.too_old {
+            return Outcome::Failed {
+                id: row.id,
+                error: "max_age".into(),
+            };
+        }
         let Some(sealed) = row.body_sealed.as_deref() else {
             return Outcome::Failed {
                 id: row.id,
@@ -283,22 +344,39 @@ impl Dispatcher {
             };
         }
         let Some((route, group)) = self.route_to_use(&row.route) else {
+            // The bind went down between the claim and now: nothing was sent.
             return Outcome::Retry {
                 id: row.id,
-                after: self.backoff(row.attempts),
+                after: REQUEUE_AFTER,
                 error: "not_bound".into(),
+                counted: false,
             };
         };
         if route != row.route {
             tracing::info!(outbox = row.id, from = %row.route, to = route, "route down: using its fallback");
         }
-        let sms = OutgoingSms {
+        let mut sms = OutgoingSms {
             source: row.sender.clone(),
             destination: row.msisdn.clone(),
             text: sms_text::encode(&text),
             request_receipt: true,
+            validity: None,
         };
         drop(text);
+        // The send may have waited for the bind's window or TPS: the code's life is
+        // measured again right before the submit, and the SMSC keeps the message no
+        // longer than the code is good for.
+        if let Some(valid_until) = row.valid_until {
+            let left = valid_until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Outcome::Unsent {
+                    id: row.id,
+                    status: "expired",
+                    reason: "challenge_expired".into(),
+                };
+            }
+            sms.validity = Some(left);
+        }
         match group.submit(&sms).await {
             Ok(message_ids) => {
                 tracing::info!(
@@ -314,12 +392,25 @@ impl Dispatcher {
                     message_ids,
                 }
             }
-            Err(e) if e.is_transient() && row.attempts < self.settings.max_attempts => {
+            Err(e) if e.is_transient() && !e.carrier_caused() => {
+                // The bind was down or died with the request in flight: back to the
+                // queue without spending an attempt. If the SMSC had taken it before the
+                // bind died, the retry is a duplicate; at most the bind's window of them.
+                tracing::info!(outbox = row.id, route = %row.route, error = %e, "bind lost under the submit; queued again");
+                Outcome::Retry {
+                    id: row.id,
+                    after: REQUEUE_AFTER,
+                    error: e.label(),
+                    counted: false,
+                }
+            }
+            Err(e) if e.is_transient() && row.attempts + 1 < self.settings.max_attempts => {
                 tracing::warn!(outbox = row.id, route = %row.route, error = %e, "submit will be retried");
                 Outcome::Retry {
                     id: row.id,
-                    after: self.backoff(row.attempts),
+                    after: self.backoff(row.attempts + 1),
                     error: e.label(),
+                    counted: true,
                 }
             }
             Err(e) => {
@@ -347,8 +438,10 @@ impl Dispatcher {
             (vec![], vec![], vec![], vec![]);
         // (client, route, segments, outbox id) of each submitted SMS, to bill.
         let mut usage: Vec<(uuid::Uuid, String, i32, i64)> = Vec::new();
-        let (mut retry_ids, mut retry_secs, mut retry_errs) = (vec![], vec![], vec![]);
+        let (mut retry_ids, mut retry_secs, mut retry_errs, mut retry_incs) =
+            (vec![], vec![], vec![], vec![]);
         let (mut fail_ids, mut fail_errs) = (vec![], vec![]);
+        let (mut unsent_ids, mut unsent_status, mut unsent_reasons) = (vec![], vec![], vec![]);
         for o in outcomes {
             match o {
                 Outcome::Submitted {
@@ -387,14 +480,25 @@ impl Dispatcher {
                     ok_hex.push(hex);
                     ok_mids.push(first);
                 }
-                Outcome::Retry { id, after, error } => {
+                Outcome::Retry {
+                    id,
+                    after,
+                    error,
+                    counted,
+                } => {
                     retry_ids.push(id);
                     retry_secs.push(after.as_secs_f64());
                     retry_errs.push(error);
+                    retry_incs.push(i32::from(counted));
                 }
                 Outcome::Failed { id, error } => {
                     fail_ids.push(id);
                     fail_errs.push(error);
+                }
+                Outcome::Unsent { id, status, reason } => {
+                    unsent_ids.push(id);
+                    unsent_status.push(status.to_owned());
+                    unsent_reasons.push(reason);
                 }
             }
         }
@@ -432,8 +536,18 @@ impl Dispatcher {
             .await?;
         }
         if !retry_ids.is_empty() {
-            tx.execute_cached(RECORD_RETRY_SQL, &[&retry_ids, &retry_secs, &retry_errs])
-                .await?;
+            tx.execute_cached(
+                RECORD_RETRY_SQL,
+                &[&retry_ids, &retry_secs, &retry_errs, &retry_incs],
+            )
+            .await?;
+        }
+        if !unsent_ids.is_empty() {
+            tx.execute_cached(
+                RECORD_UNSENT_SQL,
+                &[&unsent_ids, &unsent_status, &unsent_reasons],
+            )
+            .await?;
         }
         if !fail_ids.is_empty() {
             tx.execute_cached(RECORD_FAILED_SQL, &[&fail_ids, &fail_errs])
@@ -443,8 +557,33 @@ impl Dispatcher {
         for route in &ok_routes {
             self.funnel.otp("sent", route, 1);
         }
+        self.funnel.otp("unsent", "-", unsent_ids.len() as u64);
+        self.funnel.otp(
+            "requeued",
+            "-",
+            retry_incs.iter().filter(|inc| **inc == 0).count() as u64,
+        );
         Ok(())
     }
+}
+
+/// A claimed row that must not go out: its challenge ended or its code was superseded
+/// (the dispatcher ends it unsent, unbilled), or its code expired while it waited.
+fn unsendable(row: &Claimed, now: std::time::Instant) -> Option<Outcome> {
+    let (status, reason) = match row.ended.as_deref() {
+        Some("expired") => ("expired", "challenge_expired".to_owned()),
+        Some("superseded") => ("canceled", "superseded_by_resend".to_owned()),
+        Some(other) => ("canceled", format!("challenge_{other}")),
+        None if row.valid_until.is_some_and(|t| t <= now) => {
+            ("expired", "challenge_expired".to_owned())
+        }
+        None => return None,
+    };
+    Some(Outcome::Unsent {
+        id: row.id,
+        status,
+        reason,
+    })
 }
 
 /// Stores receipts keyed by route and normalised message id; the submit may be

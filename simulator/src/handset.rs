@@ -19,6 +19,9 @@ pub struct HandsetMessage {
     /// The SMSC that delivered it (`viettel`, `vinaphone`, `mobifone`, `aggregator`).
     pub carrier: String,
     pub smsc_message_id: String,
+    /// Until when the SMSC would have kept trying (from the submit's `validity_period`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]

@@ -572,6 +572,20 @@ impl Smsc {
             }
             _ => Some(decode(&payload)?),
         };
+        // A relative validity_period bounds how long the message may wait for its
+        // delivery; an absolute one is taken as no bound; anything else is refused.
+        let validity = submit.validity_period.to_string();
+        let valid_until = if validity.is_empty() || validity.ends_with(['+', '-']) {
+            None
+        } else {
+            let period = carrier_adapters::smpp::esme::parse_relative_validity(&validity)
+                .ok_or(CommandStatus::EsmeRinvexpiry)?;
+            Some(
+                Utc::now()
+                    + chrono::Duration::from_std(period)
+                        .map_err(|_| CommandStatus::EsmeRinvexpiry)?,
+            )
+        };
         let id = format!("{:X}", self.next_message_id.fetch_add(1, Ordering::Relaxed));
         self.submitted.fetch_add(1, Ordering::Relaxed);
         let want_receipt = u8::from(submit.registered_delivery) & 0x03 != 0;
@@ -582,11 +596,17 @@ impl Smsc {
             text,
             want_receipt,
             submitted_at: Utc::now(),
+            valid_until,
         })
     }
 
     async fn deliver(&self, d: PendingDelivery) {
-        if let Some(text) = &d.text {
+        // Past its validity period an SMSC gives a message up: the handset never sees it
+        // and the receipt says EXPIRED.
+        let expired = d.valid_until.is_some_and(|until| until <= Utc::now());
+        if expired {
+            tracing::info!(smsc = %self.config.name, message_id = %d.message_id, "validity period over: not delivered");
+        } else if let Some(text) = &d.text {
             tracing::debug!(smsc = %self.config.name, message_id = %d.message_id, "delivered to handset");
             self.handsets.deliver(
                 &d.to,
@@ -596,6 +616,7 @@ impl Smsc {
                     received_at: Utc::now(),
                     carrier: self.config.name.clone(),
                     smsc_message_id: d.message_id.clone(),
+                    valid_until: d.valid_until,
                 },
             );
         }
@@ -615,9 +636,14 @@ impl Smsc {
             d.message_id.clone()
         };
         let fmt = "%y%m%d%H%M";
+        let state = if expired {
+            ReceiptState::Expired
+        } else {
+            ReceiptState::Delivered
+        };
         let text = receipt::format(
             &receipt_id,
-            ReceiptState::Delivered,
+            state,
             0,
             &d.submitted_at.format(fmt).to_string(),
             &Utc::now().format(fmt).to_string(),
@@ -636,7 +662,7 @@ impl Smsc {
                 COctetString::from_str(&receipt_id).unwrap_or_default(),
             ))
             .push_tlv(MessageDeliveryRequestTlvValue::MessageState(
-                MessageState::from(ReceiptState::Delivered.message_state()),
+                MessageState::from(state.message_state()),
             ))
             .build();
         self.send_receipt(deliver).await;
@@ -682,6 +708,8 @@ struct PendingDelivery {
     text: Option<String>,
     want_receipt: bool,
     submitted_at: chrono::DateTime<Utc>,
+    /// From the submit's relative `validity_period`.
+    valid_until: Option<chrono::DateTime<Utc>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -16,7 +16,7 @@ use rusmpp::pdus::{
     BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
 };
 use rusmpp::tlvs::TlvValue;
-use rusmpp::types::{COctetString, OctetString};
+use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{
     DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, ServiceType, Ton,
 };
@@ -72,8 +72,18 @@ pub struct EsmeConfig {
     pub enquire_link_interval: Duration,
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+    /// First pause before dialling again; it doubles while dials keep failing.
     pub reconnect_min: Duration,
+    /// Largest pause while the SMSC's host answers (a refused connection, a refused bind,
+    /// a session that dropped): the SMSC is restarting or flapping, not gone, and the
+    /// first bind after it is back must come soon.
+    pub reconnect_max_answering: Duration,
+    /// Largest pause while the host does not answer at all (connect timed out or the
+    /// network is unreachable).
     pub reconnect_max: Duration,
+    /// A session that stays bound this long resets the back-off; one that dies sooner
+    /// (an SMSC dropping every session after a few PDUs) keeps it growing.
+    pub stable_after: Duration,
 }
 
 /// An SMS ready to submit.
@@ -85,6 +95,9 @@ pub struct OutgoingSms {
     pub destination: String,
     pub text: EncodedText,
     pub request_receipt: bool,
+    /// How long the SMSC may keep trying to deliver it (`validity_period`, relative);
+    /// `None` leaves the SMSC's default.
+    pub validity: Option<Duration>,
 }
 
 /// A delivery receipt as read off a `deliver_sm`.
@@ -140,6 +153,18 @@ impl SubmitError {
                     | CommandStatus::EsmeRsubmitfail
             ),
             SubmitError::Invalid(_) => false,
+        }
+    }
+
+    /// Whether the SMSC itself failed the request (a refusal, no answer in time), as
+    /// opposed to the bind being down or dying with the request in flight. Only these
+    /// spend one of a message's attempts: a flapping bind must not fail messages.
+    pub fn carrier_caused(&self) -> bool {
+        match self {
+            SubmitError::Rejected { .. } | SubmitError::Timeout { .. } => true,
+            SubmitError::NotBound { .. }
+            | SubmitError::ConnectionLost(_)
+            | SubmitError::Invalid(_) => false,
         }
     }
 
@@ -200,6 +225,8 @@ pub struct BindStats {
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// Since when the session has been down (`None` while bound).
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Successful binds since start (a flapping SMSC shows as a fast-growing count).
+    binds: std::sync::atomic::AtomicU64,
 }
 
 impl BindStats {
@@ -296,6 +323,8 @@ pub struct BindSnapshot {
     pub receipts_total: u64,
     pub last_receipt_latency_ms: Option<u64>,
     pub throttled_for_ms: u64,
+    /// Successful binds since start.
+    pub binds_total: u64,
 }
 
 impl std::fmt::Debug for Esme {
@@ -423,6 +452,7 @@ impl Esme {
                 && latency > 0)
                 .then_some(latency),
             throttled_for_ms,
+            binds_total: self.stats.binds.load(Ordering::Relaxed),
         }
     }
 
@@ -561,11 +591,44 @@ fn build_submit_sm(sms: &OutgoingSms, payload: &[u8], udhi: bool) -> Result<Subm
         // with the UDH indicator (0x40) on concatenated parts.
         .esm_class(EsmClass::from(if udhi { 0x40u8 } else { 0u8 }))
         .registered_delivery(RegisteredDelivery::from(u8::from(sms.request_receipt)))
+        .validity_period(match sms.validity {
+            Some(v) => EmptyOrFullCOctetString::from_str(&relative_validity(v))
+                .map_err(|e| SubmitError::Invalid(format!("validity_period: {e}")))?,
+            None => EmptyOrFullCOctetString::empty(),
+        })
         .data_coding(DataCoding::from(sms.text.encoding.data_coding()))
         .short_message(
             OctetString::from_slice(payload).map_err(|e| SubmitError::Invalid(e.to_string()))?,
         )
         .build())
+}
+
+/// SMPP's relative time format (`YYMMDDhhmmsstnnR`, SMPP 3.4 §7.1.1) for `validity`,
+/// rounded up to the next tenth of a second and capped at 99 years.
+pub fn relative_validity(validity: Duration) -> String {
+    let tenths_total = validity.as_millis().div_ceil(100) as u64;
+    let tenths = tenths_total % 10;
+    let secs = tenths_total / 10;
+    let (s, m, h) = (secs % 60, (secs / 60) % 60, (secs / 3600) % 24);
+    let days = secs / 86_400;
+    // Relative: a "month" is 30 days and a "year" 365, as SMSCs read them.
+    let (years, rest) = ((days / 365).min(99), days % 365);
+    let (months, d) = (rest / 30, rest % 30);
+    format!("{years:02}{months:02}{d:02}{h:02}{m:02}{s:02}{tenths}00R")
+}
+
+/// Reads SMPP's relative time format back (`YYMMDDhhmmsstnnR`); `None` when `value` is
+/// not one (an absolute time ends in `+` or `-`, and is not read here).
+pub fn parse_relative_validity(value: &str) -> Option<Duration> {
+    let b = value.as_bytes();
+    if b.len() != 16 || b[15] != b'R' || !b[..15].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = |i: usize| u64::from(b[i] - b'0') * 10 + u64::from(b[i + 1] - b'0');
+    let (years, months, days, h, m, s) = (n(0), n(2), n(4), n(6), n(8), n(10));
+    let tenths = u64::from(b[12] - b'0');
+    let secs = ((years * 365 + months * 30 + days) * 24 + h) * 3600 + m * 60 + s;
+    Some(Duration::from_secs(secs) + Duration::from_millis(tenths * 100))
 }
 
 /// Reads a delivery receipt out of a `deliver_sm`; `None` for a mobile-originated message.
@@ -614,7 +677,7 @@ async fn supervise(
     shutdown: CancellationToken,
     stats: Arc<BindStats>,
 ) {
-    let mut delay = config.reconnect_min;
+    let mut backoff = Backoff::new(&config);
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -626,9 +689,12 @@ async fn supervise(
         match bound {
             Ok((client, events)) => {
                 tracing::info!(target: "smpp::esme", route = %config.route, "bound");
-                delay = config.reconnect_min;
+                let since = std::time::Instant::now();
                 state.send_replace(Some(client.clone()));
                 stats.set_bound(true);
+                stats
+                    .binds
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 run_session(&config, &client, events, &sink, &shutdown, &stats).await;
                 state.send_replace(None);
                 stats.set_bound(false);
@@ -638,41 +704,123 @@ async fn supervise(
                     break;
                 }
                 let _ = client.close().await;
-                tracing::warn!(target: "smpp::esme", route = %config.route, "bind lost; reconnecting");
+                let lasted = since.elapsed();
+                backoff.session_ended(lasted);
+                tracing::warn!(target: "smpp::esme", route = %config.route, lasted = ?lasted, retry_in = ?backoff.delay, "bind lost; reconnecting");
             }
             Err(e) => {
-                tracing::warn!(target: "smpp::esme", route = %config.route, error = %e, retry_in = ?delay, "bind failed");
+                backoff.dial_failed(e.answering);
+                tracing::warn!(target: "smpp::esme", route = %config.route, error = %e.message, retry_in = ?backoff.delay, "bind failed");
             }
         }
-        let jitter = jitter(delay);
+        let pause = backoff.delay + jitter(backoff.delay);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay + jitter) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        delay = (delay * 2).min(config.reconnect_max);
     }
     tracing::info!(target: "smpp::esme", route = %config.route, "stopped");
 }
 
+/// The pause before the next dial. It starts at `reconnect_min` and doubles while dials
+/// fail or sessions die young; it is capped at `reconnect_max_answering` while the
+/// SMSC's host answers (a restart or a flap: the first bind after it is back must come
+/// within a couple of seconds) and at `reconnect_max` only while nothing answers. Only a
+/// session that stayed up for `stable_after` starts it over: resetting it on every bind
+/// would redial an SMSC that drops each session after a few PDUs several times a second.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    pub(crate) delay: Duration,
+    min: Duration,
+    cap_answering: Duration,
+    cap_silent: Duration,
+    stable_after: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(config: &EsmeConfig) -> Backoff {
+        let min = config.reconnect_min.max(Duration::from_millis(1));
+        let cap_silent = config.reconnect_max.max(min);
+        Backoff {
+            delay: min,
+            min,
+            cap_answering: config.reconnect_max_answering.clamp(min, cap_silent),
+            cap_silent,
+            stable_after: config.stable_after,
+        }
+    }
+
+    fn grow(&mut self, cap: Duration) {
+        // A pause that grew while nothing answered comes back down to the lower cap as
+        // soon as the host answers again.
+        self.delay = (self.delay * 2).min(cap);
+    }
+
+    pub(crate) fn dial_failed(&mut self, answering: bool) {
+        let cap = if answering {
+            self.cap_answering
+        } else {
+            self.cap_silent
+        };
+        self.grow(cap);
+    }
+
+    pub(crate) fn session_ended(&mut self, lasted: Duration) {
+        if lasted >= self.stable_after {
+            self.delay = self.min;
+        } else {
+            self.grow(self.cap_answering);
+        }
+    }
+}
+
+/// Up to a quarter of `base` more, from the operating system's random source, so that
+/// the binds of many instances do not redial an SMSC in step.
 fn jitter(base: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 2];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        return Duration::ZERO;
+    }
+    base.mul_f64(f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX) / 4.0)
+}
+
+/// Why a dial did not end bound, and whether the SMSC's host answered at all.
+#[derive(Debug)]
+struct DialError {
+    message: String,
+    /// The host answered: the connection was refused, or it opened and the bind failed.
+    answering: bool,
+}
+
+impl DialError {
+    fn answering(message: String) -> DialError {
+        DialError {
+            message,
+            answering: true,
+        }
+    }
 }
 
 type Events = Box<dyn futures::Stream<Item = Event> + Unpin + Send>;
 
-async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Events), String> {
+async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Events), DialError> {
     let addr = format!("{}:{}", config.host, config.port);
     let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr))
         .await
-        .map_err(|_| format!("connect to {addr} timed out"))?
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        .map_err(|_| DialError {
+            message: format!("connect to {addr} timed out"),
+            answering: false,
+        })?
+        .map_err(|e| DialError {
+            message: format!("connect to {addr}: {e}"),
+            // A refusal (RST) comes from the host itself: the SMSC process is away, the
+            // machine is there, and it may be back any moment.
+            answering: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        })?;
     stream
         .set_nodelay(true)
-        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        .map_err(|e| DialError::answering(format!("TCP_NODELAY: {e}")))?;
     let builder = ConnectionBuilder::new()
         .max_command_length(8192)
         .enquire_link_interval(config.enquire_link_interval)
@@ -687,9 +835,9 @@ async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Event
         SmppVersion::V50 => InterfaceVersion::Smpp5_0,
     };
     let (system_id, password, system_type) = (
-        cstr_plain(&config.system_id, "system_id")?,
-        cstr_plain(&config.password, "password")?,
-        cstr_plain(&config.system_type, "system_type")?,
+        cstr_plain(&config.system_id, "system_id").map_err(DialError::answering)?,
+        cstr_plain(&config.password, "password").map_err(DialError::answering)?,
+        cstr_plain(&config.system_type, "system_type").map_err(DialError::answering)?,
     );
     // The three bind PDUs carry the same fields; only their type differs.
     macro_rules! bind_pdu {
@@ -723,12 +871,12 @@ async fn connect_and_bind(config: &EsmeConfig) -> Result<(rusmppc::Client, Event
         Ok(()) => Ok((client, Box::new(events))),
         Err(e) => {
             let _ = client.close().await;
-            Err(match e {
+            Err(DialError::answering(match e {
                 rusmppc::error::Error::UnexpectedResponse { response } => {
                     format!("bind refused with {:?}", response.status)
                 }
                 other => format!("bind: {other}"),
-            })
+            }))
         }
     }
 }
@@ -850,5 +998,115 @@ async fn send_deliver_resp(client: &rusmppc::Client, sequence_number: u32, statu
     };
     if let Err(e) = result {
         tracing::warn!(target: "smpp::esme", error = %e, "deliver_sm_resp not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> EsmeConfig {
+        EsmeConfig {
+            mode: BindMode::Transceiver,
+            route: "viettel".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            system_id: "x".into(),
+            password: "x".into(),
+            system_type: String::new(),
+            version: SmppVersion::V34,
+            window: 10,
+            tps: None,
+            enquire_link_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max_answering: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_session_that_dies_young_keeps_the_back_off_growing_up_to_the_low_cap() {
+        let mut b = Backoff::new(&config());
+        assert_eq!(b.delay, Duration::from_millis(200));
+        // An SMSC that drops every session after a few PDUs: 0.4, 0.8, then 1 s at most.
+        let delays: Vec<_> = (0..5)
+            .map(|_| {
+                b.session_ended(Duration::from_millis(50));
+                b.delay
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [400, 800, 1000, 1000, 1000].map(Duration::from_millis)
+        );
+        // A session that held starts it over.
+        b.session_ended(Duration::from_secs(11));
+        assert_eq!(b.delay, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn only_a_host_that_does_not_answer_reaches_the_high_cap() {
+        let mut b = Backoff::new(&config());
+        for _ in 0..10 {
+            b.dial_failed(true);
+        }
+        assert_eq!(b.delay, Duration::from_secs(1), "refused binds stay low");
+        for _ in 0..10 {
+            b.dial_failed(false);
+        }
+        assert_eq!(b.delay, Duration::from_secs(30));
+        // The host answers again (a refused bind): back under the low cap at once.
+        b.dial_failed(true);
+        assert_eq!(b.delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_low_cap_above_the_high_one_is_the_high_one() {
+        let mut c = config();
+        c.reconnect_max = Duration::from_millis(300);
+        let mut b = Backoff::new(&c);
+        for _ in 0..5 {
+            b.dial_failed(true);
+        }
+        assert_eq!(b.delay, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn jitter_is_at_most_a_quarter_and_not_always_the_same() {
+        let base = Duration::from_secs(1);
+        let samples: Vec<_> = (0..64).map(|_| jitter(base)).collect();
+        assert!(samples.iter().all(|j| *j <= base / 4));
+        assert!(samples.iter().any(|j| *j != samples[0]), "{samples:?}");
+    }
+
+    #[test]
+    fn relative_validity_is_written_and_read_as_smpp_says() {
+        assert_eq!(
+            relative_validity(Duration::from_secs(270)),
+            "000000000430000R"
+        );
+        assert_eq!(
+            relative_validity(Duration::from_millis(59_950)),
+            "000000000100000R",
+            "rounded up to the next tenth"
+        );
+        assert_eq!(
+            relative_validity(Duration::from_secs(2 * 86_400 + 3 * 3600 + 1)),
+            "000002030001000R"
+        );
+        for secs in [1u64, 59, 299, 3600, 86_399, 40 * 86_400] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse_relative_validity(&relative_validity(d)), Some(d));
+        }
+        assert_eq!(
+            parse_relative_validity("000000000430500R"),
+            Some(Duration::from_millis(270_500))
+        );
+        assert_eq!(parse_relative_validity("261202101500000+"), None);
+        assert_eq!(parse_relative_validity("00000000043000R"), None);
+        assert_eq!(parse_relative_validity(""), None);
     }
 }

@@ -54,6 +54,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 l.clone(),
                 f64::from(u8::from(b.bound)),
             ));
+            lines.push(("gateway_smpp_binds_total", l.clone(), b.binds_total as f64));
             lines.push(("gateway_smpp_window_size", l.clone(), b.window_size as f64));
             lines.push((
                 "gateway_smpp_window_in_use",
@@ -96,11 +97,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
-    let families: [(&str, &str, &str); 9] = [
+    let families: [(&str, &str, &str); 10] = [
         (
             "gateway_smpp_bind_up",
             "gauge",
             "1 when the SMPP session is bound.",
+        ),
+        (
+            "gateway_smpp_binds_total",
+            "counter",
+            "Successful binds of the session since start (a flapping SMSC makes it climb).",
         ),
         (
             "gateway_smpp_window_size",

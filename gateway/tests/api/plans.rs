@@ -52,6 +52,13 @@ async fn the_outbox_claim_walks_its_index_on_a_deep_backlog() {
         !plan.contains("Seq Scan on sms_outbox"),
         "the claim reads the whole outbox:\n{plan}"
     );
+    // Each claimed row's challenge is read by its key, never the whole table.
+    for bad in ["Seq Scan on otp_challenges", "Hash Join", "Merge Join"] {
+        assert!(
+            !plan.contains(bad),
+            "the claim joins its challenges by {bad}:\n{plan}"
+        );
+    }
     // And it claims the 64 oldest.
     tx.batch_execute("DEALLOCATE claim").await.unwrap();
     let rows = tx
@@ -110,9 +117,14 @@ fn indexed_statements(client: &str) -> Vec<(&'static str, &'static str, String)>
         (
             "retry",
             o::RECORD_RETRY_SQL,
-            "'{1}', '{1.5}', '{timeout}'".into(),
+            "'{1}', '{1.5}', '{timeout}', '{1}'".into(),
         ),
         ("failed", o::RECORD_FAILED_SQL, "'{1}', '{rejected}'".into()),
+        (
+            "unsent",
+            o::RECORD_UNSENT_SQL,
+            "'{1}', '{expired}', '{challenge_expired}'".into(),
+        ),
     ]
 }
 

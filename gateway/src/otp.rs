@@ -347,6 +347,7 @@ pub(crate) fn replay(existing: &Row, hash: &[u8]) -> Result<(OtpView, bool), Api
 /// A create's secrets and derived values, made in the request's task (CPU work spread
 /// over the HTTP workers) before it is queued: the code itself is dropped here and
 /// never leaves this function except as its MAC and sealed SMS text.
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub id: Uuid,
     pub mac: Vec<u8>,
@@ -393,8 +394,24 @@ pub async fn create(
 
 /// One create in its own transaction: the path when batching is off, and for the
 /// requests a batch hands back (a repeated Idempotency-Key within the batch, or a batch
-/// that failed as a whole).
+/// that failed as a whole). A transaction that lost a deadlock or serialization race
+/// (nothing of it committed) is run once more before the caller gets a 503.
 pub(crate) async fn create_one(
+    state: &AppState,
+    api_client: &ApiClient,
+    req: NewOtp,
+    prepared: Prepared,
+) -> Result<(OtpView, bool), ApiError> {
+    match create_one_attempt(state, api_client, req.clone(), prepared.clone()).await {
+        Err(e) if e.is_db_conflict() => {
+            tracing::info!(error = %e, "create lost a database conflict; running it again");
+            create_one_attempt(state, api_client, req, prepared).await
+        }
+        other => other,
+    }
+}
+
+async fn create_one_attempt(
     state: &AppState,
     api_client: &ApiClient,
     req: NewOtp,

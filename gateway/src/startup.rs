@@ -39,6 +39,8 @@ pub struct AppState {
     pub funnel: Arc<crate::funnel::Funnel>,
     /// Where the API hands creates to, when batching is on (`otp.create_batchers`).
     pub create_queue: Option<crate::otp_batch::CreateQueue>,
+    /// Cancelled when the instance begins to shut down (readiness turns 503).
+    pub shutting_down: CancellationToken,
 }
 
 pub struct Application {
@@ -147,6 +149,7 @@ impl Application {
             client_rate: crate::limits::ClientRates::new(&settings.limits),
             create_queue: (settings.otp.create_batchers > 0)
                 .then(|| crate::otp_batch::CreateQueue::new(settings.otp.create_batch_max * 16)),
+            shutting_down: shutdown.clone(),
         });
         let batch_shutdown = CancellationToken::new();
         for _ in 0..settings.otp.create_batchers {
@@ -168,14 +171,19 @@ impl Application {
         )));
         let state = web::Data::from(state);
         let addr = listener.local_addr()?;
+        let connections = api::deadline::ConnectionCounts::default();
+        let per_ip = settings.server.max_connections_per_ip;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::deadline::middleware))
                 .wrap(actix_web::middleware::from_fn(api::requests::middleware))
                 .app_data(state.clone())
                 .app_data(api::query_config())
                 .configure(api::routes)
                 .default_service(web::to(api::not_found))
         })
+        .on_connect(move |connection, ext| connections.on_connect(per_ip, connection, ext))
+        .client_request_timeout(settings.server.header_timeout)
         .workers(settings.server.workers.max(1))
         .disable_signals()
         .shutdown_timeout(5)

@@ -34,7 +34,18 @@ pub async fn read_json<T: DeserializeOwned>(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("cannot read body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if super::deadline::is_body_timeout(&e) {
+                ApiError::RequestTimeout {
+                    seconds: req
+                        .app_data::<web::Data<crate::startup::AppState>>()
+                        .map(|s| s.settings.server.body_timeout.as_secs_f64())
+                        .unwrap_or_default(),
+                }
+            } else {
+                ApiError::MalformedJson(format!("cannot read body: {e}"))
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }

@@ -86,8 +86,15 @@ pub async fn notification(
     let version = mssp.dialect.soap;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else {
-            return fault(version, 400, StatusCode::WrongParam, "unreadable body");
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) if super::deadline::is_body_timeout(&e) => {
+                let mut resp = fault(version, 408, StatusCode::WrongParam, "body too slow");
+                resp.head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                return resp;
+            }
+            Err(_) => return fault(version, 400, StatusCode::WrongParam, "unreadable body"),
         };
         if body.len() + chunk.len() > mss::DEFAULT_MAX_BYTES {
             return fault(

@@ -17,6 +17,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive within {seconds} s")]
+    RequestTimeout { seconds: f64 },
     #[error("{detail}")]
     InvalidField { field: &'static str, detail: String },
     #[error("{0}")]
@@ -42,7 +44,7 @@ pub enum ApiError {
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
 
 /// One kind of problem the API answers with: its `type` (`/problems/{slug}`), title and
@@ -75,6 +77,9 @@ pub const PROBLEMS: &[ProblemKind] = &[
     ProblemKind { slug: "verification-not-pending", title: "Verification not pending", status: 409,
         en: "The verification or signature request has already ended.",
         vi: "Phiên xác thực hoặc yêu cầu ký đã kết thúc." },
+    ProblemKind { slug: "request-timeout", title: "Request timeout", status: 408,
+        en: "The request body did not arrive in time (`server.body_timeout`); the connection is closed.",
+        vi: "Nội dung yêu cầu không đến kịp thời hạn; kết nối bị đóng." },
     ProblemKind { slug: "payload-too-large", title: "Request body too large", status: 413,
         en: "The body is larger than the server accepts.",
         vi: "Nội dung yêu cầu quá lớn." },
@@ -118,6 +123,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => ("malformed-json", "Malformed JSON body"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
+            ApiError::RequestTimeout { .. } => ("request-timeout", "Request timeout"),
             ApiError::InvalidField { .. } => ("invalid-field", "Invalid field"),
             ApiError::InvalidMsisdn(_) => ("invalid-msisdn", "Invalid phone number"),
             ApiError::ResendTooEarly { .. } => ("resend-too-early", "Too early to resend"),
@@ -134,9 +140,88 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is asked to wait after a 503.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 1;
+
+/// Whether a database error means "the database cannot answer right now" rather than a
+/// bug: the connection is gone (closed, reset, terminated by an administrator or a
+/// restart), the server cannot take connections or is read-only (a standby after a
+/// failover), or the transaction lost a serialization or deadlock race and may simply be
+/// run again.
+pub fn db_unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") // connection exception
+            || code.starts_with("53") // insufficient resources (too many connections, …)
+            || matches!(
+                code,
+                "57P01" // admin_shutdown (pg_terminate_backend, smart/fast shutdown)
+                    | "57P02" // crash_shutdown
+                    | "57P03" // cannot_connect_now (starting up, shutting down)
+                    | "57P05" // idle_session_timeout
+                    | "57014" // query_canceled (statement_timeout)
+                    | "40001" // serialization_failure
+                    | "40P01" // deadlock_detected
+                    | "25006" // read_only_sql_transaction (a standby)
+                    | "55P03" // lock_not_available (lock_timeout)
+            );
+    }
+    // No SQLSTATE: the socket failed under the query.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// Whether running the same transaction again may succeed at once: it lost a
+/// serialization or deadlock race.
+pub fn db_conflict(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(c.code(), "40001" | "40P01"))
+}
+
+/// [`db_unavailable`] anywhere in an error's chain, or a pool that could not give a
+/// connection.
+fn chain_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(db_unavailable)
+            || cause.is::<deadpool_postgres::PoolError>()
+    })
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        ApiError::Internal(e.into())
+        if db_unavailable(&e) {
+            ApiError::Unavailable(e.into())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if chain_unavailable(&e) {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
+    }
+}
+
+impl ApiError {
+    /// A database conflict (serialization failure, deadlock): the transaction may be run
+    /// once more before answering 503.
+    pub fn is_db_conflict(&self) -> bool {
+        match self {
+            ApiError::Unavailable(e) => e.chain().any(|c| {
+                c.downcast_ref::<tokio_postgres::Error>()
+                    .is_some_and(db_conflict)
+            }),
+            _ => false,
+        }
     }
 }
 
@@ -154,6 +239,7 @@ impl ResponseError for ApiError {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::InvalidField { .. } | ApiError::InvalidMsisdn(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -211,6 +297,14 @@ impl ResponseError for ApiError {
                 body["retry_after"] = json!(3600);
                 resp.insert_header((header::RETRY_AFTER, "3600"));
             }
+            ApiError::RequestTimeout { .. } => {
+                // The rest of the body may still come: the connection cannot be reused.
+                resp.force_close();
+            }
+            ApiError::Unavailable(_) => {
+                body["retry_after"] = json!(UNAVAILABLE_RETRY_AFTER);
+                resp.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER.to_string()));
+            }
             _ => {}
         }
         resp.body(body.to_string())
@@ -231,6 +325,7 @@ mod tests {
             ApiError::MalformedJson(String::new()),
             ApiError::UnsupportedMediaType,
             ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::RequestTimeout { seconds: 1.0 },
             ApiError::InvalidField {
                 field: "f",
                 detail: String::new(),

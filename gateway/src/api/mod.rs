@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod carriers;
+pub mod deadline;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -109,26 +110,27 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers (within 2 s) and every carrier's traffic has a bound
-/// SMPP session on its route (or on that route's fallback). 503 with the reasons
-/// otherwise.
+/// Readiness: this instance can take requests: the database answers (within 2 s) and
+/// the instance is not shutting down. Carriers are not part of it: with a carrier down
+/// the gateway still accepts and queues every OTP, so a load balancer must keep sending
+/// to it; their state is in `carriers` here, `/v1/health/carriers` and `/metrics`.
 #[utoipa::path(
     get, path = "/readyz", tag = "operators", operation_id = "readyz",
-    summary = "Readiness: database and a bound SMPP session per carrier / Sẵn sàng phục vụ",
+    summary = "Readiness: the database answers, not shutting down / Sẵn sàng phục vụ",
     responses(
-        (status = 200, description = "Ready", body = Object, example = json!({
-            "status": "ready", "database": true,
-            "carriers": {"viettel": {"route": "viettel", "ready": true, "via": "viettel"}}})),
+        (status = 200, description = "Ready (carriers shown, not counted)", body = Object, example = json!({
+            "status": "ready", "database": true, "shutting_down": false,
+            "carriers": {"viettel": {"route": "viettel", "bound": true, "via": "viettel"}}})),
         (status = 503, description = "Not ready, with the reasons", body = Object, example = json!({
-            "status": "not_ready", "database": true,
-            "carriers": {"vinaphone": {"route": "vinaphone", "ready": false, "via": null}}})),
+            "status": "not_ready", "database": false, "shutting_down": false,
+            "carriers": {"vinaphone": {"route": "vinaphone", "bound": false, "via": null}}})),
     ),
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let db_ok = database_answers(&state).await;
+    let shutting_down = state.shutting_down.is_cancelled();
+    let db_ok = !shutting_down && database_answers(&state).await;
     let bound = |route: &str| state.binds.get(route).is_some_and(|g| g.is_bound());
     let mut carriers = serde_json::Map::new();
-    let mut all_routed = true;
     for carrier in crate::domain::Carrier::ALL {
         let (route, cfg) = state.settings.route_for(carrier);
         let via = if bound(route) {
@@ -136,16 +138,16 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         } else {
             cfg.fallback.as_deref().filter(|f| bound(f))
         };
-        all_routed &= via.is_some();
         carriers.insert(
             carrier.as_str().to_owned(),
-            json!({ "route": route, "ready": via.is_some(), "via": via }),
+            json!({ "route": route, "bound": via.is_some(), "via": via }),
         );
     }
-    let ready = db_ok && all_routed;
+    let ready = db_ok && !shutting_down;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": db_ok,
+        "shutting_down": shutting_down,
         "carriers": carriers,
     });
     ok_or_unavailable(ready, body)

@@ -9,6 +9,7 @@ mod browser;
 mod contract;
 mod demo;
 mod durability;
+mod faults;
 mod guards;
 mod helpers;
 mod limits;

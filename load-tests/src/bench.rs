@@ -151,6 +151,8 @@ fn spec(mix: Kind, load: Load, args: &BenchArgs, duration: Duration) -> RunSpec 
         max_in_flight: 20_000,
         progress: true,
         receipt_timeout: Duration::from_secs(60),
+        faults: Vec::new(),
+        database_url: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! benchmark of BENCHMARKS.md (pgbench reference, then the gateway's figures).
 
 mod bench;
+mod faults;
 mod numbers;
 mod pacing;
 mod pending;
@@ -76,6 +77,14 @@ struct RunArgs {
     /// How long to wait after the run for the receipts of the SMS it sent.
     #[arg(long, default_value = "60s")]
     receipt_timeout: humantime::Duration,
+    /// Apply a fault during the run (repeatable): `SMSC:KEY=VALUE,…@START+LENGTH` sets
+    /// the simulator's faults of that SMSC for the window (`viettel:drop_after_pdus=3@5s+60s`,
+    /// `mobifone:refuse_binds=true,drop_after_pdus=1@0s+6m`), `postgres:terminate@START+LENGTH`
+    /// terminates the gateway's database connections every 200 ms of it. The report then
+    /// says what became of every accepted OTP: delivered, lost, failed, unsent because its
+    /// code ended first, duplicates, and stale (sent after the code expired).
+    #[arg(long = "fault")]
+    faults: Vec<String>,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -302,6 +311,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(_)) => anyhow::bail!("--users must be at least 1"),
         (None, None) => Load::Closed { users: 32 },
     };
+    let faults = args
+        .faults
+        .iter()
+        .map(|f| f.parse::<faults::Fault>().map(|parsed| (f.clone(), parsed)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let running = Running::start(&args.target).await?;
     let result = async {
         let ctx = context(&running.target, &mix, args.target.signers).await?;
@@ -314,6 +329,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_in_flight: args.max_in_flight,
             progress: !args.no_progress,
             receipt_timeout: *args.receipt_timeout,
+            faults,
+            database_url: running.database_url.clone(),
         };
         runner::run(ctx, &spec, running.receipts(), running.gateway_pid).await
     }

@@ -35,6 +35,10 @@ pub struct RunSpec {
     pub progress: bool,
     /// How long to wait for outstanding receipts after the run.
     pub receipt_timeout: Duration,
+    /// Faults to apply during the run (with the text they were given as).
+    pub faults: Vec<(String, crate::faults::Fault)>,
+    /// The gateway's database, for `postgres:` faults.
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +58,12 @@ pub struct Report {
     /// The gateway's resident memory during the measured time (when loadgen started it).
     pub gateway_rss_mib: Option<RssReport>,
     pub series: Vec<SeriesPoint>,
+    /// The faults applied (`--fault`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::faults::AppliedFault>,
+    /// With faults: what became of every OTP the run created, warm-up included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::faults::DeliveryTruth>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -70,6 +80,8 @@ const SHARDS: usize = 16;
 struct Shared {
     shards: Vec<Mutex<Recorder>>,
     created: Mutex<Vec<String>>,
+    /// Every OTP created, warm-up included: (id, E.164).
+    accepted: Mutex<Vec<(String, String)>>,
     done: AtomicU64,
     failed: AtomicU64,
     measured_flows: AtomicU64,
@@ -104,6 +116,12 @@ impl Shared {
             }
         }
         drop(rec);
+        if !outcome.created.is_empty() {
+            self.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(outcome.created);
+        }
         if let (Some(id), true) = (outcome.otp_id, measured) {
             self.created
                 .lock()
@@ -138,6 +156,15 @@ pub async fn run(
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
 
+    let faults = (!spec.faults.is_empty()).then(|| {
+        crate::faults::schedule(
+            ctx.http.clone(),
+            ctx.target.sim.clone(),
+            spec.database_url.clone(),
+            spec.faults.clone(),
+            start,
+        )
+    });
     let bar = progress_bar(spec);
     let ticker = {
         let (bar, shared) = (bar.clone(), shared.clone());
@@ -266,6 +293,11 @@ pub async fn run(
         None => None,
     };
 
+    // Faults that outlast the load end before the receipts are awaited.
+    let applied = match faults {
+        Some(task) => task.await??,
+        None => Vec::new(),
+    };
     let mut merged = Recorder::default();
     for shard in shared.shards.iter() {
         merged.merge(&shard.lock().unwrap_or_else(|p| p.into_inner()));
@@ -281,7 +313,16 @@ pub async fn run(
             }
         }
     }
+    let delivery = if spec.faults.is_empty() {
+        None
+    } else {
+        let accepted =
+            std::mem::take(&mut *shared.accepted.lock().unwrap_or_else(|p| p.into_inner()));
+        Some(crate::faults::truth(&ctx, &accepted, spec.receipt_timeout).await)
+    };
     Ok(Report {
+        faults: applied,
+        delivery,
         scenario: spec.mix.name(),
         load: spec.load,
         warmup_s: spec.warmup.as_secs_f64(),
@@ -354,6 +395,25 @@ pub fn summary(report: &Report) -> String {
     }
     for (kind, n) in &report.errors {
         let _ = writeln!(out, "error: {kind}: {n}");
+    }
+    for f in &report.faults {
+        let _ = writeln!(
+            out,
+            "fault: {} (from {} s for {} s){}",
+            f.fault,
+            f.start_s,
+            f.length_s,
+            f.connections_terminated
+                .map(|n| format!(", {n} database connections terminated"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(d) = &report.delivery {
+        let _ = writeln!(
+            out,
+            "delivery: accepted {}  delivered {}  lost {}  failed {}  unsent (code ended first) {}  duplicates {}  stale {}",
+            d.accepted, d.delivered, d.lost, d.failed, d.unsent_ended, d.duplicates, d.stale
+        );
     }
     if let Some(rss) = report.gateway_rss_mib {
         let _ = writeln!(

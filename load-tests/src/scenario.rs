@@ -120,6 +120,9 @@ pub struct Outcome {
     pub result: Result<(), String>,
     /// The OTP created (`otp-send`), to await its receipt.
     pub otp_id: Option<String>,
+    /// Every OTP the flow created, with its number (E.164), for `--fault` runs' count of
+    /// what reached the handsets.
+    pub created: Vec<(String, String)>,
 }
 
 impl Ctx {
@@ -133,6 +136,7 @@ impl Ctx {
             steps: Vec::new(),
             result: Ok(()),
             otp_id: None,
+            created: Vec::new(),
         };
         out.result = match kind {
             Kind::OtpSend => self.otp_send(index, intended, &mut out).await,
@@ -163,6 +167,7 @@ impl Ctx {
         // server counts.
         out.steps.push(("POST /v1/otp", intended.elapsed()));
         let id = body["id"].as_str().ok_or("no id in the 201")?.to_owned();
+        out.created.push((id.clone(), numbers::e164(&msisdn)));
         Ok((id, msisdn))
     }
 

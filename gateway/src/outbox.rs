@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_adapters::receipt::{alternate_message_ids, normalise_message_id};
-use carrier_adapters::smpp::{BindGroup, DeliveryReport, OutgoingSms, ReceiptSink};
+use carrier_adapters::smpp::{BindGroup, DeliveryReport, OutgoingSms, ReceiptSink, SubmitError};
 use carrier_adapters::sms_text;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
@@ -355,28 +355,17 @@ impl Dispatcher {
         if route != row.route {
             tracing::info!(outbox = row.id, from = %row.route, to = route, "route down: using its fallback");
         }
-        let mut sms = OutgoingSms {
+        // The SMSC keeps the message no longer than its code is good for; the bind
+        // measures what is left right before each part goes out (after waiting for its
+        // window or TPS), and sends nothing once it is over.
+        let sms = OutgoingSms {
             source: row.sender.clone(),
             destination: row.msisdn.clone(),
             text: sms_text::encode(&text),
             request_receipt: true,
-            validity: None,
+            valid_until: row.valid_until,
         };
         drop(text);
-        // The send may have waited for the bind's window or TPS: the code's life is
-        // measured again right before the submit, and the SMSC keeps the message no
-        // longer than the code is good for.
-        if let Some(valid_until) = row.valid_until {
-            let left = valid_until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Outcome::Unsent {
-                    id: row.id,
-                    status: "expired",
-                    reason: "challenge_expired".into(),
-                };
-            }
-            sms.validity = Some(left);
-        }
         match group.submit(&sms).await {
             Ok(message_ids) => {
                 tracing::info!(
@@ -392,6 +381,11 @@ impl Dispatcher {
                     message_ids,
                 }
             }
+            Err(SubmitError::Expired) => Outcome::Unsent {
+                id: row.id,
+                status: "expired",
+                reason: "challenge_expired".into(),
+            },
             Err(e) if e.is_transient() && !e.carrier_caused() => {
                 // The bind was down or died with the request in flight: back to the
                 // queue without spending an attempt. If the SMSC had taken it before the
@@ -707,5 +701,61 @@ impl ReceiptSink for ReceiptStore {
             wait.await
                 .map_err(|_| "receipt writer stopped".to_owned())?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ended: Option<&str>, valid_for: Option<Duration>) -> Claimed {
+        Claimed {
+            id: 7,
+            route: "viettel".into(),
+            msisdn: "84971234567".into(),
+            sender: "DVC".into(),
+            body_sealed: None,
+            attempts: 0,
+            client: None,
+            request_id: None,
+            ended: ended.map(str::to_owned),
+            valid_until: valid_for.map(|d| std::time::Instant::now() + d),
+            too_old: false,
+        }
+    }
+
+    fn fate(row: &Claimed) -> Option<(&'static str, String)> {
+        match unsendable(row, std::time::Instant::now()) {
+            Some(Outcome::Unsent { status, reason, .. }) => Some((status, reason)),
+            Some(_) => panic!("not an unsent outcome"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn only_the_sms_of_a_pending_unexpired_code_goes_out() {
+        let live = Some(Duration::from_secs(60));
+        assert_eq!(fate(&row(None, live)), None);
+        assert_eq!(fate(&row(None, None)), None, "not an OTP's SMS");
+        assert_eq!(
+            fate(&row(None, Some(Duration::ZERO))),
+            Some(("expired", "challenge_expired".into()))
+        );
+        assert_eq!(
+            fate(&row(Some("expired"), live)),
+            Some(("expired", "challenge_expired".into()))
+        );
+        for (ended, reason) in [
+            ("approved", "challenge_approved"),
+            ("canceled", "challenge_canceled"),
+            ("max_attempts_reached", "challenge_max_attempts_reached"),
+            ("superseded", "superseded_by_resend"),
+        ] {
+            assert_eq!(
+                fate(&row(Some(ended), live)),
+                Some(("canceled", reason.into())),
+                "{ended}"
+            );
+        }
     }
 }

@@ -112,7 +112,8 @@ impl Stack {
             .map(|s| (s.name.clone(), s.listen))
             .collect();
         let gateway_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{{PORT}}\"\n\n\
+            // Every simulated user comes from loadgen's one address.
+            "[server]\nlisten = \"127.0.0.1:{{PORT}}\"\nmax_connections_per_ip = 1000000\n\n\
              [database]\nurl = \"{database_url}\"\npool_size = 24\n\n\
              [otp]\nhmac_key = \"{hmac_key}\"\n\n\
              [outbox]\npoll_interval = \"200ms\"\n\n\

@@ -95,9 +95,12 @@ pub struct OutgoingSms {
     pub destination: String,
     pub text: EncodedText,
     pub request_receipt: bool,
-    /// How long the SMSC may keep trying to deliver it (`validity_period`, relative);
-    /// `None` leaves the SMSC's default.
-    pub validity: Option<Duration>,
+    /// Until when the message is worth delivering (an OTP: its code's expiry). Each part
+    /// carries what is left of it as a relative `validity_period`, measured right before
+    /// the part is written (after any wait for the window, the TPS limit or a throttling
+    /// pause); a part whose time is up is not sent ([`SubmitError::Expired`]). `None`
+    /// leaves the SMSC's default.
+    pub valid_until: Option<std::time::Instant>,
 }
 
 /// A delivery receipt as read off a `deliver_sm`.
@@ -135,6 +138,8 @@ pub enum SubmitError {
     ConnectionLost(String),
     #[error("the message cannot be encoded: {0}")]
     Invalid(String),
+    #[error("the message's validity ended before it could be submitted")]
+    Expired,
 }
 
 impl SubmitError {
@@ -152,7 +157,7 @@ impl SubmitError {
                     | CommandStatus::EsmeRxTAppn
                     | CommandStatus::EsmeRsubmitfail
             ),
-            SubmitError::Invalid(_) => false,
+            SubmitError::Invalid(_) | SubmitError::Expired => false,
         }
     }
 
@@ -164,7 +169,8 @@ impl SubmitError {
             SubmitError::Rejected { .. } | SubmitError::Timeout { .. } => true,
             SubmitError::NotBound { .. }
             | SubmitError::ConnectionLost(_)
-            | SubmitError::Invalid(_) => false,
+            | SubmitError::Invalid(_)
+            | SubmitError::Expired => false,
         }
     }
 
@@ -176,6 +182,7 @@ impl SubmitError {
             SubmitError::Timeout { .. } => "response_timeout".into(),
             SubmitError::ConnectionLost(_) => "connection_lost".into(),
             SubmitError::Invalid(_) => "invalid_message".into(),
+            SubmitError::Expired => "validity_ended".into(),
         }
     }
 }
@@ -517,7 +524,8 @@ impl Esme {
         payload: &[u8],
         udhi: bool,
     ) -> Result<String, SubmitError> {
-        let submit = build_submit_sm(sms, payload, udhi)?;
+        // Checked before the waits too: an invalid message fails without waiting.
+        build_submit_sm(sms, payload, udhi, None)?;
         let pause = self
             .throttle
             .lock()
@@ -542,6 +550,17 @@ impl Esme {
             .ok_or_else(|| SubmitError::NotBound {
                 route: self.route.to_string(),
             })?;
+        let validity = match sms.valid_until {
+            Some(until) => {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left < Duration::from_millis(100) {
+                    return Err(SubmitError::Expired);
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        let submit = build_submit_sm(sms, payload, udhi, validity)?;
         match client.submit_sm(submit).await {
             Ok(resp) => Ok(resp.message_id().as_str().to_owned()),
             Err(rusmppc::error::Error::UnexpectedResponse { response }) => {
@@ -571,8 +590,14 @@ fn cstr<const MIN: usize, const MAX: usize>(
         .map_err(|e| SubmitError::Invalid(format!("{field} {value:?}: {e}")))
 }
 
-/// One `submit_sm` for one part of `sms` (`udhi`: the payload starts with a UDH).
-fn build_submit_sm(sms: &OutgoingSms, payload: &[u8], udhi: bool) -> Result<SubmitSm, SubmitError> {
+/// One `submit_sm` for one part of `sms` (`udhi`: the payload starts with a UDH), valid
+/// for `validity` when given.
+fn build_submit_sm(
+    sms: &OutgoingSms,
+    payload: &[u8],
+    udhi: bool,
+    validity: Option<Duration>,
+) -> Result<SubmitSm, SubmitError> {
     let alphanumeric = sms.source.chars().any(|c| !c.is_ascii_digit());
     let (source_ton, source_npi) = if alphanumeric {
         (Ton::Alphanumeric, Npi::Unknown)
@@ -591,7 +616,7 @@ fn build_submit_sm(sms: &OutgoingSms, payload: &[u8], udhi: bool) -> Result<Subm
         // with the UDH indicator (0x40) on concatenated parts.
         .esm_class(EsmClass::from(if udhi { 0x40u8 } else { 0u8 }))
         .registered_delivery(RegisteredDelivery::from(u8::from(sms.request_receipt)))
-        .validity_period(match sms.validity {
+        .validity_period(match validity {
             Some(v) => EmptyOrFullCOctetString::from_str(&relative_validity(v))
                 .map_err(|e| SubmitError::Invalid(format!("validity_period: {e}")))?,
             None => EmptyOrFullCOctetString::empty(),

@@ -536,7 +536,7 @@ async fn asking_whether_a_bind_is_up_does_not_delay_its_submits() {
         destination: "84971234567".into(),
         text: carrier_adapters::sms_text::encode("Ma OTP: 123456"),
         request_receipt: true,
-        validity: Some(Duration::from_secs(300)),
+        valid_until: Some(Instant::now() + Duration::from_secs(300)),
     };
     // Written at once, answered within the simulator's own time: far inside 10 s (it
     // took minutes behind the 200 000 queued checks).

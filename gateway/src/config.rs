@@ -230,10 +230,16 @@ pub struct ServerSettings {
     /// not hold a connection and a worker's attention for ever.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
-    /// Most connections open at once from one peer address; more are answered 503 and
-    /// closed. Behind a load balancer or proxy every client shares its address: raise
+    /// Most connections open at once from one peer address; a request on one more is
+    /// answered 429 and its connection closed (an idle one is closed after
+    /// `header_timeout`). Behind a load balancer or proxy every client shares its address: raise
     /// it there.
     pub max_connections_per_ip: usize,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, before
+    /// the listener closes: long enough for a load balancer to see it (its probe interval
+    /// times its failure threshold). 0: close at once.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,10 +333,12 @@ pub struct SmppRoute {
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
     /// Longest pause while the SMSC's host answers (refused connection or bind, dropped
-    /// session): keeps the first bind after it is back within about this long.
+    /// session): keeps the first bind after it is back within about this long. At most
+    /// `reconnect_max`.
     #[serde(with = "humantime_serde")]
     pub reconnect_max_answering: Duration,
-    /// Longest pause while the host does not answer at all.
+    /// Longest pause while the host does not answer at all (connect timed out, host or
+    /// network unreachable).
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
     /// A session bound this long starts the back-off over.
@@ -460,6 +468,7 @@ impl Default for ServerSettings {
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(5),
             max_connections_per_ip: 512,
+            shutdown_drain: Duration::ZERO,
         }
     }
 }
@@ -659,6 +668,9 @@ impl Settings {
                 bail!("{name} must be 100ms..=5m");
             }
         }
+        if self.server.shutdown_drain > Duration::from_secs(300) {
+            bail!("server.shutdown_drain must be at most 5m");
+        }
         if self.server.max_connections_per_ip == 0 {
             bail!("server.max_connections_per_ip must be at least 1");
         }
@@ -698,11 +710,13 @@ impl Settings {
             if route.tps == Some(0) {
                 bail!("smpp.{name}.tps must be at least 1 (or unset)");
             }
+            // reconnect_max_answering above reconnect_max is taken as reconnect_max, so
+            // that a configuration written before it existed still starts.
             if route.reconnect_min.is_zero()
+                || route.reconnect_min > route.reconnect_max
                 || route.reconnect_min > route.reconnect_max_answering
-                || route.reconnect_max_answering > route.reconnect_max
             {
-                bail!("smpp.{name}: need 0 < reconnect_min <= reconnect_max_answering <= reconnect_max");
+                bail!("smpp.{name}: need 0 < reconnect_min <= reconnect_max and reconnect_max_answering");
             }
         }
         for (name, route) in &self.mss {

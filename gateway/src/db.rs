@@ -135,6 +135,10 @@ pub async fn query_opt_indexed(
     Ok(row)
 }
 
+/// How long a request waits for a pooled connection, a new connection or a recycle check
+/// before it is answered 503.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let mut pg_config = tokio_postgres::Config::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
@@ -144,6 +148,18 @@ pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     // table once it has grown. Options given in the URL come first and win.
     let options = pg_config.get_options().unwrap_or_default().to_owned();
     pg_config.options(format!("-c plan_cache_mode=force_custom_plan {options}").trim());
+    // A database host that stops answering (no reset, no refusal) must give 503s within
+    // seconds, not hang requests for the operating system's TCP timeouts: a bounded
+    // connect, keepalives that notice a dead peer, and a bounded wait for a connection.
+    // A URL's own connect_timeout wins.
+    if pg_config.get_connect_timeout().is_none() {
+        pg_config.connect_timeout(POOL_TIMEOUT);
+    }
+    pg_config
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(10))
+        .keepalives_interval(std::time::Duration::from_secs(2))
+        .keepalives_retries(3);
     let manager = Manager::from_config(
         pg_config,
         NoTls,
@@ -154,6 +170,9 @@ pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
         .build()
         .context("building the database pool")
 }

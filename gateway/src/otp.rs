@@ -392,6 +392,25 @@ pub async fn create(
     }
 }
 
+/// The challenge `id` of `client`, if it was created: after a batch whose commit's
+/// outcome is unknown (its connection was lost), before creating it alone.
+pub(crate) async fn find_created(
+    state: &AppState,
+    client: Uuid,
+    id: Uuid,
+) -> Result<Option<OtpView>, ApiError> {
+    let db = state.pool.get().await?;
+    let row = db
+        .query_opt_cached(
+            &format!(
+                "SELECT {CHALLENGE_COLUMNS} FROM otp_challenges c WHERE c.id = $1 AND c.client_id = $2"
+            ),
+            &[&id, &client],
+        )
+        .await?;
+    row.map(|r| view(&r, None)).transpose()
+}
+
 /// One create in its own transaction: the path when batching is off, and for the
 /// requests a batch hands back (a repeated Idempotency-Key within the batch, or a batch
 /// that failed as a whole). A transaction that lost a deadlock or serialization race

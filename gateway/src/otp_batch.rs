@@ -120,12 +120,16 @@ enum Fate {
 
 async fn run_batch(state: &AppState, jobs: Vec<Job>) {
     let mut fates: Vec<Fate> = (0..jobs.len()).map(|_| Fate::Alone).collect();
+    let mut batch_failed = false;
     let written = match decide_and_write(state, &jobs, &mut fates).await {
         Ok(rows) => rows,
         Err(e) => {
-            // Nothing was committed: each request gets its own transaction.
+            // Each request gets its own transaction. Usually nothing was committed, but
+            // a connection lost during the commit leaves that unknown: each first looks
+            // for its own challenge (by its id, made before the batch).
             tracing::warn!(error = %e, size = jobs.len(), "create batch failed; creating one by one");
             fates.iter_mut().for_each(|f| *f = Fate::Alone);
+            batch_failed = true;
             HashMap::new()
         }
     };
@@ -183,6 +187,16 @@ async fn run_batch(state: &AppState, jobs: Vec<Job>) {
                 .await),
                 Err(pool) => Err(pool.into()),
             },
+            Fate::Alone if batch_failed => {
+                match crate::otp::find_created(state, client.id, prepared.id).await {
+                    Ok(Some(view)) => {
+                        state.funnel.otp("created", &view.carrier, 1);
+                        Ok((view, false))
+                    }
+                    Ok(None) => crate::otp::create_one(state, &client, req, prepared).await,
+                    Err(e) => Err(e),
+                }
+            }
             Fate::Alone => crate::otp::create_one(state, &client, req, prepared).await,
         };
         let _ = reply.send(answer);

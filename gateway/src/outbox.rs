@@ -53,6 +53,7 @@ struct Claimed {
     too_old: bool,
 }
 
+#[derive(Clone)]
 enum Outcome {
     /// The message ids of the parts, in order.
     Submitted {
@@ -86,6 +87,38 @@ enum Outcome {
 /// moment, so that a flapping bind's next session takes it.
 const REQUEUE_AFTER: Duration = Duration::from_millis(100);
 
+/// Whether recording may succeed if tried again: the database could not answer.
+fn retryable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(crate::api::error::db_unavailable)
+            || c.is::<deadpool_postgres::PoolError>()
+    })
+}
+
+/// Queued SMS of the down routes (`$1`) whose verification is no longer pending: ended
+/// unsent, as the claim ends them.
+pub const SWEEP_UNSENT_SQL: &str = "UPDATE sms_outbox o SET
+        status = CASE WHEN c.status = 'expired' OR (c.status = 'pending' AND c.expires_at <= now())
+                      THEN 'expired' ELSE 'canceled' END,
+        last_error = CASE
+            WHEN c.status = 'pending' AND c.expires_at <= now() THEN 'challenge_expired'
+            WHEN c.status = 'pending' THEN 'superseded_by_resend'
+            ELSE 'challenge_' || c.status END,
+        body_sealed = NULL, claimed_until = NULL
+    FROM otp_challenges c
+    WHERE c.id = o.challenge_id AND o.status = 'queued' AND o.route = ANY($1)
+      AND (o.claimed_until IS NULL OR o.claimed_until < now())
+      AND (c.status <> 'pending' OR c.expires_at <= now()
+           OR o.code_version IS DISTINCT FROM c.code_version)";
+
+/// Queued SMS of the down routes (`$1`) older than `$2` seconds: failed.
+pub const SWEEP_OLD_SQL: &str = "UPDATE sms_outbox o SET status = 'failed', last_error = 'max_age',
+        body_sealed = NULL, claimed_until = NULL
+    WHERE o.status = 'queued' AND o.route = ANY($1)
+      AND (o.claimed_until IS NULL OR o.claimed_until < now())
+      AND o.created_at < now() - make_interval(secs => $2::float8)";
+
 /// The claim's settings for its transaction, then [`claim_sql`]: the oldest due rows of
 /// the bound routes (`$2`), leased for `$1` seconds, each with its challenge's state.
 /// Run with bitmap scans off and its plan made once per connection (`db::PLAN_ONCE`), it
@@ -96,7 +129,7 @@ const REQUEUE_AFTER: Duration = Duration::from_millis(100);
 /// backlog is a read of the whole table.
 pub fn claim_settings() -> String {
     format!(
-        "{}; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        "{}; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off",
         crate::db::PLAN_ONCE
     )
 }
@@ -125,7 +158,7 @@ pub fn claim_sql(batch_size: i64) -> String {
                  WHEN c.expires_at <= now() THEN 'expired'
                  WHEN cl.code_version IS DISTINCT FROM c.code_version THEN 'superseded'
             END AS ended,
-            extract(epoch FROM c.expires_at - now())::float8 AS valid_for,
+            extract(epoch FROM c.expires_at - clock_timestamp())::float8 AS valid_for,
             extract(epoch FROM now() - cl.created_at)::float8 AS age
          FROM claimed cl LEFT JOIN otp_challenges c ON c.id = cl.challenge_id"
     )
@@ -152,11 +185,15 @@ pub const AUDIT_SUBMITTED_SQL: &str =
                             AS v(id, masked, key, parts) ON v.id = x.id) o
                  LEFT JOIN otp_challenges c ON c.id = o.challenge_id";
 
-/// SMS to try again later; `$4` is 1 for a failure the carrier caused, 0 for one that
-/// spends no attempt.
+/// SMS to try again later; `$4` is 1 for a failure the carrier caused (it waits its
+/// back-off), 0 for one that spends no attempt: that one keeps its place in the queue
+/// (`next_attempt_at`) and is only held back for the moment (`claimed_until`).
 pub const RECORD_RETRY_SQL: &str =
-    "UPDATE sms_outbox o SET next_attempt_at = now() + make_interval(secs => v.secs),
-                    claimed_until = NULL, last_error = v.err, attempts = o.attempts + v.inc
+    "UPDATE sms_outbox o SET
+                    next_attempt_at = CASE WHEN v.inc = 0 THEN o.next_attempt_at
+                                      ELSE now() + make_interval(secs => v.secs) END,
+                    claimed_until = CASE WHEN v.inc = 0 THEN now() + make_interval(secs => v.secs) END,
+                    last_error = v.err, attempts = o.attempts + v.inc
                  FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::int[]) AS v(id, secs, err, inc)
                  WHERE o.id = v.id AND o.status = 'queued'";
 
@@ -167,20 +204,21 @@ pub const RECORD_UNSENT_SQL: &str = "UPDATE sms_outbox o SET status = v.status, 
                  FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, status, reason)
                  WHERE o.id = v.id AND o.status = 'queued'";
 
-/// SMS that failed for good.
+/// SMS that failed for good (unless canceled meanwhile).
 pub const RECORD_FAILED_SQL: &str = "UPDATE sms_outbox o SET status = 'failed', body_sealed = NULL,
                     claimed_until = NULL, last_error = v.err
                  FROM unnest($1::bigint[], $2::text[]) AS v(id, err)
-                 WHERE o.id = v.id";
+                 WHERE o.id = v.id AND o.status = 'queued'";
 
 impl Dispatcher {
     /// Runs `outbox.workers` claim–send–record loops until shutdown; each finishes the
     /// batch it claimed.
     pub async fn run(self, shutdown: CancellationToken) {
         let me = Arc::new(self);
-        let workers: Vec<_> = (0..me.settings.workers.max(1))
+        let mut workers: Vec<_> = (0..me.settings.workers.max(1))
             .map(|_| tokio::spawn(me.clone().work(shutdown.clone())))
             .collect();
+        workers.push(tokio::spawn(me.clone().sweep_loop(shutdown.clone())));
         for w in workers {
             let _ = w.await;
         }
@@ -226,8 +264,71 @@ impl Dispatcher {
                 .collect();
             let outcomes =
                 futures::future::join_all(batch.into_iter().map(|row| self.send(row))).await;
-            self.record(outcomes, &numbers).await?;
+            self.record_durably(outcomes, &numbers).await?;
         }
+    }
+
+    /// Records a batch's outcomes, trying again on a fresh connection while the database
+    /// cannot answer: the SMS are at the SMSC, and a batch left claimed would be sent
+    /// once more when its lease ends. Gives up (the lease then decides) after half the
+    /// lease, so that it never records after another worker may have claimed the rows.
+    async fn record_durably(
+        &self,
+        outcomes: Vec<Outcome>,
+        msisdns: &[(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)],
+    ) -> anyhow::Result<()> {
+        let give_up = std::time::Instant::now() + self.settings.claim_timeout / 2;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.record(outcomes.clone(), msisdns).await {
+                Ok(()) => return Ok(()),
+                Err(e) if std::time::Instant::now() + pause < give_up && retryable(&e) => {
+                    tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "outbox outcomes not recorded; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Every few seconds, ends the queued SMS that the claim does not reach because their
+    /// route is down: those whose verification ended (unsent, as the claim would end
+    /// them) and those older than `outbox.max_age` (failed). Without it they would wait
+    /// out an outage as `queued` and be ended only when the carrier is back.
+    async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = (self.settings.poll_interval * 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = format!("{e:#}"), "outbox sweep failed");
+            }
+        }
+    }
+
+    async fn sweep(&self) -> anyhow::Result<()> {
+        let down: Vec<String> = self
+            .binds
+            .keys()
+            .filter(|route| self.route_to_use(route).is_none())
+            .cloned()
+            .collect();
+        if down.is_empty() {
+            return Ok(());
+        }
+        let db = self.pool.get().await?;
+        let max_age = self.settings.max_age.as_secs_f64();
+        let unsent = db.execute_cached(SWEEP_UNSENT_SQL, &[&down]).await?;
+        let old = db.execute_cached(SWEEP_OLD_SQL, &[&down, &max_age]).await?;
+        if unsent + old > 0 {
+            tracing::info!(unsent, too_old = old, routes = ?down, "queued SMS of down routes ended");
+        }
+        self.funnel.otp("unsent", "-", unsent);
+        Ok(())
     }
 
     /// Claims ready rows of routes whose bind is up; rows of a route that is down stay
@@ -253,9 +354,11 @@ impl Dispatcher {
         let tx = db.transaction().await?;
         tx.batch_execute(&claim_settings()).await?;
         let sql = claim_sql(self.settings.batch_size);
+        // Taken before the query: the code's life, measured by the database during it,
+        // is never overestimated.
+        let now = std::time::Instant::now();
         let rows = tx.query_cached(&sql, &[&lease, &bound]).await?;
         tx.commit().await?;
-        let now = std::time::Instant::now();
         let max_age = self.settings.max_age.as_secs_f64();
         Ok(rows
             .into_iter()

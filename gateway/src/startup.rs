@@ -39,14 +39,21 @@ pub struct AppState {
     pub funnel: Arc<crate::funnel::Funnel>,
     /// Where the API hands creates to, when batching is on (`otp.create_batchers`).
     pub create_queue: Option<crate::otp_batch::CreateQueue>,
-    /// Cancelled when the instance begins to shut down (readiness turns 503).
+    /// Cancelled when the instance begins to shut down: readiness turns 503 for
+    /// `server.shutdown_drain` before the listener closes.
     pub shutting_down: CancellationToken,
 }
 
 pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
+    /// Cancelled to stop the application (by a signal, or by a test).
     shutdown: CancellationToken,
+    /// Readiness's view of it: cancelled first, then the drain, then the listener closes.
+    draining: CancellationToken,
+    drain: Duration,
+    /// Stops the background workers once the HTTP server has answered its last request.
+    workers_shutdown: CancellationToken,
     /// Stops the binds and the receipt writer, after the dispatcher has drained.
     smpp_shutdown: CancellationToken,
     /// Stops the create batchers once the HTTP server has answered its last request
@@ -85,6 +92,10 @@ impl Application {
             .context("loading billing.prices")?;
 
         let shutdown = CancellationToken::new();
+        let draining = CancellationToken::new();
+        // The workers (dispatcher, pollers) run until HTTP has stopped: during the drain
+        // the instance still takes OTPs, and still sends them.
+        let workers_shutdown = CancellationToken::new();
         let smpp_shutdown = CancellationToken::new();
         let mut workers = Vec::new();
         let mut smpp_workers = Vec::new();
@@ -123,12 +134,12 @@ impl Application {
             settings: settings.outbox.clone(),
             wake: wake.clone(),
         };
-        let dispatcher = tokio::spawn(dispatcher.run(shutdown.clone()));
+        let dispatcher = tokio::spawn(dispatcher.run(workers_shutdown.clone()));
         let (signature_events, _) = broadcast::channel(1024);
         workers.push(tokio::spawn(notifications::listen(
             settings.database.url.clone(),
             signature_events.clone(),
-            shutdown.clone(),
+            workers_shutdown.clone(),
         )));
         let mssps = Arc::new(mssp::clients(&settings.mss)?);
 
@@ -149,7 +160,7 @@ impl Application {
             client_rate: crate::limits::ClientRates::new(&settings.limits),
             create_queue: (settings.otp.create_batchers > 0)
                 .then(|| crate::otp_batch::CreateQueue::new(settings.otp.create_batch_max * 16)),
-            shutting_down: shutdown.clone(),
+            shutting_down: draining.clone(),
         });
         let batch_shutdown = CancellationToken::new();
         for _ in 0..settings.otp.create_batchers {
@@ -161,13 +172,16 @@ impl Application {
         }
         workers.push(tokio::spawn(signatures::run_poller(
             state.clone(),
-            shutdown.clone(),
+            workers_shutdown.clone(),
         )));
-        workers.push(tokio::spawn(webhooks::run(state.clone(), shutdown.clone())));
+        workers.push(tokio::spawn(webhooks::run(
+            state.clone(),
+            workers_shutdown.clone(),
+        )));
         workers.push(tokio::spawn(crate::guards::run_flusher(
             conversion_counts.clone(),
             pool.clone(),
-            shutdown.clone(),
+            workers_shutdown.clone(),
         )));
         let state = web::Data::from(state);
         let addr = listener.local_addr()?;
@@ -193,6 +207,9 @@ impl Application {
             addr,
             server,
             shutdown,
+            draining,
+            drain: settings.server.shutdown_drain,
+            workers_shutdown,
             smpp_shutdown,
             batch_shutdown,
             dispatcher,
@@ -216,19 +233,28 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains in order: HTTP stops
-    /// taking requests (in-flight ones finish), the dispatcher finishes the batch it is
-    /// sending (at most 10 s; the rest stays queued for the next start or another
+    /// Serves until the shutdown token is cancelled, then drains in order: `/readyz`
+    /// answers 503 for `server.shutdown_drain` while requests are still served, HTTP
+    /// stops taking requests (in-flight ones finish), the dispatcher finishes the batch
+    /// it is sending (at most 10 s; the rest stays queued for the next start or another
     /// instance), then the binds unbind.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
-        let shutdown = self.shutdown.clone();
+        let (shutdown, draining, drain) =
+            (self.shutdown.clone(), self.draining.clone(), self.drain);
         let stopper = tokio::spawn(async move {
             shutdown.cancelled().await;
+            draining.cancel();
+            if !drain.is_zero() {
+                tracing::info!(?drain, "shutting down: not ready, still serving");
+                tokio::time::sleep(drain).await;
+            }
             handle.stop(true).await;
         });
         let served = self.server.await;
         self.shutdown.cancel();
+        self.draining.cancel();
+        self.workers_shutdown.cancel();
         self.batch_shutdown.cancel();
         // Every request has ended: write the last conversion counts.
         if let Err(e) = self.conversion_counts.flush(&self.pool).await {

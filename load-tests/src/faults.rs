@@ -193,7 +193,9 @@ pub struct DeliveryTruth {
     pub lost: u64,
     /// Ended `failed` by the gateway.
     pub failed: u64,
-    /// Not sent because the code had ended first (`expired` or `canceled` unsent).
+    /// Not delivered because the code ended first: never submitted (`expired` or
+    /// `canceled` unsent by the gateway), or given up by the SMSC past its validity
+    /// period (an EXPIRED receipt).
     pub unsent_ended: u64,
     /// SMS beyond the first on a handset.
     pub duplicates: u64,
@@ -271,14 +273,16 @@ pub async fn truth(ctx: &Ctx, otps: &[(String, String)], timeout: Duration) -> D
 
 /// The OTP's handset and its view at the gateway.
 async fn look(ctx: &Ctx, id: &str, e164: &str) -> Found {
+    // An answer that is not a 200 (a 503 during a database fault) decides nothing: the
+    // OTP is looked up again on the next round.
     let messages: Vec<Value> = match ctx
         .http
         .get(format!("{}/handsets/{e164}/messages", ctx.target.sim))
         .send()
         .await
     {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+        _ => Vec::new(),
     };
     let view: Value = match ctx
         .http
@@ -287,8 +291,8 @@ async fn look(ctx: &Ctx, id: &str, e164: &str) -> Found {
         .send()
         .await
     {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
+        _ => Value::Null,
     };
     let time = |v: &Value| {
         v.as_str()

@@ -411,7 +411,7 @@ pub fn summary(report: &Report) -> String {
     if let Some(d) = &report.delivery {
         let _ = writeln!(
             out,
-            "delivery: accepted {}  delivered {}  lost {}  failed {}  unsent (code ended first) {}  duplicates {}  stale {}",
+            "delivery: accepted {}  delivered {}  lost {}  failed {}  code ended first {}  duplicates {}  stale {}",
             d.accepted, d.delivered, d.lost, d.failed, d.unsent_ended, d.duplicates, d.stale
         );
     }

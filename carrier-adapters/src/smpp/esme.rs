@@ -202,6 +202,9 @@ pub struct Esme {
     /// Concatenation reference numbers, one per multi-part message.
     next_reference: Arc<std::sync::atomic::AtomicU8>,
     mode: BindMode,
+    /// Bumped by each bind, before its client is handed out: a response timeout on a
+    /// session that has since ended is the bind's death, not the SMSC's slowness.
+    session: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Slow-down after ESME_RTHROTTLED / ESME_RMSGQFUL: the whole bind waits, doubling the
@@ -358,6 +361,7 @@ impl Esme {
         });
         let stats = Arc::new(BindStats::default());
         stats.set_bound(false);
+        let session = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let esme = Esme {
             route: config.route.clone().into(),
             client: rx,
@@ -373,8 +377,9 @@ impl Esme {
             stats: stats.clone(),
             next_reference: Arc::new(std::sync::atomic::AtomicU8::new(1)),
             mode: config.mode,
+            session: session.clone(),
         };
-        let task = tokio::spawn(supervise(config, sink, tx, shutdown, stats));
+        let task = tokio::spawn(supervise(config, sink, tx, shutdown, stats, session));
         (esme, task)
     }
 
@@ -543,6 +548,9 @@ impl Esme {
             .acquire()
             .await
             .map_err(|_| SubmitError::ConnectionLost("bind closed".into()))?;
+        // The session first, then its client: a rebind in between makes a later timeout
+        // count as the bind's death (no attempt spent), never the other way round.
+        let session = self.session.load(std::sync::atomic::Ordering::Relaxed);
         let client = self
             .client
             .borrow()
@@ -569,6 +577,14 @@ impl Esme {
                     status: response.status,
                     code,
                 })
+            }
+            Err(rusmppc::error::Error::ResponseTimeout { .. })
+                if !self.is_bound()
+                    || self.session.load(std::sync::atomic::Ordering::Relaxed) != session =>
+            {
+                Err(SubmitError::ConnectionLost(
+                    "the session ended while its response was awaited".into(),
+                ))
             }
             Err(rusmppc::error::Error::ResponseTimeout {
                 sequence_number, ..
@@ -701,6 +717,7 @@ async fn supervise(
     state: watch::Sender<Option<rusmppc::Client>>,
     shutdown: CancellationToken,
     stats: Arc<BindStats>,
+    session: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut backoff = Backoff::new(&config);
     loop {
@@ -711,9 +728,10 @@ async fn supervise(
             _ = shutdown.cancelled() => break,
             r = connect_and_bind(&config) => r,
         };
-        match bound {
+        let pause = match bound {
             Ok((client, events)) => {
                 tracing::info!(target: "smpp::esme", route = %config.route, "bound");
+                session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let since = std::time::Instant::now();
                 state.send_replace(Some(client.clone()));
                 stats.set_bound(true);
@@ -730,15 +748,17 @@ async fn supervise(
                 }
                 let _ = client.close().await;
                 let lasted = since.elapsed();
-                backoff.session_ended(lasted);
-                tracing::warn!(target: "smpp::esme", route = %config.route, lasted = ?lasted, retry_in = ?backoff.delay, "bind lost; reconnecting");
+                let pause = backoff.session_ended(lasted);
+                tracing::warn!(target: "smpp::esme", route = %config.route, lasted = ?lasted, retry_in = ?pause, "bind lost; reconnecting");
+                pause
             }
             Err(e) => {
-                backoff.dial_failed(e.answering);
-                tracing::warn!(target: "smpp::esme", route = %config.route, error = %e.message, retry_in = ?backoff.delay, "bind failed");
+                let pause = backoff.dial_failed(e.answering);
+                tracing::warn!(target: "smpp::esme", route = %config.route, error = %e.message, retry_in = ?pause, "bind failed");
+                pause
             }
-        }
-        let pause = backoff.delay + jitter(backoff.delay);
+        };
+        let pause = pause + jitter(pause);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(pause) => {}
@@ -747,7 +767,7 @@ async fn supervise(
     tracing::info!(target: "smpp::esme", route = %config.route, "stopped");
 }
 
-/// The pause before the next dial. It starts at `reconnect_min` and doubles while dials
+/// The pause before the next dial. The first is `reconnect_min`; it doubles while dials
 /// fail or sessions die young; it is capped at `reconnect_max_answering` while the
 /// SMSC's host answers (a restart or a flap: the first bind after it is back must come
 /// within a couple of seconds) and at `reconnect_max` only while nothing answers. Only a
@@ -755,7 +775,8 @@ async fn supervise(
 /// would redial an SMSC that drops each session after a few PDUs several times a second.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
-    pub(crate) delay: Duration,
+    /// The next pause.
+    delay: Duration,
     min: Duration,
     cap_answering: Duration,
     cap_silent: Duration,
@@ -775,27 +796,30 @@ impl Backoff {
         }
     }
 
-    fn grow(&mut self, cap: Duration) {
-        // A pause that grew while nothing answered comes back down to the lower cap as
-        // soon as the host answers again.
-        self.delay = (self.delay * 2).min(cap);
+    /// The pause to take now, under `cap`; the next one doubles. A pause that grew while
+    /// nothing answered comes back down to the lower cap as soon as the host answers.
+    fn take(&mut self, cap: Duration) -> Duration {
+        let pause = self.delay.min(cap);
+        self.delay = (pause * 2).min(cap);
+        pause
     }
 
-    pub(crate) fn dial_failed(&mut self, answering: bool) {
+    /// A dial failed: the pause before the next one.
+    pub(crate) fn dial_failed(&mut self, answering: bool) -> Duration {
         let cap = if answering {
             self.cap_answering
         } else {
             self.cap_silent
         };
-        self.grow(cap);
+        self.take(cap)
     }
 
-    pub(crate) fn session_ended(&mut self, lasted: Duration) {
+    /// A session ended after `lasted`: the pause before redialling.
+    pub(crate) fn session_ended(&mut self, lasted: Duration) -> Duration {
         if lasted >= self.stable_after {
             self.delay = self.min;
-        } else {
-            self.grow(self.cap_answering);
         }
+        self.take(self.cap_answering)
     }
 }
 
@@ -1055,37 +1079,47 @@ mod tests {
     #[test]
     fn a_session_that_dies_young_keeps_the_back_off_growing_up_to_the_low_cap() {
         let mut b = Backoff::new(&config());
-        assert_eq!(b.delay, Duration::from_millis(200));
-        // An SMSC that drops every session after a few PDUs: 0.4, 0.8, then 1 s at most.
-        let delays: Vec<_> = (0..5)
-            .map(|_| {
-                b.session_ended(Duration::from_millis(50));
-                b.delay
-            })
+        // An SMSC that drops every session after a few PDUs: 0.2, 0.4, 0.8, then 1 s.
+        let pauses: Vec<_> = (0..5)
+            .map(|_| b.session_ended(Duration::from_millis(50)))
             .collect();
         assert_eq!(
-            delays,
-            [400, 800, 1000, 1000, 1000].map(Duration::from_millis)
+            pauses,
+            [200, 400, 800, 1000, 1000].map(Duration::from_millis)
         );
         // A session that held starts it over.
-        b.session_ended(Duration::from_secs(11));
-        assert_eq!(b.delay, Duration::from_millis(200));
+        assert_eq!(
+            b.session_ended(Duration::from_secs(11)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            b.session_ended(Duration::from_secs(1)),
+            Duration::from_millis(400)
+        );
     }
 
     #[test]
     fn only_a_host_that_does_not_answer_reaches_the_high_cap() {
         let mut b = Backoff::new(&config());
+        assert_eq!(
+            b.dial_failed(true),
+            Duration::from_millis(200),
+            "the first pause"
+        );
         for _ in 0..10 {
             b.dial_failed(true);
         }
-        assert_eq!(b.delay, Duration::from_secs(1), "refused binds stay low");
+        assert_eq!(
+            b.dial_failed(true),
+            Duration::from_secs(1),
+            "refused binds stay low"
+        );
         for _ in 0..10 {
             b.dial_failed(false);
         }
-        assert_eq!(b.delay, Duration::from_secs(30));
+        assert_eq!(b.dial_failed(false), Duration::from_secs(30));
         // The host answers again (a refused bind): back under the low cap at once.
-        b.dial_failed(true);
-        assert_eq!(b.delay, Duration::from_secs(1));
+        assert_eq!(b.dial_failed(true), Duration::from_secs(1));
     }
 
     #[test]
@@ -1096,7 +1130,7 @@ mod tests {
         for _ in 0..5 {
             b.dial_failed(true);
         }
-        assert_eq!(b.delay, Duration::from_millis(300));
+        assert_eq!(b.dial_failed(true), Duration::from_millis(300));
     }
 
     #[test]

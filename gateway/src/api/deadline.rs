@@ -1,8 +1,12 @@
 //! What a slow or greedy client may hold: a request body must arrive within
-//! `server.body_timeout` (the head's own limit is actix's `client_request_timeout`,
-//! `server.header_timeout`), and one peer address may keep at most
-//! `server.max_connections_per_ip` connections open. Either way the answer is a problem
-//! document and the connection is closed.
+//! `server.body_timeout` of its head (else 408 `/problems/request-timeout`, or a SOAP
+//! fault on the carriers' callback), and a request on a connection beyond
+//! `server.max_connections_per_ip` of its peer address is answered 429
+//! `/problems/rate-limited`; either way the connection is closed. The head's own limit is
+//! actix's `client_request_timeout` (`server.header_timeout`, a plain 408), which also
+//! closes a connection that sends nothing, so one beyond the bound lives at most that
+//! long. The body deadline bounds bodies that a handler reads; actix drains the unread
+//! body of a request answered without reading it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -62,7 +66,8 @@ impl ConnectionCounts {
         else {
             return;
         };
-        let ip = peer.ip();
+        // An IPv4 peer on a dual-stack socket is one address, however it is written.
+        let ip = peer.ip().to_canonical();
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_insert(0);
         *n += 1;

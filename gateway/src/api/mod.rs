@@ -120,15 +120,15 @@ pub(crate) async fn healthz() -> HttpResponse {
     responses(
         (status = 200, description = "Ready (carriers shown, not counted)", body = Object, example = json!({
             "status": "ready", "database": true, "shutting_down": false,
-            "carriers": {"viettel": {"route": "viettel", "bound": true, "via": "viettel"}}})),
+            "carriers": {"viettel": {"route": "viettel", "routed": true, "via": "viettel"}}})),
         (status = 503, description = "Not ready, with the reasons", body = Object, example = json!({
             "status": "not_ready", "database": false, "shutting_down": false,
-            "carriers": {"vinaphone": {"route": "vinaphone", "bound": false, "via": null}}})),
+            "carriers": {"vinaphone": {"route": "vinaphone", "routed": false, "via": null}}})),
     ),
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let shutting_down = state.shutting_down.is_cancelled();
-    let db_ok = !shutting_down && database_answers(&state).await;
+    let db_ok = database_answers(&state).await;
     let bound = |route: &str| state.binds.get(route).is_some_and(|g| g.is_bound());
     let mut carriers = serde_json::Map::new();
     for carrier in crate::domain::Carrier::ALL {
@@ -140,7 +140,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         };
         carriers.insert(
             carrier.as_str().to_owned(),
-            json!({ "route": route, "bound": via.is_some(), "via": via }),
+            json!({ "route": route, "routed": via.is_some(), "via": via }),
         );
     }
     let ready = db_ok && !shutting_down;

@@ -166,6 +166,7 @@ fn example_detail(slug: &str) -> &'static str {
         "method-not-allowed" => "method not allowed; this path takes GET",
         "verification-not-pending" => "the verification is approved, not pending",
         "payload-too-large" => "request body is larger than 16384 bytes",
+        "request-timeout" => "the request body did not arrive within 5 s",
         "unsupported-media-type" => "request body must be application/json",
         "invalid-field" => "purpose must be one of register, login, change_phone, add_method, reset_password; got \"signup\"",
         "invalid-msisdn" => "not a Vietnamese mobile number: 0123",
@@ -196,6 +197,7 @@ problem_responses!(
     Problem401 = 401,
     Problem403 = 403,
     Problem404 = 404,
+    Problem408 = 408,
     Problem409 = 409,
     Problem413 = 413,
     Problem415 = 415,
@@ -267,7 +269,7 @@ Every error is `application/problem+json` (RFC 9457) with a stable `type`; every
     components(
         schemas(Problem, crate::signatures::SignatureEvent),
         responses(
-            Problem400, Problem401, Problem403, Problem404, Problem409, Problem413,
+            Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413,
             Problem415, Problem422, Problem429, Problem500, Problem503,
         ),
     ),

@@ -9,8 +9,8 @@ use super::auth::ApiClient;
 use super::body::read_json;
 use super::error::ApiError;
 use super::openapi::{
-    Problem400, Problem401, Problem403, Problem404, Problem409, Problem413, Problem415, Problem422,
-    Problem429, Problem500, Problem503,
+    Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413, Problem415,
+    Problem422, Problem429, Problem500, Problem503,
 };
 use crate::domain::{Locale, Msisdn, Purpose, CODE_LENGTHS, TTL_SECONDS};
 use crate::otp::{self, CheckView, NewOtp, OtpView};
@@ -222,6 +222,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         (status = 400, response = Problem400),
         (status = 401, response = Problem401),
         (status = 403, response = Problem403),
+        (status = 408, response = Problem408),
         (status = 413, response = Problem413),
         (status = 415, response = Problem415),
         (status = 422, response = Problem422),
@@ -297,6 +298,7 @@ pub async fn resend(
         (status = 401, response = Problem401),
         (status = 404, response = Problem404),
         (status = 409, response = Problem409),
+        (status = 408, response = Problem408),
         (status = 413, response = Problem413),
         (status = 415, response = Problem415),
         (status = 422, response = Problem422),

@@ -13,8 +13,8 @@ use super::auth::ApiClient;
 use super::body::read_json;
 use super::error::ApiError;
 use super::openapi::{
-    Problem400, Problem401, Problem403, Problem404, Problem409, Problem413, Problem415, Problem422,
-    Problem429, Problem500, Problem503,
+    Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413, Problem415,
+    Problem422, Problem429, Problem500, Problem503,
 };
 use crate::domain::Msisdn;
 use crate::signatures::{self, NewSignature, SignaturePurpose, SignatureView};
@@ -189,6 +189,7 @@ fn parse_create(body: CreateBody, state: &AppState) -> Result<NewSignature, ApiE
         (status = 400, response = Problem400),
         (status = 401, response = Problem401),
         (status = 403, response = Problem403),
+        (status = 408, response = Problem408),
         (status = 413, response = Problem413),
         (status = 415, response = Problem415),
         (status = 422, response = Problem422),
@@ -328,6 +329,7 @@ pub(crate) struct OwnerCheckView {
         (status = 200, description = "The carrier's answer / Kết quả của nhà mạng", body = OwnerCheckView),
         (status = 400, response = Problem400),
         (status = 401, response = Problem401),
+        (status = 408, response = Problem408),
         (status = 413, response = Problem413),
         (status = 415, response = Problem415),
         (status = 422, response = Problem422),

@@ -201,6 +201,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         )
         .env("GATEWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("GATEWAY__OUTBOX__POLL_INTERVAL", "100ms")
+        .env("GATEWAY__SERVER__SHUTDOWN_DRAIN", "2s")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (name, addr) in &sim.smsc_addrs {
@@ -257,7 +258,15 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         .unwrap();
     assert_eq!(checked["status"], "approved");
 
-    // SIGTERM: a clean stop.
+    // SIGTERM: a clean stop. For the drain (2 s) it is not ready, and still serves.
+    assert_eq!(
+        http.get(format!("{api}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -265,6 +274,27 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         .unwrap()
         .success());
     let started = Instant::now();
+    let not_ready = loop {
+        let r = http.get(format!("{api}/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(not_ready["shutting_down"], true, "{not_ready}");
+    assert_eq!(not_ready["database"], true, "{not_ready}");
+    let during_drain = http
+        .post(format!("{api}/v1/otp"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"msisdn": "0901234568", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(during_drain.status(), 201, "not served during the drain");
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;

@@ -178,7 +178,8 @@ async fn a_flapping_smsc_loses_and_fails_no_accepted_otp() {
         Some(&(TOTAL as i64)),
         "{by_status:?}"
     );
-    assert!(max_attempts <= 3, "a row spent {max_attempts} attempts");
+    // Nothing the SMSC itself did went wrong: no attempt was spent at all.
+    assert_eq!(max_attempts, 0, "a row spent {max_attempts} attempts");
     // Each session answers at most two submits before it drops; only those answered
     // and then lost with the connection can go out twice.
     assert!(
@@ -193,7 +194,7 @@ async fn a_flapping_smsc_loses_and_fails_no_accepted_otp() {
     );
 }
 
-/// Viettel's SMSC refuses binds for 8 s (long enough for the old back-off to reach 30 s);
+/// Viettel's SMSC refuses binds for 8 s (the old back-off had doubled to 6.4 s by then);
 /// with the default reconnect settings the first bind after it takes binds again comes
 /// within 2 s, and the OTP queued meanwhile goes out.
 #[tokio::test]
@@ -418,20 +419,50 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
     .await
     .unwrap();
     db.execute(
-        "UPDATE otp_challenges SET expires_at = now() + interval '4 seconds' WHERE id = $1",
+        "UPDATE otp_challenges SET expires_at = now() + interval '8 seconds' WHERE id = $1",
         &[&short],
     )
     .await
     .unwrap();
+    // While MobiFone is still down, the ended ones are ended already (the claim does not
+    // reach a down route; the sweep does): no `queued` SMS waits out the outage.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued: i64 = db
+            .query_one(
+                "SELECT count(*) FROM sms_outbox WHERE challenge_id = ANY($1) AND status = 'queued'",
+                &[&vec![expired, approved]],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if queued == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ended codes still queued during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.binds_of("mobifone").await.0,
+        0,
+        "mobifone came back too early"
+    );
     let billed_before: i64 = db
         .query_one("SELECT coalesce(sum(quantity), 0)::bigint FROM usage_events WHERE item = 'otp_sms_segment'", &[])
         .await
         .unwrap()
         .get(0);
-    // Back, but slow to deliver: 5 s from submit to handset.
-    app.put_faults("mobifone", json!({"receipt_delay": "5s"}))
+    // Back, but slow to deliver: 10 s from submit to handset.
+    app.put_faults("mobifone", json!({"receipt_delay": "10s"}))
         .await;
-    app.wait_for_code("84901110003", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.handset("84901110003").await.is_empty() {
+        assert!(Instant::now() < deadline, "the good code never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let good_expires: chrono::DateTime<chrono::Utc> = db
         .query_one(
             "SELECT expires_at FROM otp_challenges WHERE id = $1",
@@ -447,9 +478,10 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
         (valid_until - good_expires).num_milliseconds().abs() < 2000,
         "validity_period ends {valid_until}, the code {good_expires}"
     );
-    // The short one was submitted with less than 4 s of life and waits 5 s at the SMSC;
-    // give it time to be given up there.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // The short one was submitted with less than 8 s of life and waits 10 s at the SMSC
+    // (or, on a slow machine, its code ran out before the bind was back and it was never
+    // submitted): either way it ends expired.
+    let deadline = Instant::now() + Duration::from_secs(20);
     let short_delivery = loop {
         let d: Value = app
             .get(&format!("/v1/otp/{short}"))
@@ -505,12 +537,11 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
         app.handset("84901110002").await.is_empty(),
         "an approved code was sent"
     );
-    match short_delivery["status"].as_str() {
-        // Submitted with what was left of its code: the SMSC gave it up.
-        Some("expired") => assert!(app.handset("84901110004").await.is_empty()),
-        // The SMSC was faster than its code's life: then it reached the handset in time.
-        other => panic!("the short-lived code ended {other:?}: {short_delivery}"),
-    }
+    assert_eq!(short_delivery["status"], "expired", "{short_delivery}");
+    assert!(
+        app.handset("84901110004").await.is_empty(),
+        "a code past its life reached the phone"
+    );
     let expired_view: Value = app
         .get(&format!("/v1/otp/{expired}"))
         .send()
@@ -523,13 +554,23 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
         expired_view["delivery"]["status"], "expired",
         "{expired_view}"
     );
-    // Billed: the good one and the short-lived one (both submitted), not the two unsent.
+    // Billed: what was submitted (the good one, and the short-lived one if it went
+    // out), never the two that ended unsent.
     let billed_after: i64 = db
         .query_one("SELECT coalesce(sum(quantity), 0)::bigint FROM usage_events WHERE item = 'otp_sms_segment'", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(billed_after - billed_before, 2);
+    let submitted: i64 = db
+        .query_one(
+            "SELECT count(*) FROM sms_outbox WHERE challenge_id = ANY($1) AND status = 'submitted'",
+            &[&vec![expired, approved, good, short]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(billed_after - billed_before, submitted);
+    assert!(submitted >= 1);
 }
 
 /// A body sent a byte at a time is cut off with 408 once `server.body_timeout` has passed
@@ -592,7 +633,10 @@ async fn slow_bodies_get_408_and_one_address_cannot_hold_every_connection() {
     let served = Instant::now();
     let ok = app.create_otp("0971238888", "login").await;
     assert_eq!(ok["status"], "pending");
-    assert!(served.elapsed() < Duration::from_secs(1));
+    assert!(
+        served.elapsed() < Duration::from_secs(3),
+        "the slow bodies held the API up"
+    );
     for s in slow_ones {
         let (took, answer, closed) = s.await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
@@ -628,10 +672,10 @@ async fn slow_bodies_get_408_and_one_address_cannot_hold_every_connection() {
         "{answer}"
     );
     drop(idle);
+    // A new connection (not one of the client's pooled ones, counted before the flood).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = app
-            .http
+        let r = reqwest::Client::new()
             .get(format!("{}/healthz", app.api))
             .send()
             .await

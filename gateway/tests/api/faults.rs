@@ -15,35 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::{spawn_app_with, Options, TestApp};
 
 impl TestApp {
-    async fn put_faults(&self, smsc: &str, faults: Value) {
-        let resp = self
-            .http
-            .put(format!("{}/smsc/{smsc}/faults", self.sim))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
-    }
-
-    /// `/v1/health/carriers` for one route: (bound binds, successful binds since start).
+    /// One route's (bound binds, successful binds since start).
     async fn binds_of(&self, route: &str) -> (u64, u64) {
-        let health: Value = self
-            .http
-            .get(format!("{}/v1/health/carriers", self.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let r = health["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["route"] == route)
-            .unwrap_or_else(|| panic!("no route {route}: {health}"))
-            .clone();
+        let r = self.route_health(route).await;
         let total = r["binds"]
             .as_array()
             .unwrap()
@@ -98,7 +72,7 @@ async fn a_flapping_smsc_loses_and_fails_no_accepted_otp() {
     })
     .await;
     let (_, binds_before) = app.binds_of("viettel").await;
-    app.put_faults("viettel", json!({"drop_after_pdus": 3}))
+    app.set_faults("viettel", json!({"drop_after_pdus": 3}))
         .await;
     let flap_started = Instant::now();
     let app = Arc::new(app);
@@ -129,7 +103,7 @@ async fn a_flapping_smsc_loses_and_fails_no_accepted_otp() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, binds_after) = app.binds_of("viettel").await;
     let flapped_for = flap_started.elapsed();
-    app.put_faults("viettel", json!({})).await;
+    app.set_faults("viettel", json!({})).await;
     let sessions = binds_after - binds_before;
 
     let accepted = accepted.lock().unwrap().clone();
@@ -200,7 +174,7 @@ async fn a_flapping_smsc_loses_and_fails_no_accepted_otp() {
 #[tokio::test]
 async fn the_first_bind_after_the_smsc_is_back_comes_within_two_seconds() {
     let app = spawn_app_with(Options::default()).await;
-    app.put_faults(
+    app.set_faults(
         "viettel",
         json!({"refuse_binds": true, "drop_after_pdus": 1}),
     )
@@ -210,7 +184,7 @@ async fn the_first_bind_after_the_smsc_is_back_comes_within_two_seconds() {
     app.wait_unbound("viettel").await;
     app.create_otp("0971230002", "login").await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    app.put_faults("viettel", json!({})).await;
+    app.set_faults("viettel", json!({})).await;
     let back = Instant::now();
     while app.binds_of("viettel").await.0 == 0 {
         assert!(
@@ -390,7 +364,7 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
         ..Options::default()
     })
     .await;
-    app.put_faults(
+    app.set_faults(
         "mobifone",
         json!({"refuse_binds": true, "drop_after_pdus": 1}),
     )
@@ -456,7 +430,7 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
         .unwrap()
         .get(0);
     // Back, but slow to deliver: 10 s from submit to handset.
-    app.put_faults("mobifone", json!({"receipt_delay": "10s"}))
+    app.set_faults("mobifone", json!({"receipt_delay": "10s"}))
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while app.handset("84901110003").await.is_empty() {

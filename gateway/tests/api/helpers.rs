@@ -202,6 +202,38 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Sets the simulator's faults of one SMSC (`{}` clears them).
+    pub async fn set_faults(&self, smsc: &str, faults: Value) {
+        let resp = self
+            .http
+            .put(format!("{}/smsc/{smsc}/faults", self.sim))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    }
+
+    /// `/v1/health/carriers` for one route.
+    pub async fn route_health(&self, route: &str) -> Value {
+        let health: Value = self
+            .http
+            .get(format!("{}/v1/health/carriers", self.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap_or_else(|| panic!("no route {route}: {health}"))
+            .clone()
+    }
+
     /// Creates an OTP and returns the 201 body.
     pub async fn create_otp(&self, msisdn: &str, purpose: &str) -> Value {
         let resp = self

@@ -8,17 +8,6 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app_with, Options, TestApp};
 
 impl TestApp {
-    async fn set_faults(&self, smsc: &str, faults: Value) {
-        let resp = self
-            .http
-            .put(format!("{}/smsc/{smsc}/faults", self.sim))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
-    }
-
     async fn delivery_of(&self, id: &str) -> Value {
         let body: Value = self
             .get(&format!("/v1/otp/{id}"))
@@ -29,26 +18,6 @@ impl TestApp {
             .await
             .unwrap();
         body["delivery"].clone()
-    }
-
-    /// `/v1/health/carriers` for one route.
-    async fn route_health(&self, route: &str) -> Value {
-        let health: Value = self
-            .http
-            .get(format!("{}/v1/health/carriers", self.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        health["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["route"] == route)
-            .unwrap_or_else(|| panic!("no route {route}: {health}"))
-            .clone()
     }
 
     async fn wait_delivery_status(&self, id: &str, want: &str) -> Value {

@@ -87,15 +87,6 @@ enum Outcome {
 /// moment, so that a flapping bind's next session takes it.
 const REQUEUE_AFTER: Duration = Duration::from_millis(100);
 
-/// Whether recording may succeed if tried again: the database could not answer.
-fn retryable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(crate::api::error::db_unavailable)
-            || c.is::<deadpool_postgres::PoolError>()
-    })
-}
-
 /// Queued SMS of the down routes (`$1`) whose verification is no longer pending: ended
 /// unsent, as the claim ends them.
 pub const SWEEP_UNSENT_SQL: &str = "UPDATE sms_outbox o SET
@@ -282,7 +273,10 @@ impl Dispatcher {
         loop {
             match self.record(outcomes.clone(), msisdns).await {
                 Ok(()) => return Ok(()),
-                Err(e) if std::time::Instant::now() + pause < give_up && retryable(&e) => {
+                Err(e)
+                    if std::time::Instant::now() + pause < give_up
+                        && crate::db::chain_unavailable(&e) =>
+                {
                     tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "outbox outcomes not recorded; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));

@@ -295,6 +295,15 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         .await
         .unwrap();
     assert_eq!(during_drain.status(), 201, "not served during the drain");
+    // And its SMS still goes out: the dispatcher stops only after HTTP has.
+    let sent = Instant::now();
+    while sim.handsets.messages("84901234568").is_empty() {
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the OTP accepted during the drain was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
@@ -330,6 +339,7 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         key.as_str(),
         "0901234567",
         "84901234567",
+        "84901234568",
         "a-test-server-key",
     ] {
         assert!(
@@ -356,7 +366,8 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
     let row = lines.next().expect("one usage row");
     assert!(row.starts_with("\"portal\","), "{row}");
     assert!(
-        row.ends_with(",mobifone,otp_sms_segment,1,1,0.0000"),
+        // The OTP before SIGTERM and the one accepted during the drain.
+        row.ends_with(",mobifone,otp_sms_segment,2,2,0.0000"),
         "{row}"
     );
     // The audit trail exports as JSON lines.

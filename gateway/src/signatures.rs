@@ -279,7 +279,10 @@ pub async fn create(
     client: Uuid,
     req: NewSignature,
 ) -> Result<SignatureView, ApiError> {
-    let carrier = req.msisdn.carrier();
+    let db = state.pool.get().await?;
+    // The SIM lives at the network that serves the number now (number portability), as
+    // its SMS do.
+    let carrier = crate::mnp::carrier_of(&db, &req.msisdn).await?;
     let mssp = state
         .mssps
         .get(&carrier)
@@ -297,7 +300,6 @@ pub async fn create(
     } else {
         settings.poll_min
     };
-    let db = state.pool.get().await?;
     db.execute_cached(
         "INSERT INTO signature_requests (id, client_id, msisdn, carrier, purpose, display_text,
             data_to_sign, ap_trans_id, timeout_seconds, callback_url, expires_at, next_poll_at)

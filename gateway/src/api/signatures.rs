@@ -366,7 +366,11 @@ pub async fn subscriber_check(
     {
         return Err(invalid("full_name", "full_name must be 1..=200 characters"));
     }
-    let carrier = msisdn.carrier();
+    // Asked of the network that serves the number now (number portability).
+    let carrier = {
+        let db = state.pool.get().await?;
+        crate::mnp::carrier_of(&db, &msisdn).await?
+    };
     let mssp = state
         .mssps
         .get(&carrier)

@@ -567,6 +567,61 @@ async fn forged_replayed_tampered_and_hostile_callbacks_are_refused() {
     assert_eq!(app.signature(&id, 0).await["status"], "signed");
 }
 
+/// A number with a Viettel prefix ported to VinaPhone keeps its SIM ký số there: its
+/// signature is pushed to VinaPhone's MSSP and signed with VNPT-CA's certificate, and its
+/// owner check asks VinaPhone. Before the porting record reaches the gateway, Viettel's
+/// MSSP does not know the number.
+#[tokio::test]
+async fn a_ported_number_signs_and_is_checked_at_its_new_network() {
+    let app = spawn_app().await;
+    let ported = "84971112233";
+    let resp = app
+        .http
+        .put(format!("{}/ported/{ported}", app.sim))
+        .json(&json!({"carrier": "vinaphone"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    app.put_subscriber(
+        ported,
+        json!({"full_name": "Trần Văn Chuyển", "id_number": "001099000777"}),
+    )
+    .await;
+    let by_prefix = app
+        .request_signature(json!({"msisdn": ported, "purpose": "login"}))
+        .await;
+    assert_eq!(by_prefix["carrier"], "viettel");
+    let ended = app.signature(by_prefix["id"].as_str().unwrap(), 20).await;
+    assert_ne!(
+        ended["status"], "signed",
+        "Viettel signed for a number it lost: {ended}"
+    );
+
+    let rows = gateway::mnp::read_csv("msisdn,carrier\n0971112233,vinaphone\n".as_bytes()).unwrap();
+    assert_eq!(gateway::mnp::import(&app.pool, &rows).await.unwrap(), 1);
+    let done = app.sign_and_wait(ported).await;
+    assert_eq!(done["carrier"], "vinaphone", "{done}");
+    assert_eq!(done["status"], "signed", "{done}");
+    assert_eq!(done["issuer"]["common_name"], "VNPT-CA SIM (simulated)");
+    assert_eq!(
+        done["subject"]["identifiers"],
+        json!([{"type": "CCCD", "value": "001099000777"}])
+    );
+    let answer: Value = app
+        .post("/v1/subscriber-checks")
+        .json(&json!({"msisdn": ported, "id_number": "001099000777"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"match": "full", "carrier": "vinaphone"}));
+    // Its old network's other numbers still sign at Viettel.
+    assert_eq!(app.sign_and_wait(VIETTEL).await["carrier"], "viettel");
+}
+
 #[tokio::test]
 async fn owner_checks_answer_only_the_match() {
     let app = spawn_app().await;

@@ -74,6 +74,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0017_outbox_unsent",
         include_str!("../../migrations/0017_outbox_unsent.sql"),
     ),
+    (
+        "0018_mssp_ids_per_live_request",
+        include_str!("../../migrations/0018_mssp_ids_per_live_request.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

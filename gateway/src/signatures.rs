@@ -364,6 +364,32 @@ pub async fn create(
             ..
         }) => match ending(resp.status.code) {
             None => {
+                // The MSSP cannot have two live transactions under one id: a live request
+                // of ours that still holds this one was forgotten by the carrier (it
+                // restarted, or recycled the id). It ends as such, before this request
+                // takes the id, so that polls and callbacks never reach the wrong one.
+                let db = state.pool.get().await?;
+                let stale: Vec<Uuid> = db
+                    .query_cached(
+                        "SELECT id FROM signature_requests
+                         WHERE carrier = $1 AND mssp_trans_id = $2 AND status = 'pending' AND id <> $3",
+                        &[&carrier.as_str(), &resp.mssp_trans_id, &id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                drop(db);
+                for old in stale {
+                    tracing::warn!(signature = %old, carrier = %carrier, "the carrier reused a live request's transaction id: it forgot that request");
+                    end(
+                        state,
+                        old,
+                        "carrier_error",
+                        Some("the carrier reused this request's transaction id: it no longer knows it".into()),
+                    )
+                    .await?;
+                }
                 let db = state.pool.get().await?;
                 db.execute_cached(
                     "UPDATE signature_requests SET mssp_trans_id = $2, updated_at = now() WHERE id = $1",

@@ -140,6 +140,15 @@ pub struct SoapReply {
 }
 
 impl Mssp {
+    /// What a restart of the MSSP does: every transaction is forgotten and transaction
+    /// ids start again from 1, so ids the gateway has seen come back for new requests
+    /// (real MSSPs reuse or recycle theirs too).
+    pub fn restart(&self) {
+        lock(&self.transactions).clear();
+        self.next_id.store(1, Ordering::Relaxed);
+        tracing::info!(mssp = %self.config.carrier, "restarted: transactions forgotten, ids from 1");
+    }
+
     pub fn new(
         config: MsspConfig,
         ca: Arc<SimCa>,

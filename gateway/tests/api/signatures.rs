@@ -622,6 +622,83 @@ async fn a_ported_number_signs_and_is_checked_at_its_new_network() {
     assert_eq!(app.sign_and_wait(VIETTEL).await["carrier"], "viettel");
 }
 
+/// Viettel's MSSP restarts under a live gateway: its transaction ids start from 1 again.
+/// A new request that gets the id of a finished one is created and signed as any other
+/// (it was a 500, a duplicate key, before); one that gets the id of a request still
+/// pending takes it, and the older one, which the carrier no longer knows, ends
+/// `carrier_error` saying so. The finished request keeps its result.
+#[tokio::test]
+async fn a_carrier_that_reuses_its_transaction_ids_breaks_nothing() {
+    let app = spawn_app().await;
+    let (waiting, signer) = ("84971230077", "84971230078");
+    app.put_subscriber(
+        waiting,
+        json!({"behaviour": "manual", "id_number": "001099000771"}),
+    )
+    .await;
+    app.put_subscriber(signer, json!({"id_number": "001099000772"}))
+        .await;
+    let first = app.sign_and_wait(VIETTEL).await;
+    assert_eq!(first["status"], "signed", "{first}");
+    let pending = app
+        .request_signature(json!({"msisdn": waiting, "purpose": "login", "timeout_seconds": 120}))
+        .await;
+    let pending_id = pending["id"].as_str().unwrap().to_owned();
+    let db = app.pool.get().await.unwrap();
+    let mssp_ids: Vec<(String, String)> = db
+        .query(
+            "SELECT id::text, mssp_trans_id FROM signature_requests ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(mssp_ids.len(), 2, "{mssp_ids:?}");
+
+    app.mssps
+        .iter()
+        .find(|m| m.config.carrier == Carrier::Viettel)
+        .unwrap()
+        .restart();
+    // Gets the finished request's id.
+    let again = app.sign_and_wait(signer).await;
+    assert_eq!(again["status"], "signed", "{again}");
+    // Gets the pending request's id.
+    let third = app.sign_and_wait(VIETTEL).await;
+    assert_eq!(third["status"], "signed", "{third}");
+    let reused: Vec<(String, String)> = db
+        .query(
+            "SELECT id::text, mssp_trans_id FROM signature_requests ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        reused[2].1, mssp_ids[0].1,
+        "the MSSP did not reuse its first id"
+    );
+    assert_eq!(
+        reused[3].1, mssp_ids[1].1,
+        "the MSSP did not reuse its second id"
+    );
+    let old = app.signature(&pending_id, 0).await;
+    assert_eq!(old["status"], "carrier_error", "{old}");
+    assert!(
+        old["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("reused")),
+        "{old}"
+    );
+    let first_again = app.signature(first["id"].as_str().unwrap(), 0).await;
+    assert_eq!(first_again["status"], "signed");
+    assert_eq!(first_again["ended_at"], first["ended_at"]);
+}
+
 #[tokio::test]
 async fn owner_checks_answer_only_the_match() {
     let app = spawn_app().await;

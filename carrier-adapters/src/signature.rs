@@ -100,6 +100,8 @@ pub struct Verified {
     /// CMS SignedData (for PKCS#1 input, one assembled around the signature).
     pub cms_der: Vec<u8>,
     pub certificate_der: Vec<u8>,
+    /// The certificate that issued the signer's (for its revocation status).
+    pub issuer_der: Vec<u8>,
     pub subject: Identity,
     pub issuer_common_name: Option<String>,
     pub serial_hex: String,
@@ -221,8 +223,8 @@ pub fn verify_cms(
         }
         None => window.now,
     };
-    check_chain(&cert_der, &certs, trust, signed_at)?;
-    finish(cms_der.to_vec(), cert, cert_der, signed_at)
+    let issuer_der = check_chain(&cert_der, &certs, trust, signed_at)?;
+    finish(cms_der.to_vec(), cert, cert_der, issuer_der, signed_at)
 }
 
 /// Verifies a raw PKCS#1 v1.5 signature (over DigestInfo(SHA-256(content))) made with the
@@ -236,9 +238,9 @@ pub fn verify_pkcs1(
 ) -> Result<Verified, VerifyError> {
     let cert = Certificate::from_der(certificate_der).map_err(malformed)?;
     verify_rsa(&cert, content, signature)?;
-    check_chain(certificate_der, &[], trust, window.now)?;
+    let issuer_der = check_chain(certificate_der, &[], trust, window.now)?;
     let cms = cms_from_pkcs1(signature, &cert, content)?;
-    finish(cms, &cert, certificate_der.to_vec(), window.now)
+    finish(cms, &cert, certificate_der.to_vec(), issuer_der, window.now)
 }
 
 /// A CMS SignedData without signed attributes carries exactly a PKCS#1 signature over
@@ -327,12 +329,14 @@ fn verify_rsa(cert: &Certificate, message: &[u8], signature: &[u8]) -> Result<()
         .map_err(|_| VerifyError::BadSignature)
 }
 
+/// Checks the path from `cert_der` to a trusted root (and the CRLs the store holds);
+/// returns the DER of the certificate that issued it.
 fn check_chain(
     cert_der: &[u8],
     others: &[Certificate],
     trust: &TrustStore,
     at: SystemTime,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<u8>, VerifyError> {
     let anchors: Vec<_> = trust
         .roots
         .iter()
@@ -381,7 +385,6 @@ fn check_chain(
         revocation,
         None,
     )
-    .map(|_| ())
     .map_err(|e| match e {
         webpki::Error::UnknownIssuer => VerifyError::UnknownCa,
         webpki::Error::CertExpired { .. } => VerifyError::Expired,
@@ -392,13 +395,81 @@ fn check_chain(
         }
         webpki::Error::InvalidSignatureForPublicKey => VerifyError::UnknownCa,
         other => VerifyError::Chain(other.to_string()),
-    })
+    })?;
+    // The path verified, so its first step up is among these.
+    let ee = Certificate::from_der(&cert_der).map_err(malformed)?;
+    others
+        .iter()
+        .filter_map(|c| c.to_der().ok())
+        .chain(trust.roots.iter().cloned())
+        .filter(|d| d.as_slice() != cert_der.as_ref())
+        .find(|d| Certificate::from_der(d).is_ok_and(|c| crate::ocsp::issued_by(&ee, &c)))
+        .ok_or_else(|| VerifyError::Chain("the issuer is not among the certificates".into()))
+}
+
+/// Whether `cert_der`, issued by `issuer_der`, is on `crl_der` (`Ok(true)`: revoked).
+/// The CRL must be the issuer's, signed by it and current at `now` (webpki's checks);
+/// otherwise the answer is an error, never "not revoked".
+pub fn crl_status(
+    cert_der: &[u8],
+    issuer_der: &[u8],
+    crl_der: &[u8],
+    now: SystemTime,
+) -> Result<bool, VerifyError> {
+    let store = TrustStore::new(vec![issuer_der.to_vec()], vec![crl_der.to_vec()])?;
+    match check_chain(cert_der, &[], &store, now) {
+        Ok(_) => Ok(false),
+        Err(VerifyError::Revoked) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// A CRL's nextUpdate, when it has one.
+pub fn crl_next_update(crl_der: &[u8]) -> Option<SystemTime> {
+    x509_cert::crl::CertificateList::from_der(crl_der)
+        .ok()?
+        .tbs_cert_list
+        .next_update
+        .map(|t| t.to_system_time())
+}
+
+/// The CRL distribution point URLs of a certificate.
+pub fn crl_urls(cert_der: &[u8]) -> Vec<String> {
+    use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+    let Ok(cert) = Certificate::from_der(cert_der) else {
+        return Vec::new();
+    };
+    let Some(ext) = cert.tbs_certificate.extensions.as_ref().and_then(|exts| {
+        exts.iter()
+            .find(|e| e.extn_id == ObjectIdentifier::new_unwrap("2.5.29.31"))
+    }) else {
+        return Vec::new();
+    };
+    let Ok(points) =
+        x509_cert::ext::pkix::CrlDistributionPoints::from_der(ext.extn_value.as_bytes())
+    else {
+        return Vec::new();
+    };
+    points
+        .0
+        .iter()
+        .filter_map(|p| match &p.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|n| match n {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn finish(
     cms_der: Vec<u8>,
     cert: &Certificate,
     certificate_der: Vec<u8>,
+    issuer_der: Vec<u8>,
     signed_at: SystemTime,
 ) -> Result<Verified, VerifyError> {
     let tbs = &cert.tbs_certificate;
@@ -411,6 +482,7 @@ fn finish(
         not_after: tbs.validity.not_after.to_system_time(),
         signed_at,
         certificate_der,
+        issuer_der,
     })
 }
 

@@ -188,8 +188,20 @@ pub struct MssRoute {
     /// Trusted CA roots: PEM file paths, inline PEM, or (test set-ups only) http URLs
     /// fetched when first needed.
     pub ca_roots: Vec<String>,
-    /// Where the CA publishes its CRL; fetched and cached until its nextUpdate.
+    /// The CA's OCSP responder (RFC 6960), when it is not the one the certificate's
+    /// Authority Information Access names (the default).
+    pub ocsp_url: Option<String>,
+    /// Where the CA publishes its CRL, the fallback when OCSP gives no answer; unset:
+    /// the certificate's CRL Distribution Points. Cached until its nextUpdate.
     pub crl_url: Option<String>,
+    /// Longest an OCSP answer or a CRL is reused, even when its nextUpdate is later. An
+    /// OCSP answer without nextUpdate is never reused.
+    #[serde(with = "humantime_serde")]
+    pub revocation_cache_max: Duration,
+    /// When neither OCSP nor the CRL gives the signer's status, the result is refused
+    /// (`carrier_error`, the detail says why). `false` accepts it, noting in the signer
+    /// that revocation was not checked.
+    pub require_revocation_status: bool,
     /// PKCS#1 dialect: where the SIM certificate is fetched (`{msisdn}` is replaced).
     pub certificate_url: Option<String>,
     pub owner_check_url: Option<String>,
@@ -428,7 +440,10 @@ impl MssRoute {
             ap_pwd: SecretString::from("sim-ap-pass"),
             callback_secret: SecretString::from(format!("sim-callback-{carrier}")),
             ca_roots: vec![format!("{base}/ca/{carrier}.pem")],
+            ocsp_url: None,
             crl_url: Some(format!("{base}/ca/{carrier}.crl")),
+            revocation_cache_max: Duration::from_secs(60),
+            require_revocation_status: true,
             certificate_url: (carrier == "mobifone")
                 .then(|| format!("{base}/mssp/{carrier}/certificates/{{msisdn}}")),
             owner_check_url: Some(format!("{base}/carriers/{carrier}/owner-check")),

@@ -1,16 +1,18 @@
 //! Talking to the carriers' MSSPs: SOAP requests in each carrier's dialect, the trust
-//! material (CA roots, CRLs) to verify their signatures with, certificate fetch for the
-//! PKCS#1 dialect, and the carrier owner check.
+//! material (CA roots) to verify their signatures with, the signer certificate's
+//! revocation status (OCSP, falling back to the CRL), certificate fetch for the PKCS#1
+//! dialect, and the carrier owner check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use carrier_adapters::mss::dialect::Dialect;
 use carrier_adapters::mss::{self, MssMessage, Operation, SoapContent};
-use carrier_adapters::signature::TrustStore;
+use carrier_adapters::ocsp::{self, CertState};
+use carrier_adapters::signature::{self, TrustStore};
 use carrier_adapters::{Carrier, Msisdn};
 use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
@@ -23,17 +25,53 @@ pub struct MsspClient {
     pub dialect: Dialect,
     pub route: MssRoute,
     http: reqwest::Client,
-    trust: Mutex<Option<CachedTrust>>,
+    roots: Mutex<Option<Vec<Vec<u8>>>>,
+    /// OCSP answers by CertID (DER), each until its nextUpdate or the configured bound.
+    ocsp_cache: std::sync::Mutex<HashMap<Vec<u8>, Cached<Revocation>>>,
+    /// CRLs by URL, each until its nextUpdate or the configured bound.
+    crl_cache: Mutex<HashMap<String, Cached<Vec<u8>>>>,
 }
 
-struct CachedTrust {
-    roots: Vec<Vec<u8>>,
-    crl: Option<Vec<u8>>,
-    fetched: Instant,
+#[derive(Clone)]
+struct Cached<T> {
+    value: T,
+    until: Instant,
 }
 
-/// CRLs are fetched again after this long even when their nextUpdate is later.
-const CRL_REFRESH: Duration = Duration::from_secs(60);
+/// Most OCSP answers kept per carrier; the oldest go first.
+const OCSP_CACHE_ENTRIES: usize = 10_000;
+
+/// How long one OCSP or CRL fetch may take.
+const REVOCATION_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest CRL read.
+const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
+
+/// The signer certificate's revocation status, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    Good {
+        via: &'static str,
+    },
+    Revoked {
+        via: &'static str,
+    },
+    /// The CA's own responder does not know the certificate.
+    Unknown {
+        detail: String,
+    },
+    /// No status could be had (responder and CRL unreachable, stale or invalid).
+    NoStatus {
+        detail: String,
+    },
+}
+
+/// Until when an answer may be reused: its nextUpdate, at most `bound` from now, never
+/// when it has no nextUpdate.
+fn reuse_until(next_update: Option<SystemTime>, bound: Duration) -> Option<Instant> {
+    let left = next_update?.duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left.min(bound))
+}
 
 /// Pauses before each new attempt of a request whose connection could not be made.
 const CONNECT_RETRIES: [Duration; 3] = [
@@ -73,7 +111,9 @@ impl MsspClient {
             dialect,
             route,
             http,
-            trust: Mutex::new(None),
+            roots: Mutex::new(None),
+            ocsp_cache: std::sync::Mutex::new(HashMap::new()),
+            crl_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -130,30 +170,207 @@ impl MsspClient {
         }
     }
 
-    /// Roots and CRL, loaded on first use and refreshed when stale.
+    /// The CA roots, loaded on first use. Revocation is checked apart
+    /// ([`MsspClient::revocation`]), against current status.
     pub async fn trust_store(&self) -> anyhow::Result<TrustStore> {
-        let mut cached = self.trust.lock().await;
-        let stale = cached
-            .as_ref()
-            .is_none_or(|c| self.route.crl_url.is_some() && c.fetched.elapsed() > CRL_REFRESH);
-        if stale {
-            let roots = match cached.as_ref() {
-                Some(c) => c.roots.clone(),
-                None => self.load_roots().await?,
-            };
-            let crl = match &self.route.crl_url {
-                Some(url) => Some(self.fetch(url).await.context("fetching the CA's CRL")?),
-                None => None,
-            };
-            *cached = Some(CachedTrust {
-                roots,
-                crl,
-                fetched: Instant::now(),
-            });
+        let mut roots = self.roots.lock().await;
+        if roots.is_none() {
+            *roots = Some(self.load_roots().await?);
         }
-        let c = cached.as_ref().expect("just filled");
-        TrustStore::new(c.roots.clone(), c.crl.iter().cloned().collect())
-            .map_err(|e| anyhow!("{e}"))
+        TrustStore::new(roots.clone().unwrap_or_default(), Vec::new()).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// The revocation status of `cert_der` (issued by `issuer_der`) now: by OCSP at the
+    /// responder the certificate names (or `ocsp_url`), each answer checked (nonce,
+    /// signer and its authority, times); when OCSP gives no usable answer, by the CA's
+    /// CRL, itself checked (issuer's signature, nextUpdate).
+    pub async fn revocation(&self, cert_der: &[u8], issuer_der: &[u8]) -> Revocation {
+        let mut why = Vec::new();
+        match self.ocsp_status(cert_der, issuer_der, &mut why).await {
+            Some(r) => return r,
+            None => {
+                tracing::warn!(carrier = %self.carrier, reasons = why.join("; "), "no OCSP answer; trying the CRL")
+            }
+        }
+        match self.crl_status(cert_der, issuer_der).await {
+            Ok(true) => Revocation::Revoked { via: "crl" },
+            Ok(false) => Revocation::Good { via: "crl" },
+            Err(e) => {
+                why.push(format!("CRL: {e:#}"));
+                Revocation::NoStatus {
+                    detail: why.join("; "),
+                }
+            }
+        }
+    }
+
+    async fn ocsp_status(
+        &self,
+        cert_der: &[u8],
+        issuer_der: &[u8],
+        why: &mut Vec<String>,
+    ) -> Option<Revocation> {
+        let urls = match &self.route.ocsp_url {
+            Some(url) => vec![url.clone()],
+            None => match ocsp::responder_urls(cert_der) {
+                Ok(urls) => urls,
+                Err(e) => {
+                    why.push(format!("OCSP: {e}"));
+                    return None;
+                }
+            },
+        };
+        if urls.is_empty() {
+            why.push("OCSP: the certificate names no responder".into());
+            return None;
+        }
+        let mut nonce = [0u8; 32];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+            why.push("OCSP: no randomness for the nonce".into());
+            return None;
+        }
+        let query = match ocsp::query(cert_der, issuer_der, &nonce) {
+            Ok(q) => q,
+            Err(e) => {
+                why.push(format!("OCSP: {e}"));
+                return None;
+            }
+        };
+        let key = query.cache_key();
+        if let Some(hit) = self.cached_ocsp(&key) {
+            return Some(hit);
+        }
+        for url in urls {
+            match self.ask_ocsp(&url, &query, issuer_der).await {
+                Ok(answer) => {
+                    let result = match answer.state {
+                        CertState::Good => Revocation::Good { via: "ocsp" },
+                        CertState::Revoked { .. } => Revocation::Revoked { via: "ocsp" },
+                        CertState::Unknown => Revocation::Unknown {
+                            detail:
+                                "the CA's OCSP responder does not know the signer's certificate"
+                                    .into(),
+                        },
+                    };
+                    if let Some(until) =
+                        reuse_until(answer.next_update, self.route.revocation_cache_max)
+                    {
+                        self.cache_ocsp(key, result.clone(), until);
+                    }
+                    return Some(result);
+                }
+                Err(e) => why.push(format!("OCSP {url}: {e:#}")),
+            }
+        }
+        None
+    }
+
+    fn cached_ocsp(&self, key: &[u8]) -> Option<Revocation> {
+        let cache = self.ocsp_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|c| c.until > Instant::now())
+            .map(|c| c.value.clone())
+    }
+
+    fn cache_ocsp(&self, key: Vec<u8>, value: Revocation, until: Instant) {
+        let mut cache = self.ocsp_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        cache.retain(|_, c| c.until > now);
+        while cache.len() >= OCSP_CACHE_ENTRIES {
+            let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, c)| c.until)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            cache.remove(&oldest);
+        }
+        cache.insert(key, Cached { value, until });
+    }
+
+    async fn ask_ocsp(
+        &self,
+        url: &str,
+        query: &ocsp::Query,
+        issuer_der: &[u8],
+    ) -> anyhow::Result<ocsp::Answer> {
+        let resp = self
+            .http
+            .post(url)
+            .timeout(REVOCATION_FETCH_TIMEOUT.min(self.route.request_timeout))
+            .header("Content-Type", "application/ocsp-request")
+            .header("Accept", "application/ocsp-response")
+            .body(query.der.clone())
+            .send()
+            .await
+            .context("unreachable")?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("answered HTTP {status}");
+        }
+        let body = read_limited(resp, ocsp::MAX_RESPONSE_BYTES).await?;
+        let answer = ocsp::check(query, &body, issuer_der, SystemTime::now())?;
+        if !answer.nonce_echoed {
+            tracing::info!(carrier = %self.carrier, %url, "OCSP answer without our nonce (pre-produced)");
+        }
+        Ok(answer)
+    }
+
+    /// `Ok(true)`: on the CA's current CRL.
+    async fn crl_status(&self, cert_der: &[u8], issuer_der: &[u8]) -> anyhow::Result<bool> {
+        let url = match &self.route.crl_url {
+            Some(url) => url.clone(),
+            None => signature::crl_urls(cert_der)
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("no CRL is configured or named by the certificate"))?,
+        };
+        let mut cache = self.crl_cache.lock().await;
+        let cached = cache
+            .get(&url)
+            .filter(|c| c.until > Instant::now())
+            .map(|c| c.value.clone());
+        let crl = match cached {
+            Some(crl) => crl,
+            None => {
+                let resp = self
+                    .http
+                    .get(&url)
+                    .timeout(REVOCATION_FETCH_TIMEOUT.min(self.route.request_timeout))
+                    .send()
+                    .await
+                    .with_context(|| format!("{url} unreachable"))?;
+                let status = resp.status();
+                if !status.is_success() {
+                    cache.remove(&url);
+                    bail!("{url} answered HTTP {status}");
+                }
+                let crl = read_limited(resp, MAX_CRL_BYTES).await?;
+                match reuse_until(
+                    signature::crl_next_update(&crl),
+                    self.route.revocation_cache_max,
+                ) {
+                    Some(until) => {
+                        cache.insert(
+                            url.clone(),
+                            Cached {
+                                value: crl.clone(),
+                                until,
+                            },
+                        );
+                    }
+                    None => {
+                        cache.remove(&url);
+                    }
+                }
+                crl
+            }
+        };
+        drop(cache);
+        signature::crl_status(cert_der, issuer_der, &crl, SystemTime::now())
+            .map_err(|e| anyhow!("{url}: {e}"))
     }
 
     async fn load_roots(&self) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -235,6 +452,18 @@ impl MsspClient {
             _ => bail!("the carrier's owner check answered {body}"),
         }
     }
+}
+
+/// A response body, refused when it is larger than `limit`.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.context("reading the answer")? {
+        if body.len() + chunk.len() > limit {
+            bail!("the answer is larger than {limit} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Inline PEM as is, otherwise the contents of the file it names.

@@ -126,6 +126,13 @@ pub struct SignedView {
     /// The certificate's serial number (hex).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// How the certificate was found not revoked when the signature was verified:
+    /// `ocsp` (the CA's responder, answer checked), `crl` (its CRL, when OCSP gave no
+    /// answer) or `not_checked` (no status could be had and the carrier is configured
+    /// to accept that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ocsp")]
+    pub revocation: Option<String>,
 }
 
 /// The webhook sent to a signature request's `callback_url` when it ends.
@@ -152,6 +159,9 @@ pub struct Signer {
     pub not_after: String,
     /// The certificate's serial number (hex).
     pub serial: String,
+    /// How its revocation status was had: `ocsp`, `crl` or `not_checked`.
+    #[serde(default)]
+    pub revocation: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -202,6 +212,7 @@ fn view(row: &Row) -> Result<SignatureView, ApiError> {
                 not_before: Some(signer.not_before),
                 not_after: Some(signer.not_after),
                 serial: Some(signer.serial),
+                revocation: signer.revocation,
             }
         }
         None => SignedView::default(),
@@ -539,6 +550,7 @@ async fn end_signed(
     state: &AppState,
     id: Uuid,
     verified: &signature::Verified,
+    revocation: &str,
 ) -> Result<bool, ApiError> {
     let subject = &verified.subject;
     let signer = Signer {
@@ -560,6 +572,7 @@ async fn end_signed(
         not_before: rfc3339(verified.not_before),
         not_after: rfc3339(verified.not_after),
         serial: verified.serial_hex.clone(),
+        revocation: Some(revocation.to_owned()),
     };
     let signer = serde_json::to_value(&signer).map_err(|e| ApiError::Internal(e.into()))?;
     let signed_at = DateTime::<Utc>::from(verified.signed_at);
@@ -685,7 +698,7 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
                 state,
                 id,
                 "carrier_error",
-                Some("the CA's CRL or root could not be loaded".into()),
+                Some("the CA's root could not be loaded".into()),
             )
             .await?;
             return Ok(());
@@ -714,7 +727,30 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
     };
     match verified {
         Ok(v) => {
-            end_signed(state, id, &v).await?;
+            use crate::mssp::Revocation;
+            match mssp.revocation(&v.certificate_der, &v.issuer_der).await {
+                Revocation::Good { via } => {
+                    end_signed(state, id, &v, via).await?;
+                }
+                Revocation::Revoked { via } => {
+                    tracing::warn!(signature = %id, via, "signer's certificate revoked");
+                    let detail = format!("the signer's certificate is revoked ({via})");
+                    end(state, id, "revoked", Some(detail)).await?;
+                }
+                Revocation::Unknown { detail } => {
+                    tracing::warn!(signature = %id, detail, "signer's certificate unknown to its CA");
+                    end(state, id, "carrier_error", Some(detail)).await?;
+                }
+                Revocation::NoStatus { detail } if mssp.route.require_revocation_status => {
+                    tracing::warn!(signature = %id, detail, "no revocation status; refused");
+                    let detail = format!("no revocation status could be had: {detail}");
+                    end(state, id, "carrier_error", Some(detail)).await?;
+                }
+                Revocation::NoStatus { detail } => {
+                    tracing::warn!(signature = %id, detail, "no revocation status; accepted as configured");
+                    end_signed(state, id, &v, "not_checked").await?;
+                }
+            }
         }
         Err(e) => {
             let status = match e {

@@ -132,6 +132,12 @@ async fn ca_file(state: web::Data<State>, path: web::Path<String>) -> HttpRespon
         "pem" => HttpResponse::Ok()
             .content_type("application/x-pem-file")
             .body(mssp.ca.certificate_pem()),
+        "crl" if !mssp.ca.crl_published() => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "crl-down",
+            "CRL unavailable",
+            "the crl fault switch is on".into(),
+        ),
         "crl" => match mssp.ca.crl_der() {
             Ok(der) => HttpResponse::Ok()
                 .content_type("application/pkix-crl")
@@ -148,6 +154,96 @@ async fn ca_file(state: web::Data<State>, path: web::Path<String>) -> HttpRespon
             "not-found",
             "Not found",
             "use /ca/{carrier}.pem or /ca/{carrier}.crl".into(),
+        ),
+    }
+}
+
+fn ocsp_reply(ca: &crate::pki::SimCa, request: &[u8]) -> HttpResponse {
+    match ca.ocsp_response(request) {
+        Some(der) => HttpResponse::Ok()
+            .content_type("application/ocsp-response")
+            .body(der),
+        None => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ocsp-down",
+            "OCSP responder unavailable",
+            "the ocsp fault switch is down".into(),
+        ),
+    }
+}
+
+/// `POST /ca/{carrier}/ocsp` (RFC 6960 Appendix A: the DER request as the body).
+async fn ocsp_post(
+    req: actix_web::HttpRequest,
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(mssp) = state.mssp(&path) else {
+        return unknown_carrier(&path);
+    };
+    let content_type = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/ocsp-request") {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the request as application/ocsp-request".into(),
+        );
+    }
+    ocsp_reply(&mssp.ca, &body)
+}
+
+/// `GET /ca/{carrier}/ocsp/{base64 of the DER request}` (RFC 6960 Appendix A).
+async fn ocsp_get(state: web::Data<State>, path: web::Path<(String, String)>) -> HttpResponse {
+    use base64::Engine;
+    let (carrier, encoded) = path.into_inner();
+    let Some(mssp) = state.mssp(&carrier) else {
+        return unknown_carrier(&carrier);
+    };
+    // The path is URL-decoded by the router; base64 may still carry '+', '/' and '='.
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return HttpResponse::Ok()
+            .content_type("application/ocsp-response")
+            .body(
+                der::Encode::to_der(&x509_ocsp::OcspResponse::malformed_request())
+                    .unwrap_or_default(),
+            );
+    };
+    ocsp_reply(&mssp.ca, &der)
+}
+
+async fn get_ca_faults(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    match state.mssp(&path) {
+        Some(mssp) => HttpResponse::Ok().json(mssp.ca.faults()),
+        None => unknown_carrier(&path),
+    }
+}
+
+/// `PUT /ca/{carrier}/faults` `{"ocsp": "down", "crl": "normal", "ocsp_next_update": "10s"}`.
+async fn put_ca_faults(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(mssp) = state.mssp(&path) else {
+        return unknown_carrier(&path);
+    };
+    match serde_json::from_slice::<crate::pki::CaFaults>(&body) {
+        Ok(faults) => {
+            tracing::info!(ca = %mssp.ca.name, ?faults, "CA fault switches set");
+            mssp.ca.set_faults(faults);
+            HttpResponse::Ok().json(mssp.ca.faults())
+        }
+        Err(e) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-faults",
+            "Invalid fault switches",
+            e.to_string(),
         ),
     }
 }
@@ -253,6 +349,13 @@ async fn put_subscriber(
         );
     }
     state.registry.put(msisdn.clone(), record);
+    // A revocation takes effect at the CA now, not at the next signature.
+    let network = state.registry.network_of(&msisdn);
+    if let Some(mssp) = state.mssps.iter().find(|m| m.config.carrier == network) {
+        if let Err(e) = mssp.sync_certificate(&msisdn) {
+            tracing::warn!(error = %e, "could not revoke the SIM certificate");
+        }
+    }
     get_subscriber(state, web::Path::from(msisdn.e164().to_owned())).await
 }
 
@@ -514,6 +617,10 @@ pub fn serve(
                 web::get().to(mssp_certificate),
             )
             .route("/ca/{file}", web::get().to(ca_file))
+            .route("/ca/{carrier}/ocsp", web::post().to(ocsp_post))
+            .route("/ca/{carrier}/ocsp/{request:.*}", web::get().to(ocsp_get))
+            .route("/ca/{carrier}/faults", web::get().to(get_ca_faults))
+            .route("/ca/{carrier}/faults", web::put().to(put_ca_faults))
             .route("/ported/{msisdn}", web::get().to(get_ported))
             .route("/ported/{msisdn}", web::put().to(put_ported))
             .route("/ported/{msisdn}", web::delete().to(delete_ported))

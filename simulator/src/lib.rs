@@ -99,6 +99,17 @@ pub async fn start(
     let http_listener = std::net::TcpListener::bind(config.http.listen)
         .with_context(|| format!("simulator HTTP cannot listen on {}", config.http.listen))?;
     let http_addr = http_listener.local_addr()?;
+    let reachable = if http_addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], http_addr.port()))
+    } else {
+        http_addr
+    };
+    for mssp in &mssps {
+        mssp.ca.set_base_url(&format!(
+            "http://{reachable}/ca/{}",
+            mssp.config.carrier.as_str()
+        ));
+    }
     let state = http::State {
         handsets: handsets.clone(),
         smscs,

@@ -480,6 +480,33 @@ impl Mssp {
         }
     }
 
+    /// Brings the certificate this CA issued for `msisdn` in line with the registry: one
+    /// in use that the record now says is revoked is revoked at the CA, as a CA revokes
+    /// (same key, same certificate, its status changes). Returns the credential when it
+    /// matches the record and was issued here (a number ported in gets a new one).
+    pub fn sync_certificate(&self, msisdn: &Msisdn) -> anyhow::Result<Option<Arc<SimCredential>>> {
+        let Some((record, _)) = self.registry.get(msisdn) else {
+            return Ok(None);
+        };
+        let Some((c, state)) = self.registry.issued_credential(msisdn) else {
+            return Ok(None);
+        };
+        if !self.ca.issued(&c.cert_der) {
+            return Ok(None);
+        }
+        if state == record.certificate {
+            return Ok(Some(c));
+        }
+        if state == CertificateState::Valid && record.certificate == CertificateState::Revoked {
+            self.ca.revoke(&c.cert_der)?;
+            self.registry
+                .set_credential(msisdn, c.clone(), CertificateState::Revoked);
+            tracing::info!(mssp = %self.config.carrier, msisdn = %msisdn, "SIM certificate revoked");
+            return Ok(Some(c));
+        }
+        Ok(None)
+    }
+
     /// The SIM's key and certificate as the registry says; `None` when it has no
     /// certificate.
     pub async fn credential(&self, msisdn: &Msisdn) -> anyhow::Result<Option<Arc<SimCredential>>> {
@@ -489,7 +516,7 @@ impl Mssp {
         if record.certificate == CertificateState::None {
             return Ok(None);
         }
-        if let Some((c, _)) = self.registry.credential(msisdn) {
+        if let Some(c) = self.sync_certificate(msisdn)? {
             return Ok(Some(c));
         }
         let ca = self.ca.clone();

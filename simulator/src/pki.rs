@@ -5,23 +5,29 @@
 //! Built with the RustCrypto x509-cert builder throughout (rcgen cannot repeat an
 //! attribute in a name, and one library keeps issuer names byte-identical).
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context};
 use cms::builder::{create_signing_time_attribute, SignedDataBuilder, SignerInfoBuilder};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier};
-use der::asn1::{BitString, OctetString, SetOfVec, Utf8StringRef};
+use der::asn1::{BitString, Ia5String, OctetString, SetOfVec, Utf8StringRef};
 use der::{Any, Decode, Encode};
 use rsa::pkcs1v15::SigningKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::RsaPrivateKey;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
-use x509_cert::ext::pkix::ExtendedKeyUsage;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, CrlDistributionPoints, ExtendedKeyUsage,
+};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{
@@ -39,6 +45,22 @@ const OID_DATA: &str = "1.2.840.113549.1.7.1";
 const OID_SHA256: &str = "2.16.840.1.101.3.4.2.1";
 const OID_CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
 const OID_EMAIL_PROTECTION: &str = "1.3.6.1.5.5.7.3.4";
+const OID_OCSP_SIGNING: &str = "1.3.6.1.5.5.7.3.9";
+const OID_AD_OCSP: &str = "1.3.6.1.5.5.7.48.1";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The digest a CertID names (SHA-1 or SHA-256), `None` for others.
+fn sha_by_oid(alg: &der::asn1::ObjectIdentifier, bytes: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    match alg.to_string().as_str() {
+        "1.3.14.3.2.26" => Some(sha1::Sha1::digest(bytes).to_vec()),
+        "2.16.840.1.101.3.4.2.1" => Some(Sha256::digest(bytes).to_vec()),
+        _ => None,
+    }
+}
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -90,14 +112,71 @@ pub enum Lifetime {
     Expired,
 }
 
+/// How the CA's OCSP responder behaves (a fault switch of the simulator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OcspMode {
+    /// Signed by the CA, the request's nonce echoed, thisUpdate now.
+    #[default]
+    Normal,
+    /// Signed by a delegated responder certificate (id-kp-OCSPSigning) the CA issued.
+    Delegated,
+    /// Signed by a responder the CA never certified, saying `good` whatever the truth.
+    WrongSigner,
+    /// An old `good` answer replayed: thisUpdate two days ago, nextUpdate a day ago.
+    Stale,
+    /// `unknown` for every certificate.
+    Unknown,
+    /// The OCSP `tryLater` status.
+    TryLater,
+    /// HTTP 503, no OCSP at all.
+    Down,
+}
+
+/// Whether the CA publishes its CRL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlMode {
+    #[default]
+    Normal,
+    /// HTTP 503.
+    Down,
+}
+
+/// The CA's fault switches (`GET`/`PUT /ca/{carrier}/faults`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaFaults {
+    pub ocsp: OcspMode,
+    pub crl: CrlMode,
+    /// nextUpdate of good answers, from now; none by default (RFC 6960 §2.4: newer
+    /// status is always available, so the answer is not cached).
+    #[serde(with = "humantime_serde")]
+    pub ocsp_next_update: Option<Duration>,
+}
+
+/// A responder's key and certificate.
+struct Responder {
+    key: SigningKey<Sha256>,
+    cert: Certificate,
+}
+
 pub struct SimCa {
     pub name: String,
     key: SigningKey<Sha256>,
     cert: Certificate,
     cert_der: Vec<u8>,
     revoked: Mutex<Vec<(SerialNumber, SystemTime)>>,
+    /// Every serial this CA issued: anything else is `unknown` to its responder.
+    issued: Mutex<HashSet<Vec<u8>>>,
     next_serial: Mutex<u64>,
     crl_number: Mutex<u64>,
+    /// Where the OCSP responder and the CRL are (`http://…/ca/{carrier}`), written into
+    /// the Authority Information Access and CRL Distribution Points of what it issues.
+    base_url: Mutex<Option<String>>,
+    faults: Mutex<CaFaults>,
+    delegated: OnceLock<Responder>,
+    rogue: OnceLock<Responder>,
 }
 
 impl std::fmt::Debug for SimCa {
@@ -133,9 +212,43 @@ impl SimCa {
             cert,
             cert_der,
             revoked: Mutex::new(Vec::new()),
+            issued: Mutex::new(HashSet::new()),
             next_serial: Mutex::new(0x1000),
             crl_number: Mutex::new(0),
+            base_url: Mutex::new(None),
+            faults: Mutex::new(CaFaults::default()),
+            delegated: OnceLock::new(),
+            rogue: OnceLock::new(),
         })
+    }
+
+    /// Where this CA's responder and CRL are served; certificates issued from now on
+    /// name them.
+    pub fn set_base_url(&self, url: &str) {
+        *lock(&self.base_url) = Some(url.trim_end_matches('/').to_owned());
+    }
+
+    pub fn ocsp_url(&self) -> Option<String> {
+        lock(&self.base_url).as_ref().map(|b| format!("{b}/ocsp"))
+    }
+
+    pub fn faults(&self) -> CaFaults {
+        lock(&self.faults).clone()
+    }
+
+    pub fn set_faults(&self, faults: CaFaults) {
+        *lock(&self.faults) = faults;
+    }
+
+    /// The next serial: random 63 bits (RFC 5280 asks for unpredictable serials), so
+    /// serials differ across simulator runs.
+    fn new_serial(&self) -> anyhow::Result<SerialNumber> {
+        let mut next = lock(&self.next_serial);
+        *next += 1;
+        let random: u64 = rand::random::<u64>() & 0x7FFF_FFFF_FFFF_0000;
+        Ok(SerialNumber::new(
+            &(random | (*next & 0xFFFF)).to_be_bytes(),
+        )?)
     }
 
     pub fn certificate_der(&self) -> &[u8] {
@@ -153,16 +266,7 @@ impl SimCa {
         key: &RsaPrivateKey,
         lifetime: Lifetime,
     ) -> anyhow::Result<Vec<u8>> {
-        let serial = {
-            let mut next = self.next_serial.lock().unwrap_or_else(|p| p.into_inner());
-            *next += 1;
-            // Mix in the clock so serials differ across simulator runs.
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            SerialNumber::new(&((nanos & 0x00FF_FFFF_FFFF_0000) | (*next & 0xFFFF)).to_be_bytes())?
-        };
+        let serial = self.new_serial()?;
         let mut parts: Vec<(&str, &str)> = vec![(OID_C, "VN")];
         if let Some(p) = &subject.province {
             parts.push((OID_ST, p));
@@ -207,19 +311,199 @@ impl SimCa {
             oid(OID_CLIENT_AUTH),
             oid(OID_EMAIL_PROTECTION),
         ]))?;
+        if let Some(base) = lock(&self.base_url).clone() {
+            builder.add_extension(&AuthorityInfoAccessSyntax(vec![AccessDescription {
+                access_method: oid(OID_AD_OCSP),
+                access_location: GeneralName::UniformResourceIdentifier(Ia5String::new(&format!(
+                    "{base}/ocsp"
+                ))?),
+            }]))?;
+            builder.add_extension(&CrlDistributionPoints(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![
+                    GeneralName::UniformResourceIdentifier(Ia5String::new(&format!("{base}.crl"))?),
+                ])),
+                reasons: None,
+                crl_issuer: None,
+            }]))?;
+        }
         let cert = builder.build::<rsa::pkcs1v15::Signature>()?;
+        lock(&self.issued).insert(cert.tbs_certificate.serial_number.as_bytes().to_vec());
         Ok(cert.to_der()?)
     }
 
-    /// Puts a certificate on the CRL.
+    /// A responder certificate for `key`, issued by this CA (`delegated`), or by a
+    /// throw-away CA of the same name (`rogue`: what a forger would present).
+    fn responder(&self, rogue: bool) -> anyhow::Result<Responder> {
+        let key = generate_key()?;
+        let now = SystemTime::now();
+        let validity = Validity {
+            not_before: time(now - DAY)?,
+            not_after: time(now + 30 * DAY)?,
+        };
+        let issuer_key = if rogue {
+            SigningKey::<Sha256>::new(generate_key()?)
+        } else {
+            self.key.clone()
+        };
+        let spki = SubjectPublicKeyInfoOwned::from_key(key.to_public_key())?;
+        let mut builder = CertificateBuilder::new(
+            Profile::Leaf {
+                issuer: self.cert.tbs_certificate.subject.clone(),
+                enable_key_agreement: false,
+                enable_key_encipherment: false,
+            },
+            self.new_serial()?,
+            validity,
+            name(&[
+                (OID_C, "VN"),
+                (OID_CN, &format!("{} OCSP responder", self.name)),
+            ])?,
+            spki,
+            &issuer_key,
+        )?;
+        builder.add_extension(&ExtendedKeyUsage(vec![oid(OID_OCSP_SIGNING)]))?;
+        let cert = builder.build::<rsa::pkcs1v15::Signature>()?;
+        Ok(Responder {
+            key: SigningKey::<Sha256>::new(key),
+            cert,
+        })
+    }
+
+    /// Answers a DER OCSPRequest as the fault switches say; `None`: HTTP 503.
+    pub fn ocsp_response(&self, request_der: &[u8]) -> Option<Vec<u8>> {
+        let faults = self.faults();
+        let response = match faults.ocsp {
+            OcspMode::Down => return None,
+            OcspMode::TryLater => Ok(x509_ocsp::OcspResponse::try_later()),
+            _ => self.ocsp_answer(request_der, &faults),
+        };
+        let response = response.unwrap_or_else(|e| {
+            tracing::info!(ca = %self.name, error = %e, "malformed OCSP request");
+            x509_ocsp::OcspResponse::malformed_request()
+        });
+        response.to_der().ok()
+    }
+
+    fn ocsp_answer(
+        &self,
+        request_der: &[u8],
+        faults: &CaFaults,
+    ) -> anyhow::Result<x509_ocsp::OcspResponse> {
+        use x509_ocsp::{CertStatus, OcspGeneralizedTime, ResponderId, SingleResponse};
+        let request = x509_ocsp::OcspRequest::from_der(request_der)?;
+        let now = SystemTime::now();
+        let (this_update, next_update) = match faults.ocsp {
+            OcspMode::Stale => (now - 2 * DAY, Some(now - DAY)),
+            _ => (now, faults.ocsp_next_update.map(|d| now + d)),
+        };
+        let my_key = self
+            .cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
+        let revoked = lock(&self.revoked).clone();
+        let issued = lock(&self.issued).clone();
+        let mut singles = Vec::new();
+        for one in &request.tbs_request.request_list {
+            let id = &one.req_cert;
+            let hash = |bytes: &[u8]| sha_by_oid(&id.hash_algorithm.oid, bytes);
+            let ours = hash(&self.cert.tbs_certificate.subject.to_der()?)
+                .is_some_and(|h| h == id.issuer_name_hash.as_bytes())
+                && hash(&my_key).is_some_and(|h| h == id.issuer_key_hash.as_bytes());
+            // A replayed old answer and a forger both say what suits the attacker.
+            let lying = matches!(faults.ocsp, OcspMode::Stale | OcspMode::WrongSigner);
+            let status = if !ours || faults.ocsp == OcspMode::Unknown {
+                CertStatus::unknown()
+            } else if lying && issued.contains(id.serial_number.as_bytes()) {
+                CertStatus::good()
+            } else if let Some((_, at)) = revoked.iter().find(|(s, _)| *s == id.serial_number) {
+                CertStatus::revoked(x509_ocsp::RevokedInfo {
+                    revocation_time: OcspGeneralizedTime::try_from(*at)?,
+                    revocation_reason: None,
+                })
+            } else if issued.contains(id.serial_number.as_bytes()) {
+                CertStatus::good()
+            } else {
+                CertStatus::unknown()
+            };
+            singles.push(SingleResponse {
+                cert_id: id.clone(),
+                cert_status: status,
+                this_update: OcspGeneralizedTime::try_from(this_update)?,
+                next_update: next_update.map(OcspGeneralizedTime::try_from).transpose()?,
+                single_extensions: None,
+            });
+        }
+        let (responder_id, key, chain) = match faults.ocsp {
+            OcspMode::Delegated | OcspMode::WrongSigner => {
+                let cell = if faults.ocsp == OcspMode::Delegated {
+                    &self.delegated
+                } else {
+                    &self.rogue
+                };
+                let responder = match cell.get() {
+                    Some(r) => r,
+                    None => {
+                        let made = self.responder(faults.ocsp == OcspMode::WrongSigner)?;
+                        let _ = cell.set(made);
+                        cell.get().context("responder just made")?
+                    }
+                };
+                (
+                    ResponderId::ByName(responder.cert.tbs_certificate.subject.clone()),
+                    responder.key.clone(),
+                    Some(vec![responder.cert.clone()]),
+                )
+            }
+            _ => (
+                ResponderId::ByName(self.cert.tbs_certificate.subject.clone()),
+                self.key.clone(),
+                None,
+            ),
+        };
+        let mut builder = x509_ocsp::builder::OcspResponseBuilder::new(responder_id);
+        for single in singles {
+            builder = builder.with_single_response(single);
+        }
+        if let Some(nonce) = request.nonce() {
+            builder = builder
+                .with_extension(nonce)
+                .map_err(|e| anyhow!("OCSP nonce: {e:?}"))?;
+        }
+        let mut key = key;
+        builder
+            .sign::<_, rsa::pkcs1v15::Signature>(
+                &mut key,
+                chain,
+                OcspGeneralizedTime::try_from(now)?,
+            )
+            .map_err(|e| anyhow!("signing the OCSP response: {e:?}"))
+    }
+
+    /// Revokes a certificate: on the CRL and `revoked` at the OCSP responder from now.
     pub fn revoke(&self, cert_der: &[u8]) -> anyhow::Result<()> {
         let cert = Certificate::from_der(cert_der)?;
         let serial = cert.tbs_certificate.serial_number;
-        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revoked = lock(&self.revoked);
         if !revoked.iter().any(|(s, _)| *s == serial) {
-            revoked.push((serial, SystemTime::now() - Duration::from_secs(60)));
+            revoked.push((serial, SystemTime::now()));
         }
         Ok(())
+    }
+
+    /// Whether this CA issued `cert_der`.
+    pub fn issued(&self, cert_der: &[u8]) -> bool {
+        Certificate::from_der(cert_der).is_ok_and(|c| {
+            c.tbs_certificate.issuer == self.cert.tbs_certificate.subject
+                && lock(&self.issued).contains(c.tbs_certificate.serial_number.as_bytes())
+        })
+    }
+
+    /// Whether the CA publishes its CRL now (the `crl` fault switch).
+    pub fn crl_published(&self) -> bool {
+        self.faults().crl == CrlMode::Normal
     }
 
     fn crl_extensions(&self) -> anyhow::Result<Vec<x509_cert::ext::Extension>> {

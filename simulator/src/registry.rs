@@ -252,6 +252,16 @@ impl Registry {
         }
     }
 
+    /// The credential issued last, whatever the record says now.
+    pub fn issued_credential(
+        &self,
+        msisdn: &Msisdn,
+    ) -> Option<(Arc<SimCredential>, CertificateState)> {
+        let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let s = subs.get(msisdn.e164())?;
+        Some((s.credential.clone()?, s.credential_state?))
+    }
+
     pub fn set_credential(
         &self,
         msisdn: &Msisdn,

@@ -202,16 +202,30 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Sets the simulator's faults of one SMSC (`{}` clears them).
-    pub async fn set_faults(&self, smsc: &str, faults: Value) {
+    /// PUTs JSON to the simulator's HTTP API; it must answer 200.
+    pub async fn put_sim(&self, path: &str, body: &Value) -> Value {
         let resp = self
             .http
-            .put(format!("{}/smsc/{smsc}/faults", self.sim))
-            .json(&faults)
+            .put(format!("{}{path}", self.sim))
+            .json(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 200, "PUT {path}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Sets the simulator's faults of one SMSC (`{}` clears them).
+    pub async fn set_faults(&self, smsc: &str, faults: Value) {
+        self.put_sim(&format!("/smsc/{smsc}/faults"), &faults).await;
+    }
+
+    /// Sets the fault switches of one carrier's simulated CA (`{}` clears them).
+    pub async fn set_ca_faults(&self, carrier: &str, faults: Value) {
+        self.put_sim(&format!("/ca/{carrier}/faults"), &faults)
+            .await;
     }
 
     /// `/v1/health/carriers` for one route.

@@ -16,6 +16,7 @@ mod limits;
 mod observability;
 mod otp;
 mod plans;
+mod revocation;
 mod signatures;
 mod smpp;
 mod tenants;

@@ -20,7 +20,7 @@ const VINAPHONE: &str = "84828123088";
 const MOBIFONE: &str = "84901234567";
 
 impl TestApp {
-    async fn put_subscriber(&self, e164: &str, changes: Value) {
+    pub(crate) async fn put_subscriber(&self, e164: &str, changes: Value) {
         let mut body: Value = self
             .http
             .get(format!("{}/subscribers/{e164}", self.sim))
@@ -42,17 +42,10 @@ impl TestApp {
         for (k, v) in changes.as_object().unwrap() {
             obj.insert(k.clone(), v.clone());
         }
-        let resp = self
-            .http
-            .put(format!("{}/subscribers/{e164}", self.sim))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+        self.put_sim(&format!("/subscribers/{e164}"), &body).await;
     }
 
-    async fn subscriber(&self, e164: &str) -> Value {
+    pub(crate) async fn subscriber(&self, e164: &str) -> Value {
         self.http
             .get(format!("{}/subscribers/{e164}", self.sim))
             .send()
@@ -63,7 +56,7 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn request_signature(&self, body: Value) -> Value {
+    pub(crate) async fn request_signature(&self, body: Value) -> Value {
         let resp = self
             .post("/v1/signatures")
             .json(&body)
@@ -74,7 +67,7 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
-    async fn signature(&self, id: &str, wait: u64) -> Value {
+    pub(crate) async fn signature(&self, id: &str, wait: u64) -> Value {
         self.get(&format!("/v1/signatures/{id}?wait={wait}"))
             .send()
             .await
@@ -84,7 +77,7 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn sign_and_wait(&self, msisdn: &str) -> Value {
+    pub(crate) async fn sign_and_wait(&self, msisdn: &str) -> Value {
         let created = self
             .request_signature(json!({"msisdn": msisdn, "purpose": "login"}))
             .await;

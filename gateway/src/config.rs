@@ -181,6 +181,8 @@ pub struct SignatureSettings {
 pub struct MssRoute {
     /// The MSSP's SOAP endpoint.
     pub endpoint: String,
+    /// The MSSP_ID the MSSP is addressed by (its URI, as the carrier gives it).
+    pub mssp_id: String,
     pub ap_id: String,
     pub ap_pwd: SecretString,
     /// Secret of the callback HMAC (carriers that call back).
@@ -436,6 +438,7 @@ impl MssRoute {
     pub fn simulator(carrier: &str, base: &str) -> MssRoute {
         MssRoute {
             endpoint: format!("{base}/mssp/{carrier}"),
+            mssp_id: format!("http://mssp.{carrier}.sim.vn"),
             ap_id: "http://dichvucong.gov.vn/ap".into(),
             ap_pwd: SecretString::from("sim-ap-pass"),
             callback_secret: SecretString::from(format!("sim-callback-{carrier}")),
@@ -844,10 +847,11 @@ pub fn simulator_toml(
         let r = MssRoute::simulator(carrier, &base);
         let _ = write!(
             out,
-            "[mss.{carrier}]\nendpoint = \"{}\"\nap_id = \"{}\"\nap_pwd = \"{}\"\n\
+            "[mss.{carrier}]\nendpoint = \"{}\"\nmssp_id = \"{}\"\nap_id = \"{}\"\nap_pwd = \"{}\"\n\
              callback_secret = \"{}\"\nca_roots = [\"{}\"]\ncrl_url = \"{}\"\n\
              owner_check_url = \"{}\"\nowner_check_key = \"{}\"\n",
             r.endpoint,
+            r.mssp_id,
             r.ap_id,
             r.ap_pwd.expose_secret(),
             r.callback_secret.expose_secret(),

@@ -47,6 +47,41 @@ const REVOCATION_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest CRL read.
 const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
 
+/// Why a SOAP call to an MSSP gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer came: the request may or may not have reached the carrier.
+    #[error("{carrier} MSSP could not be reached: {reason}")]
+    Unreachable { carrier: Carrier, reason: String },
+    #[error("{carrier} MSSP did not answer within {after:?}")]
+    Timeout { carrier: Carrier, after: Duration },
+    /// It answered, with something that is not a SOAP message or fault we can read.
+    #[error("{carrier} MSSP answered HTTP {status} with an unreadable body: {reason}")]
+    Unreadable {
+        carrier: Carrier,
+        status: u16,
+        reason: String,
+    },
+}
+
+impl CallError {
+    /// What the portal is told (`status_detail`).
+    pub fn detail(&self) -> String {
+        match self {
+            CallError::Unreachable { .. } => "the carrier's MSSP could not be reached".into(),
+            CallError::Timeout { after, .. } => {
+                format!(
+                    "the carrier's MSSP did not answer within {} s",
+                    after.as_secs()
+                )
+            }
+            CallError::Unreadable { status, reason, .. } => {
+                format!("the carrier's MSSP answered (HTTP {status}) but its answer could not be read: {reason}")
+            }
+        }
+    }
+}
+
 /// The signer certificate's revocation status, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -122,7 +157,7 @@ impl MsspClient {
         &self,
         operation: Operation,
         message: &MssMessage,
-    ) -> anyhow::Result<SoapContent> {
+    ) -> Result<SoapContent, CallError> {
         let body = mss::write_envelope(
             self.dialect.soap,
             operation,
@@ -152,21 +187,44 @@ impl MsspClient {
                     tokio::time::sleep(CONNECT_RETRIES[attempt]).await;
                     attempt += 1;
                 }
+                Err(e) if e.is_timeout() => {
+                    return Err(CallError::Timeout {
+                        carrier: self.carrier,
+                        after: self.route.request_timeout,
+                    })
+                }
                 Err(e) => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("{} MSSP unreachable", self.carrier))
-                    )
+                    return Err(CallError::Unreachable {
+                        carrier: self.carrier,
+                        reason: format!("{e:#}"),
+                    })
                 }
             }
         };
-        let status = resp.status();
-        let bytes = resp.bytes().await.context("reading the MSSP's answer")?;
+        let status = resp.status().as_u16();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => {
+                return Err(CallError::Timeout {
+                    carrier: self.carrier,
+                    after: self.route.request_timeout,
+                })
+            }
+            Err(e) => {
+                return Err(CallError::Unreadable {
+                    carrier: self.carrier,
+                    status,
+                    reason: format!("the body broke off: {e}"),
+                })
+            }
+        };
         match mss::parse_envelope(&bytes, mss::DEFAULT_MAX_BYTES) {
             Ok((_, content)) => Ok(content),
-            Err(e) => bail!(
-                "{} MSSP answered HTTP {status} with an unreadable body: {e}",
-                self.carrier
-            ),
+            Err(e) => Err(CallError::Unreadable {
+                carrier: self.carrier,
+                status,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -599,7 +657,7 @@ mod tests {
                 ap_url: None,
             },
             mssp: mss::MsspInfo {
-                mssp_id: "http://mssp.viettel.vn".into(),
+                mssp_id: "http://mssp.viettel.sim.vn".into(),
                 instant: None,
             },
             mssp_trans_id: "M1".into(),
@@ -609,6 +667,10 @@ mod tests {
             .call(Operation::StatusQuery, &query)
             .await
             .expect_err("the stand-in MSSP answers 500");
+        assert!(
+            matches!(err, CallError::Unreadable { status: 500, .. }),
+            "{err:?}"
+        );
         // It got through: the answer was read (before, the first refusal ended the call).
         assert!(format!("{err:#}").contains("answered HTTP 500"), "{err:#}");
         let seen = mssp.await.unwrap();

@@ -260,7 +260,7 @@ fn ap_info(mssp: &MsspClient, state: &AppState, ap_trans_id: &str) -> ApInfo {
 
 fn mssp_info(mssp: &MsspClient) -> MsspInfo {
     MsspInfo {
-        mssp_id: format!("http://mssp.{}.vn", mssp.carrier),
+        mssp_id: mssp.route.mssp_id.clone(),
         instant: None,
     }
 }
@@ -311,7 +311,11 @@ pub async fn create(
     } else {
         settings.poll_min
     };
-    db.execute_cached(
+    // The request and its audit record, together; billed only once the carrier accepts
+    // the push (below), so a push that fails costs nothing.
+    let mut db = db;
+    let tx = db.transaction().await?;
+    tx.execute_cached(
         "INSERT INTO signature_requests (id, client_id, msisdn, carrier, purpose, display_text,
             data_to_sign, ap_trans_id, timeout_seconds, callback_url, expires_at, next_poll_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
@@ -332,7 +336,7 @@ pub async fn create(
     )
     .await?;
     crate::audit::record(
-        &db,
+        &tx,
         &state.keys,
         crate::audit::Event {
             event: "signature.requested",
@@ -343,11 +347,7 @@ pub async fn create(
         },
     )
     .await?;
-    crate::billing::record(
-        &db,
-        &[(client, carrier.as_str(), "signature_request", 1, Some(id))],
-    )
-    .await?;
+    tx.commit().await?;
     drop(db);
 
     let message = MssMessage::SignatureReq(SignatureReq {
@@ -401,12 +401,26 @@ pub async fn create(
                     )
                     .await?;
                 }
-                let db = state.pool.get().await?;
-                db.execute_cached(
-                    "UPDATE signature_requests SET mssp_trans_id = $2, updated_at = now() WHERE id = $1",
-                    &[&id, &resp.mssp_trans_id],
-                )
-                .await?;
+                // Accepted: its id and its billing, together. Until this commits, neither
+                // a callback nor a poll can end the request (they need the carrier's id),
+                // so a request the portal never got an answer for cannot end `signed`.
+                let mut db = state.pool.get().await?;
+                let tx = db.transaction().await?;
+                let accepted = tx
+                    .execute_cached(
+                        "UPDATE signature_requests SET mssp_trans_id = $2, updated_at = now()
+                         WHERE id = $1 AND status = 'pending'",
+                        &[&id, &resp.mssp_trans_id],
+                    )
+                    .await?;
+                if accepted == 1 {
+                    crate::billing::record(
+                        &tx,
+                        &[(client, carrier.as_str(), "signature_request", 1, Some(id))],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
             }
             Some(status) => {
                 end(state, id, status, Some(resp.status.code.to_string())).await?;
@@ -435,14 +449,8 @@ pub async fn create(
             .await?;
         }
         Err(e) => {
-            tracing::warn!(signature = %id, error = format!("{e:#}"), "MSSP request failed");
-            end(
-                state,
-                id,
-                "carrier_error",
-                Some("the carrier's MSSP could not be reached".into()),
-            )
-            .await?;
+            tracing::warn!(signature = %id, error = %e, "MSSP request failed");
+            end(state, id, "carrier_error", Some(e.detail())).await?;
         }
     }
     tracing::info!(signature = %id, msisdn = %req.msisdn, %carrier, "signature requested");
@@ -891,6 +899,30 @@ async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
             message: MssMessage::StatusResp(resp),
             ..
         }) => {
+            // The answer must be about this transaction: the carrier's id and the number.
+            let other_id = resp
+                .mssp_trans_id
+                .as_deref()
+                .is_some_and(|theirs| Some(theirs) != due.mssp_trans_id.as_deref());
+            let other_number = !resp.msisdn.trim().is_empty()
+                && Msisdn::parse(&resp.msisdn)
+                    .ok()
+                    .map(|m| m.e164().to_owned())
+                    != Some(due.msisdn.clone());
+            if other_id || other_number {
+                tracing::warn!(signature = %due.id, "the MSSP answered a status query about another transaction");
+                end(
+                    state,
+                    due.id,
+                    "carrier_error",
+                    Some(
+                        "the carrier answered about another transaction (its id or number differs)"
+                            .into(),
+                    ),
+                )
+                .await?;
+                return Ok(());
+            }
             apply_status(state, due.id, &resp).await?;
             reschedule(state, &due, &mssp).await?;
         }
@@ -906,7 +938,7 @@ async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
         }
         Ok(_) => reschedule(state, &due, &mssp).await?,
         Err(e) => {
-            tracing::warn!(signature = %due.id, error = format!("{e:#}"), "status query failed; will retry");
+            tracing::warn!(signature = %due.id, error = %e, "status query failed; will retry");
             reschedule(state, &due, &mssp).await?;
         }
     }

@@ -40,6 +40,7 @@ fn unknown_carrier(carrier: &str) -> HttpResponse {
 }
 
 async fn mssp_soap(
+    req: actix_web::HttpRequest,
     state: web::Data<State>,
     path: web::Path<String>,
     body: web::Bytes,
@@ -47,7 +48,12 @@ async fn mssp_soap(
     let Some(mssp) = state.mssp(&path) else {
         return unknown_carrier(&path);
     };
-    let reply = mssp.handle_soap(&body).await;
+    let content_type = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let reply = mssp.handle_soap(&body, content_type).await;
     HttpResponse::build(StatusCode::from_u16(reply.http_status).unwrap_or(StatusCode::OK))
         .content_type(reply.content_type)
         .body(reply.body)

@@ -13,7 +13,7 @@ use base64::Engine;
 use carrier_adapters::mss::dialect::{self, Dialect, SignatureFormat};
 use carrier_adapters::mss::{
     self, ApInfo, Fault, MessagingMode, MssMessage, MsspInfo, Operation, ReceiptResp, SignatureReq,
-    SignatureResp, SoapContent, Status, StatusCode, StatusResp,
+    SignatureResp, SoapContent, SoapVersion, Status, StatusCode, StatusResp,
 };
 use carrier_adapters::{Carrier, Msisdn};
 use chrono::{DateTime, Utc};
@@ -42,6 +42,9 @@ pub struct MsspConfig {
     /// How long the simulated person takes to answer.
     #[serde(with = "humantime_serde")]
     pub answer_delay: Duration,
+    /// The MSSP_ID it names itself by (default `http://mssp.{carrier}.sim.vn`).
+    #[serde(default)]
+    pub mssp_id: Option<String>,
 }
 
 impl MsspConfig {
@@ -53,7 +56,14 @@ impl MsspConfig {
             callback_secret: format!("sim-callback-{}", carrier.as_str()),
             owner_check_key: format!("sim-owner-{}", carrier.as_str()),
             answer_delay: Duration::from_millis(1500),
+            mssp_id: None,
         }
+    }
+
+    pub fn mssp_id(&self) -> String {
+        self.mssp_id
+            .clone()
+            .unwrap_or_else(|| format!("http://mssp.{}.sim.vn", self.carrier.as_str()))
     }
 }
 
@@ -85,6 +95,8 @@ struct Transaction {
     expires_at: DateTime<Utc>,
     wrong_pins: u8,
     state: TxState,
+    /// The SOAP version the AP spoke: its callback comes in the same.
+    soap: SoapVersion,
 }
 
 /// A pending prompt as the handset shows it.
@@ -171,36 +183,31 @@ impl Mssp {
 
     fn mssp_info(&self) -> MsspInfo {
         MsspInfo {
-            mssp_id: format!("http://mssp.{}.sim.vn", self.config.carrier.as_str()),
+            mssp_id: self.config.mssp_id(),
             instant: Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         }
     }
 
-    fn fault(&self, status: StatusCode, reason: &str) -> SoapReply {
+    /// A fault as the SOAP HTTP binding of `version` sends it: SOAP 1.1, HTTP 500; SOAP
+    /// 1.2, 400 for the sender's fault and 500 for ours.
+    fn fault(&self, version: SoapVersion, status: StatusCode, reason: &str) -> SoapReply {
+        let fault = Fault {
+            sender: status.code() < 900,
+            status,
+            reason: reason.to_owned(),
+        };
         SoapReply {
-            http_status: 500,
-            content_type: self.dialect.soap.content_type(),
-            body: mss::write_fault(
-                self.dialect.soap,
-                &Fault {
-                    sender: status.code() < 900,
-                    status,
-                    reason: reason.to_owned(),
-                },
-            ),
+            http_status: version.fault_http_status(fault.sender),
+            content_type: version.content_type(),
+            body: mss::write_fault(version, &fault),
         }
     }
 
-    fn reply(&self, operation: Operation, message: MssMessage) -> SoapReply {
+    fn reply(&self, version: SoapVersion, operation: Operation, message: MssMessage) -> SoapReply {
         SoapReply {
             http_status: 200,
-            content_type: self.dialect.soap.content_type(),
-            body: mss::write_envelope(
-                self.dialect.soap,
-                operation,
-                &message,
-                self.dialect.part_style,
-            ),
+            content_type: version.content_type(),
+            body: mss::write_envelope(version, operation, &message, self.dialect.part_style),
         }
     }
 
@@ -208,33 +215,38 @@ impl Mssp {
         ap.ap_id == self.config.ap_id && ap.ap_pwd == self.config.ap_pwd
     }
 
-    /// Answers one SOAP request.
-    pub async fn handle_soap(self: &Arc<Self>, body: &[u8]) -> SoapReply {
-        let (_, content) = match mss::parse_envelope(body, MAX_SOAP_BYTES) {
+    /// Answers one SOAP request, in the SOAP version it came in (its envelope, else its
+    /// Content-Type, else the dialect's).
+    pub async fn handle_soap(self: &Arc<Self>, body: &[u8], content_type: &str) -> SoapReply {
+        let (v, content) = match mss::parse_envelope(body, MAX_SOAP_BYTES) {
             Ok(parsed) => parsed,
-            Err(e) => return self.fault(e.status(), &e.to_string()),
+            Err(e) => {
+                let v = SoapVersion::of_content_type(content_type).unwrap_or(self.dialect.soap);
+                return self.fault(v, e.status(), &e.to_string());
+            }
         };
         let message = match content {
             SoapContent::Message { message, .. } => message,
             SoapContent::Fault(_) => {
-                return self.fault(StatusCode::WrongParam, "a fault is not a request")
+                return self.fault(v, StatusCode::WrongParam, "a fault is not a request")
             }
         };
         match message {
-            MssMessage::SignatureReq(req) => self.signature(req).await,
+            MssMessage::SignatureReq(req) => self.signature(v, req).await,
             MssMessage::StatusReq(req) => {
                 if !self.authorised(&req.ap) {
-                    return self.fault(StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
+                    return self.fault(v, StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
                 }
                 let tx = lock(&self.transactions).get(&req.mssp_trans_id).cloned();
                 let Some(tx) = tx.filter(|t| t.ap.ap_id == req.ap.ap_id) else {
-                    return self.fault(StatusCode::WrongParam, "unknown MSSP_TransID");
+                    return self.fault(v, StatusCode::WrongParam, "unknown MSSP_TransID");
                 };
                 let (status, signature) = match tx.state {
                     TxState::Pending => (StatusCode::OutstandingTransaction, None),
                     TxState::Done { status, signature } => (status, signature),
                 };
                 self.reply(
+                    v,
                     Operation::StatusQueryResponse,
                     MssMessage::StatusResp(StatusResp {
                         ap: req.ap,
@@ -248,9 +260,10 @@ impl Mssp {
             }
             MssMessage::ReceiptReq(req) => {
                 if !self.authorised(&req.ap) {
-                    return self.fault(StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
+                    return self.fault(v, StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
                 }
                 self.reply(
+                    v,
                     Operation::ReceiptResponse,
                     MssMessage::ReceiptResp(ReceiptResp {
                         ap: req.ap,
@@ -259,33 +272,36 @@ impl Mssp {
                     }),
                 )
             }
-            _ => self.fault(StatusCode::WrongParam, "not a request an MSSP answers"),
+            _ => self.fault(v, StatusCode::WrongParam, "not a request an MSSP answers"),
         }
     }
 
-    async fn signature(self: &Arc<Self>, req: SignatureReq) -> SoapReply {
+    async fn signature(self: &Arc<Self>, v: SoapVersion, req: SignatureReq) -> SoapReply {
         if !self.authorised(&req.ap) {
-            return self.fault(StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
+            return self.fault(v, StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
         }
         if req.mode != self.dialect.mode {
             return self.fault(
+                v,
                 StatusCode::IncompatibleInterface,
                 &format!("this MSSP works in {} mode", self.dialect.mode.as_str()),
             );
         }
         if req.mode == MessagingMode::AsynchServerServer && req.ap.ap_url.is_none() {
             return self.fault(
+                v,
                 StatusCode::MissingParam,
                 "AP_URL is required for asynchServerServer",
             );
         }
         if let Some(format) = &req.mss_format {
             if format != self.dialect.format.uri() {
-                return self.fault(StatusCode::UnsupportedProfile, "MSS_Format not offered");
+                return self.fault(v, StatusCode::UnsupportedProfile, "MSS_Format not offered");
             }
         }
         let Ok(msisdn) = Msisdn::parse(&req.msisdn) else {
             return self.fault(
+                v,
                 StatusCode::WrongParam,
                 "MSISDN is not a Vietnamese mobile number",
             );
@@ -297,19 +313,23 @@ impl Mssp {
                 {
                     Ok(b) => b,
                     Err(_) => {
-                        return self.fault(StatusCode::WrongParam, "DataToBeSigned is not base64")
+                        return self.fault(
+                            v,
+                            StatusCode::WrongParam,
+                            "DataToBeSigned is not base64",
+                        )
                     }
                 }
             }
             _ => req.data_to_be_signed.value.clone().into_bytes(),
         };
         if dtbs.is_empty() || dtbs.len() > MAX_DTBS {
-            return self.fault(StatusCode::WrongDataLength, "WRONG_DATA_LENGTH");
+            return self.fault(v, StatusCode::WrongDataLength, "WRONG_DATA_LENGTH");
         }
         let subscriber = self.registry.get(&msisdn);
         match subscriber {
             Some((record, carrier)) if carrier == self.config.carrier && record.sim_pki => {}
-            _ => return self.fault(StatusCode::NoKeyFound, "NO_KEY_FOUND"),
+            _ => return self.fault(v, StatusCode::NoKeyFound, "NO_KEY_FOUND"),
         }
         let timeout = req.timeout_seconds.unwrap_or(120).clamp(10, 600);
         let id = format!(
@@ -332,6 +352,7 @@ impl Mssp {
             expires_at: now + chrono::Duration::seconds(i64::from(timeout)),
             wrong_pins: 0,
             state: TxState::Pending,
+            soap: v,
         };
         lock(&self.transactions).insert(id.clone(), tx);
         tracing::info!(mssp = %self.config.carrier, tx = %id, msisdn = %msisdn, "signature prompt pushed");
@@ -347,6 +368,7 @@ impl Mssp {
                 .await;
         });
         self.reply(
+            v,
             Operation::SignatureResponse,
             MssMessage::SignatureResp(SignatureResp {
                 ap: req.ap,
@@ -571,7 +593,7 @@ impl Mssp {
             return;
         };
         let body = mss::write_envelope(
-            self.dialect.soap,
+            tx.soap,
             Operation::Notification,
             &MssMessage::StatusResp(StatusResp {
                 ap: tx.ap.clone(),
@@ -585,7 +607,7 @@ impl Mssp {
         );
         let http = self.http.clone();
         let secret = self.config.callback_secret.clone();
-        let content_type = self.dialect.soap.content_type();
+        let content_type = tx.soap.content_type();
         tokio::spawn(async move {
             for attempt in 0..5u32 {
                 let ts = Utc::now().timestamp();

@@ -3,7 +3,9 @@
 //!
 //! Messages are RPC/literal: the body holds an operation element (`mss:MSS_Signature`)
 //! whose part (`MSS_SignatureReq`) is unqualified (`xmlns=""`) in the WSDL but qualified
-//! by many implementations; both are accepted, and either can be written.
+//! by many implementations; both are accepted, and either can be written. The operation
+//! element itself is accepted qualified or unqualified (a WSDL-generated client such as
+//! zeep writes `<MSS_Signature>` in no namespace).
 
 pub mod dialect;
 pub mod xml;
@@ -328,6 +330,26 @@ impl SoapVersion {
         match self {
             SoapVersion::Soap11 => SOAP11_NS,
             SoapVersion::Soap12 => SOAP12_NS,
+        }
+    }
+
+    /// The version a request's Content-Type names (`text/xml`: 1.1,
+    /// `application/soap+xml`: 1.2).
+    pub fn of_content_type(content_type: &str) -> Option<SoapVersion> {
+        let media = content_type.split(';').next()?.trim().to_ascii_lowercase();
+        match media.as_str() {
+            "text/xml" => Some(SoapVersion::Soap11),
+            "application/soap+xml" => Some(SoapVersion::Soap12),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a fault by the SOAP HTTP binding: SOAP 1.1 sends every fault
+    /// with 500; SOAP 1.2 sends `env:Sender` with 400 and `env:Receiver` with 500.
+    pub fn fault_http_status(self, sender: bool) -> u16 {
+        match (self, sender) {
+            (SoapVersion::Soap12, true) => 400,
+            _ => 500,
         }
     }
 
@@ -707,7 +729,11 @@ pub fn parse_envelope(
     // Document style (the message itself) or RPC style (operation → part).
     let (operation, part) = if is_message(first) {
         (None, first)
-    } else if first.namespace.as_deref() == Some(MSS_NS) {
+    } else if first.namespace.as_deref() == Some(MSS_NS)
+        || (first.namespace.is_none() && Operation::parse(&first.name).is_some())
+    {
+        // The wrapper is qualified by most implementations, unqualified by clients
+        // generated from the WSDL (its RPC/literal binding names no namespace).
         let op = Operation::parse(&first.name);
         let part = first
             .children

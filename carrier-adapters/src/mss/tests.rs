@@ -117,6 +117,56 @@ fn every_message_round_trips_in_every_envelope_style() {
     }
 }
 
+/// What zeep 4.3.3 sends for `MSS_Signature` from the Kiuru WSDL (RPC/literal, no
+/// namespace on the binding's body): the operation wrapper and the part unqualified,
+/// their contents qualified.
+const ZEEP_SIGNATURE_REQ: &str = r#"<soap-env:Envelope xmlns:soap-env="http://www.w3.org/2003/05/soap-envelope">
+  <soap-env:Body>
+    <MSS_Signature>
+      <MSS_SignatureReq MajorVersion="1" MinorVersion="1" TimeOut="120" MessagingMode="asynchClientServer">
+        <ns0:AP_Info xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#" AP_ID="http://dichvucong.gov.vn/ap" AP_TransID="T1" AP_PWD="sim-ap-pass" Instant="2026-12-02T00:00:00Z"/>
+        <ns1:MSSP_Info xmlns:ns1="http://uri.etsi.org/TS102204/v1.1.2#">
+          <ns1:MSSP_ID>
+            <ns1:URI>http://mssp.vinaphone.sim.vn</ns1:URI>
+          </ns1:MSSP_ID>
+        </ns1:MSSP_Info>
+        <ns2:MobileUser xmlns:ns2="http://uri.etsi.org/TS102204/v1.1.2#">
+          <ns2:MSISDN>+84828123088</ns2:MSISDN>
+        </ns2:MobileUser>
+        <ns3:DataToBeSigned xmlns:ns3="http://uri.etsi.org/TS102204/v1.1.2#" MimeType="text/plain" Encoding="UTF-8">hello</ns3:DataToBeSigned>
+        <ns4:SignatureProfile xmlns:ns4="http://uri.etsi.org/TS102204/v1.1.2#">
+          <ns4:mssURI>http://uri.etsi.org/TS102204/v1.1.2#PKCS7</ns4:mssURI>
+        </ns4:SignatureProfile>
+      </MSS_SignatureReq>
+    </MSS_Signature>
+  </soap-env:Body>
+</soap-env:Envelope>"#;
+
+#[test]
+fn an_unqualified_operation_wrapper_is_read_as_a_wsdl_generated_client_writes_it() {
+    let (version, content) = parse_envelope(ZEEP_SIGNATURE_REQ.as_bytes(), DEFAULT_MAX_BYTES)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(version, SoapVersion::Soap12);
+    let SoapContent::Message {
+        operation,
+        message: MssMessage::SignatureReq(req),
+    } = content
+    else {
+        panic!("{content:?}")
+    };
+    assert_eq!(operation, Some(Operation::Signature));
+    assert_eq!(req.msisdn, "+84828123088");
+    assert_eq!(req.ap.ap_trans_id, "T1");
+    assert_eq!(req.data_to_be_signed.value, "hello");
+    assert_eq!(req.mode, MessagingMode::AsynchClientServer);
+    // An unqualified element that is no operation is still not a message.
+    let other = ZEEP_SIGNATURE_REQ.replace("MSS_Signature>", "Something>");
+    assert!(matches!(
+        parse_envelope(other.as_bytes(), DEFAULT_MAX_BYTES),
+        Err(MssError::NoMessage)
+    ));
+}
+
 #[test]
 fn line_breaks_and_tabs_survive_a_round_trip() {
     let mut req = signature_req();

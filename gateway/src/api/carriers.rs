@@ -41,6 +41,22 @@ fn fault(version: SoapVersion, http: u16, status: StatusCode, reason: &str) -> H
     )
 }
 
+/// Our fault (`env:Receiver`): 503, so that the carrier tries again later.
+fn receiver_fault(version: SoapVersion, http: u16, reason: &str) -> HttpResponse {
+    soap(
+        version,
+        http,
+        mss::write_fault(
+            version,
+            &Fault {
+                sender: false,
+                status: StatusCode::InternalError,
+                reason: reason.to_owned(),
+            },
+        ),
+    )
+}
+
 /// A carrier's MSSP reports a signature's end (MSS_Notification) / Nhà mạng báo kết quả ký
 ///
 /// Called by Viettel's, VinaPhone's and MobiFone's MSSPs, not by the portal. The body is a
@@ -83,7 +99,14 @@ pub async fn notification(
     else {
         return HttpResponse::NotFound().finish();
     };
-    let version = mssp.dialect.soap;
+    // Answered in the SOAP version the carrier speaks: its envelope's once read, until
+    // then its Content-Type's, else the dialect's.
+    let mut version = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(SoapVersion::of_content_type)
+        .unwrap_or(mssp.dialect.soap);
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = match chunk {
@@ -129,7 +152,11 @@ pub async fn notification(
             "UNAUTHORIZED_ACCESS",
         );
     }
-    let resp = match mss::parse_envelope(&body, mss::DEFAULT_MAX_BYTES) {
+    let parsed = mss::parse_envelope(&body, mss::DEFAULT_MAX_BYTES);
+    if let Ok((v, _)) = &parsed {
+        version = *v;
+    }
+    let resp = match parsed {
         Ok((
             _,
             SoapContent::Message {
@@ -151,12 +178,23 @@ pub async fn notification(
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "callback lookup failed");
-            return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+            return receiver_fault(version, 503, "INTERNAL_ERROR");
         }
     };
     let Some((id, mssp_trans_id)) = found else {
         return fault(version, 400, StatusCode::WrongParam, "unknown AP_TransID");
     };
+    // The carrier's acceptance of the push is not recorded yet (the answer to our
+    // MSS_Signature is still on its way): nothing is applied to a request the portal may
+    // never hear of; the carrier tries again.
+    if mssp_trans_id.is_none() {
+        tracing::info!(signature = %id, "callback before the push's acceptance was recorded; asking for a retry");
+        return receiver_fault(
+            version,
+            503,
+            "the transaction is not yet known here; try again",
+        );
+    }
     if let (Some(ours), Some(theirs)) = (&mssp_trans_id, &resp.mssp_trans_id) {
         if ours != theirs {
             return fault(
@@ -179,7 +217,7 @@ pub async fn notification(
             .map(|n| n == 1),
         Err(e) => {
             tracing::error!(error = %e, "callback store unavailable");
-            return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+            return receiver_fault(version, 503, "INTERNAL_ERROR");
         }
     };
     match first {
@@ -195,13 +233,13 @@ pub async fn notification(
                         )
                         .await;
                 }
-                return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+                return receiver_fault(version, 503, "INTERNAL_ERROR");
             }
         }
         Ok(false) => tracing::info!(signature = %id, "replayed callback acknowledged, not applied"),
         Err(e) => {
             tracing::error!(error = %e, "callback store failed");
-            return fault(version, 503, StatusCode::InternalError, "INTERNAL_ERROR");
+            return receiver_fault(version, 503, "INTERNAL_ERROR");
         }
     }
     // The WSDL's MSS_Notification answers with an MSS_ReceiptReq.

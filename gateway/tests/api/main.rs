@@ -19,4 +19,5 @@ mod plans;
 mod revocation;
 mod signatures;
 mod smpp;
+mod soap;
 mod tenants;

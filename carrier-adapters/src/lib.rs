@@ -2,6 +2,7 @@
 //! delivery receipts, and SMPP sessions (ESME side for the gateway, codec helpers for
 //! the simulator's SMSCs).
 
+pub mod identity;
 pub mod mss;
 pub mod numbering;
 pub mod ocsp;

@@ -482,6 +482,7 @@ impl MsspClient {
     pub async fn owner_check(
         &self,
         msisdn: &Msisdn,
+        id_type: carrier_adapters::identity::IdKind,
         id_number: &str,
         full_name: Option<&str>,
         date_of_birth: Option<&str>,
@@ -497,6 +498,7 @@ impl MsspClient {
             .bearer_auth(self.route.owner_check_key.expose_secret())
             .json(&serde_json::json!({
                 "msisdn": msisdn.e164(),
+                "id_type": id_type.as_str(),
                 "id_number": id_number,
                 "full_name": full_name,
                 "date_of_birth": date_of_birth,

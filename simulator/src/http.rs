@@ -258,6 +258,9 @@ async fn put_ca_faults(
 #[serde(deny_unknown_fields)]
 struct OwnerCheck {
     msisdn: String,
+    /// `cccd`, `cmnd`, `passport` or `mst`; inferred from the number when left out.
+    #[serde(default)]
+    id_type: Option<carrier_adapters::identity::IdKind>,
     id_number: String,
     full_name: Option<String>,
     date_of_birth: Option<String>,
@@ -290,9 +293,21 @@ async fn owner_check(
         Ok(m) => m,
         Err(resp) => return *resp,
     };
+    let Some(id_type) = check
+        .id_type
+        .or_else(|| carrier_adapters::identity::IdKind::infer(&check.id_number))
+    else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-id-number",
+            "Invalid identity number",
+            "not a CCCD, CMND, passport or MST number".into(),
+        );
+    };
     let result = match state.registry.get(&msisdn) {
         Some((record, carrier)) if carrier == mssp.config.carrier => owner_match(
             &record,
+            id_type,
             &check.id_number,
             check.full_name.as_deref(),
             check.date_of_birth.as_deref(),
@@ -354,7 +369,29 @@ async fn put_subscriber(
             "pin must be 4 to 8 digits".into(),
         );
     }
-    state.registry.put(msisdn.clone(), record);
+    let record = match record.normalised() {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-subscriber",
+                "Invalid subscriber",
+                e.to_string(),
+            )
+        }
+    };
+    // A new identity gets a new certificate; the CA revokes the one naming the old.
+    if let Some(superseded) = state.registry.put(msisdn.clone(), record) {
+        for mssp in state
+            .mssps
+            .iter()
+            .filter(|m| m.ca.issued(&superseded.cert_der))
+        {
+            if let Err(e) = mssp.ca.revoke(&superseded.cert_der) {
+                tracing::warn!(error = %e, "could not revoke the superseded certificate");
+            }
+        }
+    }
     // A revocation takes effect at the CA now, not at the next signature.
     let network = state.registry.network_of(&msisdn);
     if let Some(mssp) = state.mssps.iter().find(|m| m.config.carrier == network) {

@@ -543,11 +543,17 @@ impl Mssp {
         }
         let ca = self.ca.clone();
         let state = record.certificate;
+        // A person's certificate names the person; an enterprise's names the
+        // organisation (CN and O) and its MST.
+        let kind = record.id_kind();
         let subject = SubjectInfo {
-            full_name: record.full_name.clone(),
-            identifiers: vec![("CCCD".into(), record.id_number.clone())],
+            full_name: match (&record.organization, kind.is_enterprise()) {
+                (Some(org), true) => org.clone(),
+                _ => record.full_name.clone(),
+            },
+            identifiers: vec![(kind.uid_prefix().into(), record.id_number.clone())],
             province: None,
-            organization: None,
+            organization: record.organization.clone().filter(|_| kind.is_enterprise()),
         };
         let credential = tokio::task::spawn_blocking(move || -> anyhow::Result<SimCredential> {
             let key = pki::generate_key()?;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use carrier_adapters::identity::{self, IdKind};
 use carrier_adapters::{Carrier, Msisdn};
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +42,16 @@ pub enum CertificateState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberRecord {
+    /// The person; for an enterprise SIM, its legal representative.
     pub full_name: String,
     pub id_number: String,
+    /// `cccd`, `cmnd`, `passport` or `mst` (an enterprise); inferred from `id_number`
+    /// when left out.
+    #[serde(default)]
+    pub id_type: Option<IdKind>,
+    /// The enterprise's name (with `id_type` `mst`).
+    #[serde(default)]
+    pub organization: Option<String>,
     /// `YYYY-MM-DD`.
     pub date_of_birth: String,
     pub sim_pki: bool,
@@ -54,6 +63,50 @@ pub struct SubscriberRecord {
 
 fn default_pin() -> String {
     "1234".into()
+}
+
+impl SubscriberRecord {
+    /// The identity made explicit and canonical: the kind given or inferred, the number
+    /// as that kind writes it; an enterprise (MST) has its name, a person has none.
+    pub fn normalised(mut self) -> Result<SubscriberRecord, identity::IdError> {
+        let (kind, number) = identity::parse(self.id_type, &self.id_number)?;
+        self.id_type = Some(kind);
+        self.id_number = number;
+        self.organization = self
+            .organization
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty());
+        match (kind.is_enterprise(), &self.organization) {
+            (true, None) => {
+                return Err(identity::IdError(
+                    "an enterprise (id_type mst) needs its organization name".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(identity::IdError(
+                    "organization is for enterprises (id_type mst)".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(self)
+    }
+
+    pub fn id_kind(&self) -> IdKind {
+        self.id_type
+            .or_else(|| IdKind::infer(&self.id_number))
+            .unwrap_or(IdKind::Cccd)
+    }
+
+    /// What its certificate names: the holder and the identity numbers.
+    fn identity(&self) -> (&str, &str, IdKind, Option<&str>) {
+        (
+            &self.full_name,
+            &self.id_number,
+            self.id_kind(),
+            self.organization.as_deref(),
+        )
+    }
 }
 
 /// A subscriber with its network and, once it has signed, its key and certificate.
@@ -96,9 +149,37 @@ pub const DEMO_NUMBERS: [(&str, Carrier); 3] = [
     ("84901234567", Carrier::Mobifone),
 ];
 
+/// Numbers documented in the README whose SIM certificates carry the other kinds of
+/// identity: an older CMND, a passport, and enterprises by MST (a head office and a
+/// branch). Each confirms after a short delay.
+pub const IDENTITY_SAMPLES: [(&str, &str, IdKind, &str, Option<&str>); 4] = [
+    ("84981999001", "Lê Văn Cũ", IdKind::Cmnd, "012345678", None),
+    (
+        "84911999002",
+        "Trần Thị Hộ Chiếu",
+        IdKind::Passport,
+        "C1234567",
+        None,
+    ),
+    (
+        "84931999003",
+        "Nguyễn Văn Giám Đốc",
+        IdKind::Mst,
+        "0101234567",
+        Some("Công ty TNHH Dịch vụ số An Bình (mô phỏng)"),
+    ),
+    (
+        "84981999004",
+        "Phạm Thị Chi Nhánh",
+        IdKind::Mst,
+        "0101234567-001",
+        Some("Chi nhánh Hà Nội – Công ty TNHH Dịch vụ số An Bình (mô phỏng)"),
+    ),
+];
+
 impl Registry {
-    /// A deterministic synthetic population: the demo numbers plus 20 subscribers per
-    /// carrier with varied behaviour.
+    /// A deterministic synthetic population: the demo numbers, 20 subscribers per
+    /// carrier with varied behaviour, and the identity samples.
     pub fn seeded() -> Registry {
         let registry = Registry::default();
         let mut n: u64 = 0;
@@ -129,6 +210,8 @@ impl Registry {
                 SubscriberRecord {
                     full_name,
                     id_number,
+                    id_type: Some(IdKind::Cccd),
+                    organization: None,
                     date_of_birth,
                     sim_pki: true,
                     pin: default_pin(),
@@ -163,6 +246,8 @@ impl Registry {
                     SubscriberRecord {
                         full_name,
                         id_number,
+                        id_type: Some(IdKind::Cccd),
+                        organization: None,
                         date_of_birth,
                         sim_pki: i % 5 != 4,
                         pin: default_pin(),
@@ -176,16 +261,43 @@ impl Registry {
                 );
             }
         }
+        for (msisdn, full_name, id_type, id_number, organization) in IDENTITY_SAMPLES {
+            let (_, _, date_of_birth) = person(n);
+            n += 1;
+            registry.put(
+                Msisdn::parse(msisdn).expect("sample number parses"),
+                SubscriberRecord {
+                    full_name: full_name.into(),
+                    id_number: id_number.into(),
+                    id_type: Some(id_type),
+                    organization: organization.map(Into::into),
+                    date_of_birth,
+                    sim_pki: true,
+                    pin: default_pin(),
+                    behaviour: Behaviour::Confirm,
+                    certificate: CertificateState::Valid,
+                },
+            );
+        }
         registry
     }
 
-    pub fn put(&self, msisdn: Msisdn, record: SubscriberRecord) {
+    /// Stores a subscriber. When its identity changed, the certificate that named the
+    /// old one is dropped (the next signature gets one re-issued) and returned, for its
+    /// CA to revoke.
+    pub fn put(&self, msisdn: Msisdn, record: SubscriberRecord) -> Option<Arc<SimCredential>> {
         let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         let key = msisdn.e164().to_owned();
         match subs.get_mut(&key) {
             Some(existing) => {
-                // Keep the key; the certificate follows the new state on next use.
+                let changed = existing.record.identity() != record.identity();
                 existing.record = record;
+                if changed {
+                    existing.credential_state = None;
+                    return existing.credential.take();
+                }
+                // Keep the key; the certificate follows the new state on next use.
+                None
             }
             None => {
                 subs.insert(
@@ -197,6 +309,7 @@ impl Registry {
                         credential_state: None,
                     },
                 );
+                None
             }
         }
     }
@@ -293,19 +406,30 @@ fn normalise_name(s: &str) -> String {
         .to_lowercase()
 }
 
-/// The identity number must match; the name and date of birth, when given, must match
-/// too for a full match.
+/// The identity must match, kind and number (CMND 012345678 is not CCCD 012345678…);
+/// the name and date of birth, when given, must match too for a full match. An
+/// enterprise is checked by its MST, its name given as `full_name` (the organisation's).
 pub fn owner_match(
     record: &SubscriberRecord,
+    id_type: IdKind,
     id_number: &str,
     full_name: Option<&str>,
     dob: Option<&str>,
 ) -> OwnerMatch {
-    if record.id_number.trim() != id_number.trim() {
+    let Ok(asked) = id_type.normalise(id_number) else {
+        return OwnerMatch::None;
+    };
+    if record.id_kind() != id_type || record.id_number != asked {
         return OwnerMatch::None;
     }
-    let name_ok = full_name.is_none_or(|n| normalise_name(n) == normalise_name(&record.full_name));
-    let dob_ok = dob.is_none_or(|d| d.trim() == record.date_of_birth);
+    let registered_name = match (&record.organization, id_type.is_enterprise()) {
+        (Some(org), true) => org.as_str(),
+        _ => record.full_name.as_str(),
+    };
+    let name_ok = full_name.is_none_or(|n| normalise_name(n) == normalise_name(registered_name));
+    // An enterprise has no date of birth.
+    let dob_ok = id_type.is_enterprise() && dob.is_none()
+        || !id_type.is_enterprise() && dob.is_none_or(|d| d.trim() == record.date_of_birth);
     if name_ok && dob_ok {
         OwnerMatch::Full
     } else {
@@ -320,7 +444,7 @@ mod tests {
     #[test]
     fn seeded_population_is_consistent() {
         let r = Registry::seeded();
-        assert_eq!(r.len(), 63);
+        assert_eq!(r.len(), 67);
         for (n, carrier) in DEMO_NUMBERS {
             let (rec, c) = r.get(&Msisdn::parse(n).unwrap()).unwrap();
             assert_eq!(c, carrier);
@@ -334,6 +458,8 @@ mod tests {
         let rec = SubscriberRecord {
             full_name: "Nguyễn Văn  An".into(),
             id_number: "001099012345".into(),
+            id_type: Some(IdKind::Cccd),
+            organization: None,
             date_of_birth: "1999-01-02".into(),
             sim_pki: true,
             pin: "1234".into(),
@@ -341,12 +467,13 @@ mod tests {
             certificate: CertificateState::Valid,
         };
         assert_eq!(
-            owner_match(&rec, "001099012345", None, None),
+            owner_match(&rec, IdKind::Cccd, "001099012345", None, None),
             OwnerMatch::Full
         );
         assert_eq!(
             owner_match(
                 &rec,
+                IdKind::Cccd,
                 "001099012345",
                 Some("NGUYỄN VĂN AN"),
                 Some("1999-01-02")
@@ -354,16 +481,65 @@ mod tests {
             OwnerMatch::Full
         );
         assert_eq!(
-            owner_match(&rec, "001099012345", Some("Trần Văn An"), None),
+            owner_match(
+                &rec,
+                IdKind::Cccd,
+                "001099012345",
+                Some("Trần Văn An"),
+                None
+            ),
             OwnerMatch::Partial
         );
         assert_eq!(
-            owner_match(&rec, "001099012345", None, Some("2000-01-01")),
+            owner_match(&rec, IdKind::Cccd, "001099012345", None, Some("2000-01-01")),
             OwnerMatch::Partial
         );
         assert_eq!(
-            owner_match(&rec, "001099099999", Some("Nguyễn Văn An"), None),
+            owner_match(
+                &rec,
+                IdKind::Cccd,
+                "001099099999",
+                Some("Nguyễn Văn An"),
+                None
+            ),
             OwnerMatch::None
         );
+        // The same digits as another kind of document are another document.
+        assert_eq!(
+            owner_match(&rec, IdKind::Cmnd, "001099012345", None, None),
+            OwnerMatch::None
+        );
+        let firm = SubscriberRecord {
+            full_name: "Nguyễn Văn Giám Đốc".into(),
+            id_number: "0101234567001".into(),
+            id_type: None,
+            organization: Some("Công ty An Bình".into()),
+            ..rec.clone()
+        }
+        .normalised()
+        .unwrap();
+        assert_eq!(firm.id_type, Some(IdKind::Mst));
+        assert_eq!(firm.id_number, "0101234567-001");
+        assert_eq!(
+            owner_match(
+                &firm,
+                IdKind::Mst,
+                "0101234567001",
+                Some("CÔNG TY AN BÌNH"),
+                None
+            ),
+            OwnerMatch::Full
+        );
+        assert_eq!(
+            owner_match(&firm, IdKind::Mst, "0101234567", None, None),
+            OwnerMatch::None,
+            "the head office is not the branch"
+        );
+        assert!(SubscriberRecord {
+            organization: None,
+            ..firm.clone()
+        }
+        .normalised()
+        .is_err());
     }
 }

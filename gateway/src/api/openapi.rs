@@ -360,12 +360,25 @@ fn restrict_msisdn(
     carriers: &[carrier_adapters::Carrier],
     service: &str,
 ) {
-    let Some(RefOr::T(Schema::Object(body))) = doc
+    let Some(RefOr::T(schema)) = doc
         .components
         .as_mut()
         .and_then(|c| c.schemas.get_mut(name))
     else {
         return;
+    };
+    // One object, or one of several shapes (`SubscriberCheck`): each has the field.
+    let bodies: Vec<&mut utoipa::openapi::schema::Object> = match schema {
+        Schema::Object(body) => vec![body],
+        Schema::OneOf(one) => one
+            .items
+            .iter_mut()
+            .filter_map(|item| match item {
+                RefOr::T(Schema::Object(body)) => Some(body),
+                _ => None,
+            })
+            .collect(),
+        _ => return,
     };
     let mut msisdn = phone_schema(carriers);
     if let Schema::Object(o) = &mut msisdn {
@@ -383,7 +396,10 @@ fn restrict_msisdn(
             o.pattern = Some("^$.".into());
         }
     }
-    body.properties.insert("msisdn".into(), msisdn.into());
+    for body in bodies {
+        body.properties
+            .insert("msisdn".into(), msisdn.clone().into());
+    }
 }
 
 /// `/docs` and `/docs/…`: Swagger UI over `/openapi.json` (its files are built into the

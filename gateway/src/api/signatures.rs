@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use base64::Engine;
+use carrier_adapters::identity::{self, IdKind};
 use ring::rand::SecureRandom;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -280,21 +281,156 @@ pub async fn cancel(
 }
 
 /// Who the portal believes owns the number.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(as = SubscriberCheck)]
 pub(crate) struct OwnerCheckBody {
-    #[schema(value_type = super::openapi::Phone)]
     msisdn: String,
-    /// CCCD (12 digits) or CMND (9 digits). / Số CCCD/CMND.
-    #[schema(pattern = "^\\s*[0-9]{9,12}\\s*$")]
+    id_type: Option<String>,
     id_number: String,
-    /// For a full match, 1..=200 characters. / Họ và tên.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     full_name: Option<String>,
-    /// For a full match, `YYYY-MM-DD`. / Ngày sinh.
-    #[schema(format = Date)]
     date_of_birth: Option<String>,
+}
+
+/// Written by hand: which numbers are valid depends on `id_type`, so the body is one of
+/// six shapes (one per kind, and the kind left out for a person's or an enterprise's
+/// number), each with its own number pattern.
+impl utoipa::PartialSchema for OwnerCheckBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaFormat, SchemaType, Type,
+        };
+        use utoipa::openapi::KnownFormat;
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description.to_owned()))
+        };
+        // Optional fields may also be sent as null.
+        let optional = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some(description.to_owned()))
+        };
+        let shape = |kind: Option<&str>, number: &str, example: &str, enterprise: bool| {
+            let mut o = ObjectBuilder::new()
+                .title(Some(match (kind, enterprise) {
+                    (Some(k), _) => k.to_owned(),
+                    (None, false) => "person, kind read from the number".to_owned(),
+                    (None, true) => "enterprise, kind read from the number".to_owned(),
+                }))
+                .property(
+                    "msisdn",
+                    <super::openapi::Phone as utoipa::PartialSchema>::schema(),
+                )
+                .required("msisdn");
+            match kind {
+                Some(kind) => {
+                    o = o
+                    .property(
+                        "id_type",
+                        string(
+                            "The kind of identity document: `cccd` (12 digits), `cmnd` (9 or 12 \
+                             digits), `passport` (one letter and 7 digits) or `mst` (an \
+                             enterprise's tax code: 10 digits, or 13 for a branch, \
+                             `0101234567-001`). / Loại giấy tờ: CCCD, CMND, hộ chiếu, mã số thuế.",
+                        )
+                        .enum_values(Some([kind])),
+                    )
+                    .required("id_type");
+                }
+                None => {
+                    o = o.property(
+                        "id_type",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Null)
+                            .description(Some("Left out (or null): read from the number.")),
+                    );
+                }
+            }
+            o = o
+                .property(
+                    "id_number",
+                    string(if kind.is_some() {
+                        "The number on that document; only that kind of number of the \
+                         registered owner matches. / Số giấy tờ."
+                    } else {
+                        "The number; its kind is read from it (9 digits CMND, 12 CCCD, a \
+                         letter and 7 digits a passport, 10 or 13 an MST). / Số giấy tờ."
+                    })
+                    .pattern(Some(number.to_owned()))
+                    .examples([example]),
+                )
+                .required("id_number")
+                .property(
+                    "full_name",
+                    optional(if enterprise {
+                        "For a full match, the enterprise's registered name, 1..=200 \
+                         characters. / Tên doanh nghiệp."
+                    } else {
+                        "For a full match, 1..=200 characters. / Họ và tên."
+                    })
+                    .min_length(Some(1))
+                    .max_length(Some(200))
+                    .pattern(Some("\\S")),
+                );
+            if !enterprise {
+                o = o.property(
+                    "date_of_birth",
+                    optional("For a full match, `YYYY-MM-DD`. / Ngày sinh.")
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))),
+                );
+            }
+            o.additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "Who the portal believes owns the number: an identity document and, for a \
+                 full match, the name and date of birth. / Người được cho là chủ thuê bao.",
+            ))
+            .item(shape(
+                Some("cccd"),
+                "^\\s*[0-9]{12}\\s*$",
+                "001099012345",
+                false,
+            ))
+            .item(shape(
+                Some("cmnd"),
+                "^\\s*([0-9]{9}|[0-9]{12})\\s*$",
+                "012345678",
+                false,
+            ))
+            .item(shape(
+                Some("passport"),
+                "^\\s*[A-Za-z][0-9]{7}\\s*$",
+                "C1234567",
+                false,
+            ))
+            .item(shape(
+                Some("mst"),
+                "^\\s*([0-9]{10}|[0-9]{13}|[0-9]{10}-[0-9]{3})\\s*$",
+                "0101234567",
+                true,
+            ))
+            .item(shape(
+                None,
+                "^\\s*([0-9]{9}|[0-9]{12}|[A-Za-z][0-9]{7})\\s*$",
+                "001099012345",
+                false,
+            ))
+            .item(shape(
+                None,
+                "^\\s*([0-9]{10}|[0-9]{13}|[0-9]{10}-[0-9]{3})\\s*$",
+                "0101234567",
+                true,
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for OwnerCheckBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SubscriberCheck".into()
+    }
 }
 
 /// What the carrier answered; never the registered owner's data.
@@ -347,11 +483,18 @@ pub async fn subscriber_check(
     let body: OwnerCheckBody =
         read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
     let msisdn = Msisdn::parse(&body.msisdn).map_err(|e| ApiError::InvalidMsisdn(e.to_string()))?;
-    let id_number = body.id_number.trim();
-    if !(9..=12).contains(&id_number.len()) || !id_number.bytes().all(|b| b.is_ascii_digit()) {
+    let id_type = body
+        .id_type
+        .as_deref()
+        .map(str::parse::<IdKind>)
+        .transpose()
+        .map_err(|e| invalid("id_type", e.to_string()))?;
+    let (id_type, id_number) =
+        identity::parse(id_type, &body.id_number).map_err(|e| invalid("id_number", e.0))?;
+    if id_type.is_enterprise() && body.date_of_birth.is_some() {
         return Err(invalid(
-            "id_number",
-            "id_number must be a CCCD (12 digits) or CMND (9 digits)",
+            "date_of_birth",
+            "an enterprise (mst) has no date of birth",
         ));
     }
     if let Some(dob) = &body.date_of_birth {
@@ -379,7 +522,8 @@ pub async fn subscriber_check(
     let result = mssp
         .owner_check(
             &msisdn,
-            id_number,
+            id_type,
+            &id_number,
             body.full_name.as_deref().map(str::trim),
             body.date_of_birth.as_deref().map(str::trim),
         )
@@ -395,7 +539,7 @@ pub async fn subscriber_check(
             client: Some(client.id),
             msisdn: Some(&msisdn),
             subject: None,
-            detail: serde_json::json!({ "match": result, "carrier": carrier.as_str() }),
+            detail: serde_json::json!({ "match": result, "carrier": carrier.as_str(), "id_type": id_type.as_str() }),
         },
     )
     .await?;

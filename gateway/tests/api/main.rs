@@ -12,6 +12,7 @@ mod durability;
 mod faults;
 mod guards;
 mod helpers;
+mod identity;
 mod limits;
 mod observability;
 mod otp;

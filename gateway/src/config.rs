@@ -204,6 +204,10 @@ pub struct MssRoute {
     /// (`carrier_error`, the detail says why). `false` accepts it, noting in the signer
     /// that revocation was not checked.
     pub require_revocation_status: bool,
+    /// Whether the carrier's MSSP withdraws a pending prompt from the phone when it gets
+    /// our `MSS_ReceiptReq` for it (the portal's cancel); `false`: a canceled request's
+    /// prompt stays on the phone until it expires (its answer is ignored).
+    pub cancel_at_carrier: bool,
     /// PKCS#1 dialect: where the SIM certificate is fetched (`{msisdn}` is replaced).
     pub certificate_url: Option<String>,
     pub owner_check_url: Option<String>,
@@ -447,6 +451,7 @@ impl MssRoute {
             crl_url: Some(format!("{base}/ca/{carrier}.crl")),
             revocation_cache_max: Duration::from_secs(60),
             require_revocation_status: true,
+            cancel_at_carrier: true,
             certificate_url: (carrier == "mobifone")
                 .then(|| format!("{base}/mssp/{carrier}/certificates/{{msisdn}}")),
             owner_check_url: Some(format!("{base}/carriers/{carrier}/owner-check")),

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use carrier_adapters::mss::dialect::SignatureFormat;
 use carrier_adapters::mss::{
-    ApInfo, Data, MssMessage, MsspInfo, Operation, SignatureReq, SoapContent, StatusCode,
-    StatusReq, StatusResp,
+    self, ApInfo, Data, MssMessage, MsspInfo, Operation, ReceiptReq, SignatureReq, SoapContent,
+    StatusCode, StatusReq, StatusResp,
 };
 use carrier_adapters::signature::{self, VerifyError, Window};
 use chrono::{DateTime, Utc};
@@ -507,19 +507,70 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<Signatur
     let db = state.pool.get().await?;
     let row = db
         .query_opt_cached(
-            "SELECT status FROM signature_requests WHERE id = $1 AND client_id = $2",
+            "SELECT status, carrier, ap_trans_id, mssp_trans_id, msisdn FROM signature_requests
+             WHERE id = $1 AND client_id = $2",
             &[&id, &client],
         )
         .await?
         .ok_or(ApiError::NotFound)?;
     drop(db);
     let status: String = row.get(0);
+    // Ended here first: from now on no answer of the carrier can make it `signed`.
     if status != "pending"
         || !end(state, id, "canceled", Some("canceled by the portal".into())).await?
     {
         let now = get(state, client, id).await?;
         return Err(ApiError::NotPending { status: now.status });
     }
+    // Then withdrawn from the phone, where the carrier allows it.
+    let carrier: Option<carrier_adapters::Carrier> = row.get::<_, String>(1).parse().ok();
+    let mssp = carrier.and_then(|c| state.mssps.get(&c).cloned());
+    let mssp_trans_id: Option<String> = row.get(3);
+    let detail = match (mssp, mssp_trans_id) {
+        (Some(mssp), Some(mssp_trans_id)) if mssp.route.cancel_at_carrier => {
+            let receipt = MssMessage::ReceiptReq(ReceiptReq {
+                ap: ap_info(&mssp, state, row.get(2)),
+                mssp: mssp_info(&mssp),
+                mssp_trans_id,
+                msisdn: row.get(4),
+                status: Some(mss::Status::new(StatusCode::UserCancel)),
+                message: Some(Data {
+                    value: "Giao dịch đã được hủy / The request was canceled".into(),
+                    mime_type: Some("text/plain".into()),
+                    encoding: Some("UTF-8".into()),
+                }),
+            });
+            match mssp.call(Operation::Receipt, &receipt).await {
+                Ok(SoapContent::Message {
+                    message: MssMessage::ReceiptResp(r),
+                    ..
+                }) if r.status.code == StatusCode::RequestOk => {
+                    "canceled by the portal; the carrier withdrew the prompt from the phone".into()
+                }
+                Ok(SoapContent::Fault(f)) => format!(
+                    "canceled by the portal; the carrier did not withdraw the prompt ({}: {}), so the phone may show it until it expires; any answer is ignored",
+                    f.status, f.reason
+                ),
+                Ok(_) => "canceled by the portal; the carrier's answer to the withdrawal was not a receipt, so the phone may show the prompt until it expires; any answer is ignored".into(),
+                Err(e) => format!(
+                    "canceled by the portal; {} — the phone may show the prompt until it expires; any answer is ignored",
+                    e.detail()
+                ),
+            }
+        }
+        (Some(mssp), Some(_)) if !mssp.route.cancel_at_carrier => {
+            "canceled by the portal; this carrier offers no cancel, so the phone may show the prompt until it expires; any answer is ignored".to_owned()
+        }
+        _ => "canceled by the portal".to_owned(),
+    };
+    let db = state.pool.get().await?;
+    db.execute_cached(
+        "UPDATE signature_requests SET status_detail = $2, updated_at = now()
+         WHERE id = $1 AND status = 'canceled'",
+        &[&id, &detail],
+    )
+    .await?;
+    drop(db);
     get(state, client, id).await
 }
 

@@ -45,6 +45,14 @@ pub struct MsspConfig {
     /// The MSSP_ID it names itself by (default `http://mssp.{carrier}.sim.vn`).
     #[serde(default)]
     pub mssp_id: Option<String>,
+    /// Whether an `MSS_ReceiptReq` for a pending transaction withdraws its prompt from the
+    /// phone (the AP's cancel); `false` answers it with a fault and keeps the prompt.
+    #[serde(default = "yes")]
+    pub withdraws_on_receipt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl MsspConfig {
@@ -57,6 +65,7 @@ impl MsspConfig {
             owner_check_key: format!("sim-owner-{}", carrier.as_str()),
             answer_delay: Duration::from_millis(1500),
             mssp_id: None,
+            withdraws_on_receipt: true,
         }
     }
 
@@ -261,6 +270,23 @@ impl Mssp {
             MssMessage::ReceiptReq(req) => {
                 if !self.authorised(&req.ap) {
                     return self.fault(v, StatusCode::UnauthorizedAccess, "UNAUTHORIZED_ACCESS");
+                }
+                // A receipt for a transaction still pending: the AP is done with it (it
+                // canceled), so its prompt leaves the phone.
+                let pending = lock(&self.transactions)
+                    .get(&req.mssp_trans_id)
+                    .is_some_and(|t| {
+                        t.ap.ap_id == req.ap.ap_id && matches!(t.state, TxState::Pending)
+                    });
+                if pending {
+                    if !self.config.withdraws_on_receipt {
+                        return self.fault(
+                            v,
+                            StatusCode::WrongParam,
+                            "the transaction is outstanding; this MSSP cannot withdraw it",
+                        );
+                    }
+                    self.withdraw(&req.mssp_trans_id);
                 }
                 self.reply(
                     v,
@@ -573,6 +599,21 @@ impl Mssp {
         self.registry
             .set_credential(msisdn, credential.clone(), state);
         Ok(Some(credential))
+    }
+
+    /// Withdraws a pending prompt at the AP's request: no answer can be given to it any
+    /// more, and no callback is sent (the AP ended it).
+    fn withdraw(&self, tx_id: &str) {
+        let mut txs = lock(&self.transactions);
+        if let Some(t) = txs.get_mut(tx_id) {
+            if matches!(t.state, TxState::Pending) {
+                t.state = TxState::Done {
+                    status: StatusCode::ExpiredTransaction,
+                    signature: None,
+                };
+                tracing::info!(mssp = %self.config.carrier, tx = %tx_id, "prompt withdrawn by the AP");
+            }
+        }
     }
 
     /// Ends a pending transaction once; calls back when the dialect does.

@@ -6,6 +6,7 @@ mod batching;
 mod billing;
 mod binary;
 mod browser;
+mod cancel;
 mod contract;
 mod demo;
 mod durability;

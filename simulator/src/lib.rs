@@ -86,8 +86,9 @@ pub async fn start(
     let mut mssps = Vec::new();
     for mssp_config in config.mssp {
         let (cn, org) = mssp::ca_name(mssp_config.carrier);
+        let carrier = mssp_config.carrier;
         let ca = tokio::task::spawn_blocking(move || -> anyhow::Result<pki::SimCa> {
-            pki::SimCa::new(cn, org, pki::generate_key()?)
+            pki::SimCa::new(cn, org, pki::ca_key(carrier)?)
         })
         .await??;
         mssps.push(mssp::Mssp::new(

@@ -88,6 +88,19 @@ fn time(t: SystemTime) -> anyhow::Result<Time> {
     Time::try_from(t).map_err(|e| anyhow!("time out of range: {e}"))
 }
 
+/// The simulated CA's key of `carrier`: always the same (derived from a fixed seed),
+/// so that a restarted simulator is the same CA and the roots a gateway trusts stay
+/// valid, as a real CA's do. Public, like everything simulated: trust it in tests only.
+pub fn ca_key(carrier: carrier_adapters::Carrier) -> anyhow::Result<RsaPrivateKey> {
+    use rand::SeedableRng;
+    let seed = carrier
+        .as_str()
+        .bytes()
+        .fold(0x5EED_CA00_u64, |h, b| h.rotate_left(8) ^ u64::from(b));
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    RsaPrivateKey::new(&mut rng, 2048).context("RSA key generation")
+}
+
 /// A new RSA-2048 key (a few hundred milliseconds: call from a blocking thread).
 pub fn generate_key() -> anyhow::Result<RsaPrivateKey> {
     RsaPrivateKey::new(&mut rand::thread_rng(), 2048).context("RSA key generation")

@@ -424,3 +424,67 @@ async fn the_demo_walkthrough_works_by_copy_paste() {
         "{stdout}"
     );
 }
+
+/// The README's SIM ký số walk-through, as a user pastes it after the demo's own
+/// `export` line.
+fn readme_sim_walkthrough() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md beside the workspace");
+    let start = readme
+        .find("<!-- sim-walkthrough:start -->")
+        .expect("the walk-through's start marker");
+    let end = readme
+        .find("<!-- sim-walkthrough:end -->")
+        .expect("the walk-through's end marker");
+    let block = &readme[start..end];
+    let code = &block[block.find("```sh\n").expect("a sh block") + 6..];
+    code[..code.find("```").expect("the block ends")].to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_sim_walkthrough_works_by_copy_paste_on_every_run_of_the_demo() {
+    let script = readme_sim_walkthrough();
+    let mut db = None;
+    // The second run is on the first run's database: its simulator starts again from
+    // transaction id 1, and the walk-through must still work.
+    for run in 1..=2 {
+        let demo = match db.take() {
+            None => crate::demo::Demo::start().await,
+            Some(db) => crate::demo::Demo::start_on(db).await,
+        };
+        let export = demo
+            .banner
+            .lines()
+            .find(|l| l.starts_with("export API="))
+            .expect("the demo prints its export line")
+            .to_owned();
+        let full = format!("set -e\n{export}\n{script}");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("bash")
+                .arg("-c")
+                .arg(&full)
+                .output()
+                .expect("bash runs")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "run {run}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let signed = stdout.matches(r#""status":"signed""#).count();
+        assert_eq!(signed, 2, "run {run}: both signatures signed:\n{stdout}");
+        assert!(
+            stdout.contains(r#""revocation":"ocsp""#),
+            "run {run}: {stdout}"
+        );
+        assert!(
+            stdout.contains(r#""result":"signed""#),
+            "run {run}: {stdout}"
+        );
+        assert!(stdout.contains(r#""match":"full""#), "run {run}: {stdout}");
+        db = Some(demo.stop());
+    }
+}

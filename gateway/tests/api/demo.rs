@@ -20,7 +20,18 @@ pub struct Demo {
 
 impl Demo {
     pub async fn start() -> Demo {
-        let db = Db::new();
+        Demo::start_on(Db::new()).await
+    }
+
+    /// Stops the demo (killing it, as Ctrl-C would not be gentler) and gives back its
+    /// database, to start it again on the same one.
+    pub fn stop(self) -> Db {
+        drop(self._process);
+        self._db
+    }
+
+    /// `gateway demo` on `db` (which may hold an earlier run's data).
+    pub async fn start_on(db: Db) -> Demo {
         let mut child = Running(
             gateway(&db)
                 .args([

@@ -38,6 +38,7 @@ pub struct TestApp {
     pub db_url: String,
     shutdown: CancellationToken,
     sim_shutdown: CancellationToken,
+    simulator: Option<simulator::RunningSimulator>,
 }
 
 pub type SettingsTweak = Box<dyn FnOnce(&mut Settings) + Send>;
@@ -118,6 +119,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         db_url,
         shutdown,
         sim_shutdown,
+        simulator: Some(sim),
     };
     test_app.wait_bound().await;
     test_app
@@ -200,6 +202,30 @@ impl TestApp {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Stops the whole simulator (every SMSC and MSSP forgets everything: transactions,
+    /// ids, issued certificates, the registry's changes) and starts it again on the same
+    /// addresses, under the running gateway.
+    pub async fn restart_simulator(&mut self) {
+        self.sim_shutdown.cancel();
+        let old = self.simulator.take().expect("a simulator runs");
+        let http = old.http_addr;
+        let smscs = old.smsc_addrs.clone();
+        old.stopped().await;
+        let mut config = simulator::SimConfig::ephemeral(Duration::from_millis(50));
+        config.http.listen = http;
+        for smsc in &mut config.smsc {
+            if let Some((_, addr)) = smscs.iter().find(|(name, _)| *name == smsc.name) {
+                smsc.listen = *addr;
+            }
+        }
+        self.sim_shutdown = CancellationToken::new();
+        let sim = simulator::start(config, self.sim_shutdown.clone())
+            .await
+            .expect("the simulator starts again on its addresses");
+        self.mssps = sim.mssps.clone();
+        self.simulator = Some(sim);
     }
 
     /// PUTs JSON to the simulator's HTTP API; it must answer 200.

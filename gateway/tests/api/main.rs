@@ -18,6 +18,7 @@ mod limits;
 mod observability;
 mod otp;
 mod plans;
+mod restart;
 mod revocation;
 mod signatures;
 mod smpp;

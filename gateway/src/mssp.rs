@@ -166,6 +166,10 @@ impl MsspClient {
         );
         // Made on behalf of an API request: the carrier's logs can be matched with ours.
         let request_id = crate::api::requests::current_id();
+        let timeout = || CallError::Timeout {
+            carrier: self.carrier,
+            after: self.route.request_timeout,
+        };
         let mut attempt = 0;
         let resp = loop {
             let mut request = self
@@ -187,12 +191,7 @@ impl MsspClient {
                     tokio::time::sleep(CONNECT_RETRIES[attempt]).await;
                     attempt += 1;
                 }
-                Err(e) if e.is_timeout() => {
-                    return Err(CallError::Timeout {
-                        carrier: self.carrier,
-                        after: self.route.request_timeout,
-                    })
-                }
+                Err(e) if e.is_timeout() => return Err(timeout()),
                 Err(e) => {
                     return Err(CallError::Unreachable {
                         carrier: self.carrier,
@@ -204,12 +203,7 @@ impl MsspClient {
         let status = resp.status().as_u16();
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) if e.is_timeout() => {
-                return Err(CallError::Timeout {
-                    carrier: self.carrier,
-                    after: self.route.request_timeout,
-                })
-            }
+            Err(e) if e.is_timeout() => return Err(timeout()),
             Err(e) => {
                 return Err(CallError::Unreadable {
                     carrier: self.carrier,

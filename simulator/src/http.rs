@@ -48,15 +48,17 @@ async fn mssp_soap(
     let Some(mssp) = state.mssp(&path) else {
         return unknown_carrier(&path);
     };
-    let content_type = req
-        .headers()
-        .get("Content-Type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let reply = mssp.handle_soap(&body, content_type).await;
+    let reply = mssp.handle_soap(&body, content_type(&req)).await;
     HttpResponse::build(StatusCode::from_u16(reply.http_status).unwrap_or(StatusCode::OK))
         .content_type(reply.content_type)
         .body(reply.body)
+}
+
+fn content_type(req: &actix_web::HttpRequest) -> &str {
+    req.headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn basic_auth_ok(req: &actix_web::HttpRequest, user: &str, password: &str) -> bool {
@@ -188,12 +190,7 @@ async fn ocsp_post(
     let Some(mssp) = state.mssp(&path) else {
         return unknown_carrier(&path);
     };
-    let content_type = req
-        .headers()
-        .get("Content-Type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/ocsp-request") {
+    if !content_type(&req).starts_with("application/ocsp-request") {
         return problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",

@@ -26,35 +26,29 @@ fn soap(version: SoapVersion, status: u16, body: String) -> HttpResponse {
     .body(body)
 }
 
+/// The carrier's fault (`env:Sender`), with the ETSI status.
 fn fault(version: SoapVersion, http: u16, status: StatusCode, reason: &str) -> HttpResponse {
-    soap(
-        version,
-        http,
-        mss::write_fault(
-            version,
-            &Fault {
-                sender: true,
-                status,
-                reason: reason.to_owned(),
-            },
-        ),
-    )
+    soap_fault(version, http, true, status, reason)
 }
 
 /// Our fault (`env:Receiver`): 503, so that the carrier tries again later.
 fn receiver_fault(version: SoapVersion, http: u16, reason: &str) -> HttpResponse {
-    soap(
-        version,
-        http,
-        mss::write_fault(
-            version,
-            &Fault {
-                sender: false,
-                status: StatusCode::InternalError,
-                reason: reason.to_owned(),
-            },
-        ),
-    )
+    soap_fault(version, http, false, StatusCode::InternalError, reason)
+}
+
+fn soap_fault(
+    version: SoapVersion,
+    http: u16,
+    sender: bool,
+    status: StatusCode,
+    reason: &str,
+) -> HttpResponse {
+    let fault = Fault {
+        sender,
+        status,
+        reason: reason.to_owned(),
+    };
+    soap(version, http, mss::write_fault(version, &fault))
 }
 
 /// A carrier's MSSP reports a signature's end (MSS_Notification) / Nhà mạng báo kết quả ký

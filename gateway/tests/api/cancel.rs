@@ -10,14 +10,7 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app, spawn_app_with, Options, TestApp};
 
 async fn prompts(app: &TestApp, e164: &str) -> Vec<Value> {
-    app.http
-        .get(format!("{}/handsets/{e164}/prompts", app.sim))
-        .send()
-        .await
-        .unwrap()
-        .json::<Vec<Value>>()
-        .await
-        .unwrap()
+    app.sim_json(&format!("/handsets/{e164}/prompts")).await
 }
 
 async fn confirm(app: &TestApp, e164: &str, prompt: &str) -> Value {

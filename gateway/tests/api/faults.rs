@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{spawn_app_with, Options, TestApp};
+use crate::helpers::{spawn_app_with, wait_for, Options, TestApp};
 
 impl TestApp {
     /// One route's (bound binds, successful binds since start).
@@ -400,25 +400,26 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
     .unwrap();
     // While MobiFone is still down, the ended ones are ended already (the claim does not
     // reach a down route; the sweep does): no `queued` SMS waits out the outage.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let queued: i64 = db
-            .query_one(
-                "SELECT count(*) FROM sms_outbox WHERE challenge_id = ANY($1) AND status = 'queued'",
-                &[&vec![expired, approved]],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if queued == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ended codes still queued during the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "ended codes still queued during the outage",
+        || async {
+            let queued: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM sms_outbox WHERE challenge_id = ANY($1) AND status = 'queued'",
+                    &[&vec![expired, approved]],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if queued == 0 {
+                Ok(())
+            } else {
+                Err(format!("{queued} queued"))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         app.binds_of("mobifone").await.0,
         0,
@@ -455,26 +456,18 @@ async fn codes_that_end_while_their_carrier_is_down_are_never_sent() {
     // The short one was submitted with less than 8 s of life and waits 10 s at the SMSC
     // (or, on a slow machine, its code ran out before the bind was back and it was never
     // submitted): either way it ends expired.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let short_delivery = loop {
-        let d: Value = app
-            .get(&format!("/v1/otp/{short}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let status = d["delivery"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if status == "expired" || status == "delivered" {
-            break d["delivery"].clone();
-        }
-        assert!(Instant::now() < deadline, "{d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let short_delivery = wait_for(
+        Duration::from_secs(20),
+        "the short code's delivery ends",
+        || async {
+            let d: Value = app.api_json(&format!("/v1/otp/{short}")).await;
+            match d["delivery"]["status"].as_str() {
+                Some("expired" | "delivered") => Ok(d["delivery"].clone()),
+                _ => Err(d.to_string()),
+            }
+        },
+    )
+    .await;
     let outbox = |id: uuid::Uuid| {
         let db = &db;
         async move {
@@ -647,17 +640,21 @@ async fn slow_bodies_get_408_and_one_address_cannot_hold_every_connection() {
     );
     drop(idle);
     // A new connection (not one of the client's pooled ones, counted before the flood).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = reqwest::Client::new()
-            .get(format!("{}/healthz", app.api))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still refused: {}", r.status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "a new connection is served",
+        || async {
+            let r = reqwest::Client::new()
+                .get(format!("{}/healthz", app.api))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                Ok(())
+            } else {
+                Err(format!("still refused: {}", r.status()))
+            }
+        },
+    )
+    .await;
 }

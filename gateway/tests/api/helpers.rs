@@ -154,15 +154,7 @@ impl TestApp {
     async fn wait_bound(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let health: Value = self
-                .http
-                .get(format!("{}/health", self.api))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let health: Value = self.get_json(&format!("{}/health", self.api)).await;
             let all_bound = health["smpp"]
                 .as_object()
                 .is_some_and(|m| !m.is_empty() && m.values().all(|b| b["bound"] == true));
@@ -257,14 +249,8 @@ impl TestApp {
     /// `/v1/health/carriers` for one route.
     pub async fn route_health(&self, route: &str) -> Value {
         let health: Value = self
-            .http
-            .get(format!("{}/v1/health/carriers", self.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("{}/v1/health/carriers", self.api))
+            .await;
         health["routes"]
             .as_array()
             .unwrap()
@@ -297,15 +283,36 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
-    pub async fn handset(&self, e164: &str) -> Vec<Value> {
+    /// GETs a JSON document from `url`, whatever the status.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> T {
         self.http
-            .get(format!("{}/handsets/{e164}/messages", self.sim))
+            .get(url)
             .send()
             .await
             .unwrap()
             .json()
             .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// GETs a JSON document from the gateway's API, with the test client's key.
+    pub async fn api_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path)
+            .send()
+            .await
             .unwrap()
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// GETs a JSON document from the simulator's HTTP API.
+    pub async fn sim_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get_json(&format!("{}{path}", self.sim)).await
+    }
+
+    pub async fn handset(&self, e164: &str) -> Vec<Value> {
+        self.sim_json(&format!("/handsets/{e164}/messages")).await
     }
 
     /// Waits until the handset holds `count` messages and returns the code in the last.
@@ -360,6 +367,23 @@ impl TestApp {
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+/// Asks `check` every 100 ms until it gives `Some`, and returns that; fails saying
+/// `what` (and the last `Err`) after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

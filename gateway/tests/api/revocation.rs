@@ -194,7 +194,6 @@ mod tempdir {
 async fn text(app: &TestApp, path: &str) -> String {
     app.http
         .get(format!("{}{path}", app.sim))
-        .basic_auth("http://dichvucong.gov.vn/ap", Some("sim-ap-pass"))
         .send()
         .await
         .unwrap()
@@ -237,25 +236,21 @@ async fn openssl_ocsp_trusts_and_agrees_with_every_simulated_responder() {
         let aia = openssl(&dir.0, &["x509", "-in", "ee.pem", "-noout", "-ocsp_uri"]);
         let url = aia.trim().to_owned();
         assert!(url.ends_with(&format!("/ca/{carrier}/ocsp")), "{url}");
-        let d = dir.0.clone();
-        let good = tokio::task::spawn_blocking({
-            let url = url.clone();
-            move || ask_openssl(&d, &url)
-        })
-        .await
-        .unwrap();
+        let ask = || {
+            let (d, url) = (dir.0.clone(), url.clone());
+            async move {
+                tokio::task::spawn_blocking(move || ask_openssl(&d, &url))
+                    .await
+                    .unwrap()
+            }
+        };
+        let good = ask().await;
         assert!(good.contains("Response verify OK"), "{carrier}: {good}");
         assert!(good.contains("ee.pem: good"), "{carrier}: {good}");
 
         app.set_ca_faults(carrier, json!({"ocsp": "delegated"}))
             .await;
-        let d = dir.0.clone();
-        let delegated = tokio::task::spawn_blocking({
-            let url = url.clone();
-            move || ask_openssl(&d, &url)
-        })
-        .await
-        .unwrap();
+        let delegated = ask().await;
         assert!(
             delegated.contains("Response verify OK"),
             "{carrier}: {delegated}"
@@ -263,13 +258,7 @@ async fn openssl_ocsp_trusts_and_agrees_with_every_simulated_responder() {
 
         app.set_ca_faults(carrier, json!({"ocsp": "wrong_signer"}))
             .await;
-        let d = dir.0.clone();
-        let forged = tokio::task::spawn_blocking({
-            let url = url.clone();
-            move || ask_openssl(&d, &url)
-        })
-        .await
-        .unwrap();
+        let forged = ask().await;
         assert!(
             forged.contains("Response Verify Failure"),
             "{carrier}: {forged}"
@@ -278,13 +267,7 @@ async fn openssl_ocsp_trusts_and_agrees_with_every_simulated_responder() {
 
         app.put_subscriber(e164, json!({"certificate": "revoked"}))
             .await;
-        let d = dir.0.clone();
-        let revoked = tokio::task::spawn_blocking({
-            let url = url.clone();
-            move || ask_openssl(&d, &url)
-        })
-        .await
-        .unwrap();
+        let revoked = ask().await;
         assert!(
             revoked.contains("Response verify OK"),
             "{carrier}: {revoked}"

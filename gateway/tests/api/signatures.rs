@@ -46,14 +46,7 @@ impl TestApp {
     }
 
     pub(crate) async fn subscriber(&self, e164: &str) -> Value {
-        self.http
-            .get(format!("{}/subscribers/{e164}", self.sim))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.sim_json(&format!("/subscribers/{e164}")).await
     }
 
     pub(crate) async fn request_signature(&self, body: Value) -> Value {
@@ -231,15 +224,7 @@ async fn a_person_answers_on_the_handset() {
         .request_signature(json!({"msisdn": e164, "purpose": "add_method"}))
         .await;
     let id = created["id"].as_str().unwrap();
-    let prompts: Value = app
-        .http
-        .get(format!("{}/handsets/{e164}/prompts", app.sim))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prompts: Value = app.sim_json(&format!("/handsets/{e164}/prompts")).await;
     assert_eq!(prompts.as_array().unwrap().len(), 1, "{prompts}");
     assert_eq!(
         prompts[0]["text"],
@@ -638,8 +623,8 @@ async fn a_carrier_that_reuses_its_transaction_ids_breaks_nothing() {
         .await;
     let pending_id = pending["id"].as_str().unwrap().to_owned();
     let db = app.pool.get().await.unwrap();
-    let mssp_ids: Vec<(String, String)> = db
-        .query(
+    let carrier_ids = || async {
+        db.query(
             "SELECT id::text, mssp_trans_id FROM signature_requests ORDER BY created_at",
             &[],
         )
@@ -647,7 +632,9 @@ async fn a_carrier_that_reuses_its_transaction_ids_breaks_nothing() {
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .collect::<Vec<(String, String)>>()
+    };
+    let mssp_ids = carrier_ids().await;
     assert_eq!(mssp_ids.len(), 2, "{mssp_ids:?}");
 
     app.mssps
@@ -661,16 +648,7 @@ async fn a_carrier_that_reuses_its_transaction_ids_breaks_nothing() {
     // Gets the pending request's id.
     let third = app.sign_and_wait(VIETTEL).await;
     assert_eq!(third["status"], "signed", "{third}");
-    let reused: Vec<(String, String)> = db
-        .query(
-            "SELECT id::text, mssp_trans_id FROM signature_requests ORDER BY created_at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let reused = carrier_ids().await;
     assert_eq!(
         reused[2].1, mssp_ids[0].1,
         "the MSSP did not reuse its first id"

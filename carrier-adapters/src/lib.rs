@@ -7,6 +7,7 @@ pub mod mss;
 pub mod numbering;
 pub mod ocsp;
 pub mod receipt;
+pub mod retry;
 pub mod signature;
 pub mod smpp;
 pub mod sms_text;

@@ -224,8 +224,12 @@ pub struct MssRoute {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
-    /// Delays before each retry (`["5s", "30s", …]`); jitter of up to 20 % is added.
+    /// Delays before each retry (`["5s", "30s", …]`); jitter of up to 20 % is added, and a
+    /// retry never comes before the receiver's `Retry-After`.
     pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
+    /// A `Retry-After` longer than this fails the delivery instead of waiting for it.
+    #[serde(with = "humantime_serde")]
+    pub longest_retry_after: Duration,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -476,6 +480,7 @@ impl Default for WebhookSettings {
                 .into_iter()
                 .map(|s| Duration::from_secs(s).into())
                 .collect(),
+            longest_retry_after: Duration::from_secs(6 * 3600),
             timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
         }

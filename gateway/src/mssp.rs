@@ -109,11 +109,13 @@ fn reuse_until(next_update: Option<SystemTime>, bound: Duration) -> Option<Insta
 }
 
 /// Pauses before each new attempt of a request whose connection could not be made.
-const CONNECT_RETRIES: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(400),
-    Duration::from_secs(1),
-];
+fn connect_retries() -> carrier_adapters::retry::Schedule {
+    carrier_adapters::retry::Schedule::listed([
+        Duration::from_millis(100),
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    ])
+}
 
 impl MsspClient {
     pub fn new(carrier: Carrier, route: MssRoute) -> anyhow::Result<MsspClient> {
@@ -170,6 +172,7 @@ impl MsspClient {
             carrier: self.carrier,
             after: self.route.request_timeout,
         };
+        let retries = connect_retries();
         let mut attempt = 0;
         let resp = loop {
             let mut request = self
@@ -186,10 +189,11 @@ impl MsspClient {
                 // (a burst of new connections can overflow its listen queue). Anything
                 // later (a timeout, a reset after the request went out) is not retried:
                 // the carrier may have acted on it.
-                Err(e) if e.is_connect() && attempt < CONNECT_RETRIES.len() => {
-                    tracing::info!(carrier = %self.carrier, error = %e, "MSSP connection failed; trying again");
-                    tokio::time::sleep(CONNECT_RETRIES[attempt]).await;
+                Err(e) if e.is_connect() && retries.pause(attempt + 1).is_some() => {
                     attempt += 1;
+                    let pause = retries.wait(attempt, None).unwrap_or_default();
+                    tracing::info!(carrier = %self.carrier, error = %e, ?pause, "MSSP connection failed; trying again");
+                    tokio::time::sleep(pause).await;
                 }
                 Err(e) if e.is_timeout() => return Err(timeout()),
                 Err(e) => {

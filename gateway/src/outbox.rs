@@ -269,8 +269,14 @@ impl Dispatcher {
         msisdns: &[(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)],
     ) -> anyhow::Result<()> {
         let give_up = std::time::Instant::now() + self.settings.claim_timeout / 2;
-        let mut pause = Duration::from_millis(100);
+        let schedule = carrier_adapters::retry::Schedule::doubling(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        );
+        let mut retry = 0;
         loop {
+            retry += 1;
+            let pause = schedule.wait(retry, None).unwrap_or_default();
             match self.record(outcomes.clone(), msisdns).await {
                 Ok(()) => return Ok(()),
                 Err(e)
@@ -279,7 +285,6 @@ impl Dispatcher {
                 {
                     tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "outbox outcomes not recorded; trying again");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => return Err(e),
             }
@@ -391,11 +396,12 @@ impl Dispatcher {
 
     /// The pause after the carrier's `attempts`-th failure of a message.
     fn backoff(&self, attempts: i32) -> Duration {
-        let exp = self
-            .settings
-            .retry_base
-            .saturating_mul(1u32 << (attempts.clamp(1, 16) - 1) as u32);
-        exp.min(self.settings.retry_max)
+        carrier_adapters::retry::Schedule::doubling(
+            self.settings.retry_base,
+            self.settings.retry_max,
+        )
+        .pause(attempts.clamp(1, 32) as u32)
+        .unwrap_or(self.settings.retry_max)
     }
 
     /// Sends one claimed SMS, inside a span that carries the id of the API request that

@@ -1002,7 +1002,9 @@ async fn reschedule(state: &AppState, due: &Due, mssp: &MsspClient) -> Result<()
     let delay = if mssp.dialect.calls_back() {
         s.poll_max * 4
     } else {
-        (s.poll_min * 2u32.saturating_pow(due.attempts.clamp(0, 8) as u32)).min(s.poll_max)
+        carrier_adapters::retry::Schedule::doubling(s.poll_min, s.poll_max)
+            .pause(due.attempts.clamp(0, 30) as u32 + 1)
+            .unwrap_or(s.poll_max)
     };
     let grace = s.expiry_grace.as_secs_f64();
     let db = state.pool.get().await?;

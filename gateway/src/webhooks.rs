@@ -1,14 +1,16 @@
 //! Webhooks to the portal, Standard Webhooks style: `webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the client's
-//! `whsec_` secret. Deliveries sit in Postgres and are retried on a schedule with jitter;
-//! a 2xx ends a delivery, 410 Gone disables the endpoint for that client.
+//! `whsec_` secret. Deliveries sit in Postgres and are retried on a schedule with jitter,
+//! never sooner than the receiver's `Retry-After`: a 2xx ends a delivery, 410 Gone
+//! disables the endpoint for that client, 408/425/429/5xx and network errors are retried,
+//! any other 4xx fails the delivery at once (the receiver refuses it).
 
 use crate::db::Cached;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use ring::rand::SecureRandom;
+use carrier_adapters::retry::{http_verdict, parse_retry_after, HttpVerdict, Schedule};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -113,20 +115,13 @@ async fn pass(state: &AppState, http: &reqwest::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn jitter(base: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    let frac = f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX) * 0.2;
-    base.mul_f64(1.0 + frac)
-}
-
 async fn deliver(state: &AppState, http: &reqwest::Client, d: Delivery) {
     let outcome = if d.disabled {
         Outcome::Disabled
     } else {
         let ts = chrono::Utc::now().timestamp();
         match sign(&d.secret, &d.event_id, ts, &d.payload) {
-            Err(e) => Outcome::Retry(None, e.to_string()),
+            Err(e) => Outcome::Retry(None, e.to_string(), None),
             Ok(signature) => {
                 let sent = http
                     .post(&d.url)
@@ -138,12 +133,25 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: Delivery) {
                     .send()
                     .await;
                 match sent {
-                    Ok(r) if r.status().is_success() => Outcome::Delivered(r.status().as_u16()),
-                    Ok(r) if r.status() == reqwest::StatusCode::GONE => Outcome::Gone,
                     Ok(r) => {
-                        Outcome::Retry(Some(r.status().as_u16()), format!("HTTP {}", r.status()))
+                        let status = r.status().as_u16();
+                        match http_verdict(status) {
+                            HttpVerdict::Delivered => Outcome::Delivered(status),
+                            HttpVerdict::Gone => Outcome::Gone,
+                            // The receiver's trouble or load: again, not before it asks.
+                            HttpVerdict::Retry => Outcome::Retry(
+                                Some(status),
+                                format!("HTTP {}", r.status()),
+                                r.headers()
+                                    .get(reqwest::header::RETRY_AFTER)
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                            ),
+                            // It refuses this request: sending it again changes nothing.
+                            HttpVerdict::Refused => Outcome::Refused(status),
+                        }
                     }
-                    Err(e) => Outcome::Retry(None, e.to_string()),
+                    Err(e) => Outcome::Retry(None, e.to_string(), None),
                 }
             }
         }
@@ -157,7 +165,10 @@ enum Outcome {
     Delivered(u16),
     Gone,
     Disabled,
-    Retry(Option<u16>, String),
+    /// A 4xx other than 408, 410, 425 and 429.
+    Refused(u16),
+    /// With the receiver's `Retry-After`, when it sent one.
+    Retry(Option<u16>, String, Option<Duration>),
 }
 
 async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
@@ -192,15 +203,33 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
             )
             .await?;
         }
-        Outcome::Retry(code, error) => {
-            let schedule = state.settings.webhooks.retry_delays();
-            let index = (d.attempts.max(1) - 1) as usize;
-            match schedule.get(index) {
+        Outcome::Refused(code) => {
+            db.execute_cached(
+                "UPDATE webhook_deliveries SET status = 'failed', last_status = $2,
+                    last_error = $3, claimed_until = NULL WHERE id = $1",
+                &[
+                    &d.id,
+                    &i32::from(code),
+                    &format!("HTTP {code}: refused by the receiver; not retried"),
+                ],
+            )
+            .await?;
+            tracing::warn!(
+                delivery = d.id,
+                status = code,
+                "webhook refused by its receiver; not retried"
+            );
+        }
+        Outcome::Retry(code, error, retry_after) => {
+            let schedule = Schedule::listed(state.settings.webhooks.retry_delays())
+                .with_jitter(0.2)
+                .waiting_at_most(state.settings.webhooks.longest_retry_after);
+            match schedule.wait(d.attempts.max(1) as u32, retry_after) {
                 Some(delay) => {
                     db.execute_cached(
                         "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $2::float8),
                             last_status = $3, last_error = $4, claimed_until = NULL WHERE id = $1",
-                        &[&d.id, &jitter(*delay).as_secs_f64(), &code.map(i32::from), &error],
+                        &[&d.id, &delay.as_secs_f64(), &code.map(i32::from), &error],
                     )
                     .await?;
                 }

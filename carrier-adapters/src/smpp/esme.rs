@@ -758,7 +758,9 @@ async fn supervise(
                 pause
             }
         };
-        let pause = pause + jitter(pause);
+        // Up to a quarter more, so that the binds of many instances do not redial an
+        // SMSC in step.
+        let pause = crate::retry::jitter(pause, 0.25);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(pause) => {}
@@ -821,17 +823,6 @@ impl Backoff {
         }
         self.take(self.cap_answering)
     }
-}
-
-/// Up to a quarter of `base` more, from the operating system's random source, so that
-/// the binds of many instances do not redial an SMSC in step.
-fn jitter(base: Duration) -> Duration {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 2];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        return Duration::ZERO;
-    }
-    base.mul_f64(f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX) / 4.0)
 }
 
 /// Why a dial did not end bound, and whether the SMSC's host answered at all.
@@ -1136,7 +1127,9 @@ mod tests {
     #[test]
     fn jitter_is_at_most_a_quarter_and_not_always_the_same() {
         let base = Duration::from_secs(1);
-        let samples: Vec<_> = (0..64).map(|_| jitter(base)).collect();
+        let samples: Vec<_> = (0..64)
+            .map(|_| crate::retry::jitter(base, 0.25) - base)
+            .collect();
         assert!(samples.iter().all(|j| *j <= base / 4));
         assert!(samples.iter().any(|j| *j != samples[0]), "{samples:?}");
     }

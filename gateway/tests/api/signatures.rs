@@ -785,15 +785,27 @@ async fn bad_signature_requests_get_problem_json_and_write_nothing() {
 }
 
 /// A portal endpoint that records webhooks and answers with the statuses it is given.
-async fn webhook_receiver(
-    statuses: Vec<u16>,
-) -> (
-    String,
-    Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
-) {
+/// What a webhook receiver saw: headers, body, when.
+type Seen = Arc<
+    Mutex<
+        Vec<(
+            actix_web::http::header::HeaderMap,
+            String,
+            std::time::Instant,
+        )>,
+    >,
+>;
+
+/// A receiver answering `statuses` in turn (then 200).
+async fn webhook_receiver(statuses: Vec<u16>) -> (String, Seen) {
+    webhook_receiver_with(statuses.into_iter().map(|s| (s, None)).collect()).await
+}
+
+/// A receiver answering each `(status, Retry-After)` in turn (then 200).
+async fn webhook_receiver_with(answers: Vec<(u16, Option<&'static str>)>) -> (String, Seen) {
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let seen: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>> = Arc::default();
-    let queue = Arc::new(Mutex::new(statuses));
+    let seen: Seen = Arc::default();
+    let queue = Arc::new(Mutex::new(answers));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen2 = seen.clone();
@@ -804,10 +816,21 @@ async fn webhook_receiver(
             let seen = seen.clone();
             let queue = queue.clone();
             async move {
-                seen.lock().unwrap().push((req.headers().clone(), body));
+                seen.lock()
+                    .unwrap()
+                    .push((req.headers().clone(), body, std::time::Instant::now()));
                 let mut q = queue.lock().unwrap();
-                let status = if q.is_empty() { 200 } else { q.remove(0) };
-                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+                let (status, retry_after) = if q.is_empty() {
+                    (200, None)
+                } else {
+                    q.remove(0)
+                };
+                let mut resp =
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+                if let Some(after) = retry_after {
+                    resp.insert_header(("Retry-After", after));
+                }
+                resp.finish()
             }
         }))
     })
@@ -835,7 +858,7 @@ async fn webhooks_are_signed_retried_and_disabled_on_410() {
         assert!(std::time::Instant::now() < deadline, "webhook not retried");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (headers, body) = seen.lock().unwrap()[1].clone();
+    let (headers, body, _) = seen.lock().unwrap()[1].clone();
     let hid = headers.get("webhook-id").unwrap().to_str().unwrap();
     let ts: i64 = headers
         .get("webhook-timestamp")
@@ -897,4 +920,56 @@ async fn webhooks_are_signed_retried_and_disabled_on_410() {
         wait_disabled(n).await;
     }
     assert_eq!(gone_seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn webhooks_wait_for_retry_after_and_stop_when_the_receiver_refuses() {
+    let app = spawn_app().await;
+    // 429 asking for 2 s (the test schedule would retry after 0.2 s), then 200.
+    let (url, seen) = webhook_receiver_with(vec![(429, Some("2"))]).await;
+    let created = app
+        .request_signature(json!({"msisdn": VINAPHONE, "purpose": "login", "callback_url": url}))
+        .await;
+    assert_eq!(
+        app.signature(created["id"].as_str().unwrap(), 20).await["status"],
+        "signed"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "webhook not retried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let times: Vec<_> = seen.lock().unwrap().iter().map(|s| s.2).collect();
+    assert!(
+        times[1] - times[0] >= Duration::from_secs(2),
+        "retried after {:?}, before the receiver's Retry-After",
+        times[1] - times[0]
+    );
+
+    // 400: the receiver refuses this delivery; it is not sent again.
+    let (url, seen) = webhook_receiver(vec![400]).await;
+    let created = app
+        .request_signature(json!({"msisdn": VINAPHONE, "purpose": "login", "callback_url": url}))
+        .await;
+    assert_eq!(
+        app.signature(created["id"].as_str().unwrap(), 20).await["status"],
+        "signed"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // ten retry periods of the test schedule
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "a refused delivery was retried"
+    );
+    let db = app.pool.get().await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT status, last_status, attempts FROM webhook_deliveries WHERE url = $1",
+            &[&url],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert_eq!(row.get::<_, Option<i32>>(1), Some(400));
+    assert_eq!(row.get::<_, i32>(2), 1);
 }

@@ -182,8 +182,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
             let key = v
                 .to_str()
                 .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 255);
+                // Visible ASCII through and through, as the documented pattern says: a key
+                // with spaces is refused, not quietly trimmed into another key.
+                .filter(|k| {
+                    !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
+                });
             key.map(|k| Some(k.to_owned()))
                 .ok_or(ApiError::InvalidField {
                     field: "Idempotency-Key",

@@ -980,3 +980,23 @@ async fn codes_per_end_user_address_are_limited_and_forwarded_for_is_trusted_onl
     assert_eq!(create2("0971000202").await.unwrap().status(), 201);
     assert_eq!(create2("0971000203").await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_visible_ascii_as_documented() {
+    let app = spawn_app().await;
+    for (key, status) in [
+        ("req 42", 422),
+        ("req\t42", 422),
+        ("ключ", 422),
+        ("req-42", 201),
+    ] {
+        let resp = app
+            .post("/v1/otp")
+            .header("Idempotency-Key", key)
+            .json(&json!({"msisdn": "0971234567", "purpose": "login"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{key:?}: {:?}", resp.text().await);
+    }
+}

@@ -26,7 +26,10 @@ pub struct Settings {
     pub smpp: BTreeMap<String, SmppRoute>,
     pub default_route: String,
     pub signatures: SignatureSettings,
-    /// MSSP connections by carrier (`viettel`, `vinaphone`, `mobifone`).
+    /// MSSP connections by carrier (`viettel`, `vinaphone`, `mobifone`). A table given
+    /// in a file or the environment must be complete: nothing of it comes from the
+    /// simulator's layout (which is used only when no `mss` table is given at all).
+    #[serde(deserialize_with = "complete_mss_routes")]
     pub mss: BTreeMap<String, MssRoute>,
     pub webhooks: WebhookSettings,
     pub limits: LimitSettings,
@@ -176,8 +179,7 @@ pub struct SignatureSettings {
     pub expiry_grace: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct MssRoute {
     /// The MSSP's SOAP endpoint.
     pub endpoint: String,
@@ -198,7 +200,6 @@ pub struct MssRoute {
     pub crl_url: Option<String>,
     /// Longest an OCSP answer or a CRL is reused, even when its nextUpdate is later. An
     /// OCSP answer without nextUpdate is never reused.
-    #[serde(with = "humantime_serde")]
     pub revocation_cache_max: Duration,
     /// When neither OCSP nor the CRL gives the signer's status, the result is refused
     /// (`carrier_error`, the detail says why). `false` accepts it, noting in the signer
@@ -212,7 +213,6 @@ pub struct MssRoute {
     pub certificate_url: Option<String>,
     pub owner_check_url: Option<String>,
     pub owner_check_key: SecretString,
-    #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Extra CA roots for the MSSP's HTTPS endpoints (PEM file paths or inline PEM), on
     /// top of the public web roots.
@@ -435,9 +435,119 @@ impl Default for SignatureSettings {
     }
 }
 
-impl Default for MssRoute {
-    fn default() -> Self {
-        MssRoute::simulator("viettel", "http://127.0.0.1:8081")
+/// An `[mss.X]` table as written: every key optional here, so that what is missing can
+/// be named all at once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct MssTable {
+    endpoint: Option<String>,
+    mssp_id: Option<String>,
+    ap_id: Option<String>,
+    ap_pwd: Option<SecretString>,
+    callback_secret: Option<SecretString>,
+    ca_roots: Option<Vec<String>>,
+    ocsp_url: Option<String>,
+    crl_url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    revocation_cache_max: Option<Duration>,
+    require_revocation_status: Option<bool>,
+    cancel_at_carrier: Option<bool>,
+    certificate_url: Option<String>,
+    owner_check_url: Option<String>,
+    owner_check_key: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    tls_roots: Option<Vec<String>>,
+    tls_client_identity: Option<SecretString>,
+}
+
+impl MssTable {
+    /// The route, or the keys that carrier `name` needs and the table lacks.
+    fn complete(self, name: &str) -> Result<MssRoute, Vec<&'static str>> {
+        let dialect = name
+            .parse::<Carrier>()
+            .ok()
+            .and_then(carrier_adapters::mss::dialect::Dialect::of);
+        let calls_back = dialect.is_some_and(|d| d.calls_back());
+        let pkcs1 = dialect
+            .is_some_and(|d| d.format == carrier_adapters::mss::dialect::SignatureFormat::Pkcs1);
+        let mut missing = Vec::new();
+        let mut need = |present: bool, key: &'static str| {
+            if !present {
+                missing.push(key);
+            }
+        };
+        need(self.endpoint.is_some(), "endpoint");
+        need(self.mssp_id.is_some(), "mssp_id");
+        need(self.ap_id.is_some(), "ap_id");
+        need(self.ap_pwd.is_some(), "ap_pwd");
+        need(
+            self.ca_roots.as_ref().is_some_and(|r| !r.is_empty()),
+            "ca_roots",
+        );
+        // The carrier calls back: its callbacks are authenticated with this.
+        need(
+            !calls_back || self.callback_secret.is_some(),
+            "callback_secret",
+        );
+        // PKCS#1 signatures come without the certificate: it is fetched here.
+        need(!pkcs1 || self.certificate_url.is_some(), "certificate_url");
+        need(
+            self.owner_check_url.is_none() || self.owner_check_key.is_some(),
+            "owner_check_key",
+        );
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        Ok(MssRoute {
+            endpoint: self.endpoint.unwrap_or_default(),
+            mssp_id: self.mssp_id.unwrap_or_default(),
+            ap_id: self.ap_id.unwrap_or_default(),
+            ap_pwd: self.ap_pwd.unwrap_or_else(|| SecretString::from("")),
+            callback_secret: self
+                .callback_secret
+                .unwrap_or_else(|| SecretString::from("")),
+            ca_roots: self.ca_roots.unwrap_or_default(),
+            ocsp_url: self.ocsp_url,
+            crl_url: self.crl_url,
+            revocation_cache_max: self.revocation_cache_max.unwrap_or(Duration::from_secs(60)),
+            require_revocation_status: self.require_revocation_status.unwrap_or(true),
+            cancel_at_carrier: self.cancel_at_carrier.unwrap_or(true),
+            certificate_url: self.certificate_url,
+            owner_check_url: self.owner_check_url,
+            owner_check_key: self
+                .owner_check_key
+                .unwrap_or_else(|| SecretString::from("")),
+            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(10)),
+            tls_roots: self.tls_roots.unwrap_or_default(),
+            tls_client_identity: self.tls_client_identity,
+        })
+    }
+}
+
+/// `[mss.X]` tables, each complete or refused with every key it lacks named.
+fn complete_mss_routes<'de, D>(de: D) -> Result<BTreeMap<String, MssRoute>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let tables = BTreeMap::<String, MssTable>::deserialize(de)?;
+    let mut routes = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, table) in tables {
+        match table.complete(&name) {
+            Ok(route) => {
+                routes.insert(name, route);
+            }
+            Err(missing) => errors.push(format!("mss.{name} lacks {}", missing.join(", "))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(routes)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{} (a carrier's table must be complete: nothing of it is taken from the simulator's layout)",
+            errors.join("; ")
+        )))
     }
 }
 
@@ -917,6 +1027,66 @@ mod tests {
                 want.callback_secret.expose_secret()
             );
         }
+    }
+
+    #[test]
+    fn a_carrier_table_must_be_complete_and_names_what_it_lacks() {
+        let load = |text: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "gw-mss-{}-{}.toml",
+                std::process::id(),
+                text.len()
+            ));
+            std::fs::write(&path, text).unwrap();
+            let s = Settings::load(Some(&path));
+            std::fs::remove_file(&path).unwrap();
+            s
+        };
+        // A production table that leaves keys out used to take the Viettel simulator's
+        // (127.0.0.1, sim-ap-pass): now it is refused, every missing key named.
+        let err = load(
+            "[mss.viettel]\nendpoint = \"https://mss.viettel.example/soap\"\nap_pwd = \"x\"\n",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        for key in [
+            "mss.viettel",
+            "mssp_id",
+            "ap_id",
+            "ca_roots",
+            "callback_secret",
+        ] {
+            assert!(text.contains(key), "{key} not named: {text}");
+        }
+        assert!(!text.contains("ap_pwd,"), "ap_pwd was given: {text}");
+        // MobiFone signs in PKCS#1: its certificate source is required; an owner check
+        // needs its key.
+        let err = load(
+            "[mss.mobifone]\nendpoint = \"https://m\"\nmssp_id = \"http://m\"\nap_id = \"a\"\n\
+             ap_pwd = \"p\"\nca_roots = [\"/etc/ca.pem\"]\nowner_check_url = \"https://m/oc\"\n",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("certificate_url") && text.contains("owner_check_key"),
+            "{text}"
+        );
+        // Complete: loaded, with the optional keys at their documented defaults.
+        let s = load(
+            "[mss.vinaphone]\nendpoint = \"https://v\"\nmssp_id = \"http://v\"\nap_id = \"a\"\n\
+             ap_pwd = \"p\"\nca_roots = [\"/etc/ca.pem\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.mss.len(),
+            1,
+            "the file's tables replace the simulator layout"
+        );
+        let r = &s.mss["vinaphone"];
+        assert_eq!(r.endpoint, "https://v");
+        assert_eq!(r.crl_url, None);
+        assert_eq!(r.request_timeout, Duration::from_secs(10));
+        assert!(r.require_revocation_status && r.cancel_at_carrier);
     }
 
     #[test]

@@ -679,6 +679,10 @@ mod tests {
 
     #[test]
     fn only_carriers_with_sim_signatures_get_a_client() {
-        assert!(MsspClient::new(Carrier::Gmobile, MssRoute::default()).is_err());
+        assert!(MsspClient::new(
+            Carrier::Gmobile,
+            MssRoute::simulator("gmobile", "http://127.0.0.1:8081")
+        )
+        .is_err());
     }
 }

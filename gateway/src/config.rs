@@ -918,6 +918,7 @@ impl Settings {
     }
 
     /// Points every route at a running simulator (demo and tests).
+    #[cfg(feature = "demo")]
     pub fn use_simulator(&mut self, sim: &simulator::RunningSimulator) {
         let base = format!("http://{}", sim.http_addr);
         for mssp in &sim.mssps {
@@ -945,6 +946,7 @@ impl Settings {
 /// `carrier-sim` (HTTP at `http`, the SMSCs at `smscs`), with `binds` sessions of `window`
 /// each per route: what `loadgen` gives the gateway it starts. Append it after the file's
 /// top-level keys.
+#[cfg(feature = "demo")]
 pub fn simulator_toml(
     http: SocketAddr,
     smscs: &[(String, SocketAddr)],
@@ -993,6 +995,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "demo")]
     fn the_simulator_toml_reads_back_as_the_simulator_layout() {
         let http: SocketAddr = "127.0.0.1:18081".parse().unwrap();
         let smscs: Vec<(String, SocketAddr)> = ["viettel", "vinaphone", "mobifone", "aggregator"]

@@ -8,6 +8,8 @@ pub mod clients;
 pub mod config;
 pub mod crypto;
 pub mod db;
+/// `gateway demo`: the simulator and the gateway together (the `demo` feature).
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
 pub mod funnel;

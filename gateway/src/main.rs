@@ -1,13 +1,14 @@
 //! `gateway`: serve, migrate, manage clients, or run the demo.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::config::Settings;
+#[cfg(feature = "demo")]
+use gateway::demo;
 use gateway::startup::{shutdown_signal, Application};
-use gateway::{clients, db, demo, mnp, telemetry};
+use gateway::{clients, db, mnp, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "OTP and SIM-signature gateway")]
@@ -46,11 +47,12 @@ enum Cmd {
         command: MnpCmd,
     },
     /// Run the simulator and the gateway together, with a demo client and walk-through.
+    #[cfg(feature = "demo")]
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8081")]
-        sim_listen: SocketAddr,
+        sim_listen: std::net::SocketAddr,
     },
 }
 
@@ -149,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     let default_filter = match cli.command {
+        #[cfg(feature = "demo")]
         Cmd::Demo { .. } => "warn,gateway=info,simulator=warn",
         _ => settings.log.filter.as_str(),
     }
@@ -375,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
             println!("ported numbers imported: {n}");
             Ok(())
         }
+        #[cfg(feature = "demo")]
         Cmd::Demo { listen, sim_listen } => {
             demo::run(settings, demo::DemoArgs { listen, sim_listen }).await
         }

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::message::STATUS_TABLE;
+use super::xml::XmlError;
 use super::*;
 
 fn ap() -> ApInfo {

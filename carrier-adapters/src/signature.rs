@@ -492,7 +492,7 @@ fn hex_upper(bytes: &[u8]) -> String {
         [0, rest @ ..] if !rest.is_empty() => rest,
         _ => bytes,
     };
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    hex::encode_upper(bytes)
 }
 
 fn string_value(value: &Any) -> Option<String> {

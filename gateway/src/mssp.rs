@@ -441,7 +441,7 @@ impl MsspClient {
                 std::fs::read_to_string(source)
                     .with_context(|| format!("reading CA root {source}"))?
             };
-            roots.extend(pem_blocks(&text, "CERTIFICATE")?);
+            roots.extend(pem_certificates(&text)?);
         }
         if roots.is_empty() {
             bail!("no CA root configured for {}", self.carrier);
@@ -470,7 +470,7 @@ impl MsspClient {
             .await?
             .error_for_status()?;
         let text = resp.text().await?;
-        pem_blocks(&text, "CERTIFICATE")?
+        pem_certificates(&text)?
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("the MSSP sent no certificate"))
@@ -533,29 +533,16 @@ fn pem_source(source: &str) -> anyhow::Result<String> {
     }
 }
 
-/// The DER of each `-----BEGIN {label}-----` block.
-pub fn pem_blocks(text: &str, label: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let after = &rest[start + begin.len()..];
-        let stop = after
-            .find(&end)
-            .ok_or_else(|| anyhow!("unterminated PEM block"))?;
-        let b64: String = after[..stop]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        out.push(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .context("PEM block is not base64")?,
-        );
-        rest = &after[stop + end.len()..];
-    }
-    Ok(out)
+/// The DER of each certificate in PEM text (rustls-pki-types' PEM reader; other
+/// blocks, such as keys, are passed over).
+pub fn pem_certificates(text: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| {
+            c.map(|c| c.to_vec())
+                .map_err(|e| anyhow!("not PEM certificates: {e:?}"))
+        })
+        .collect()
 }
 
 /// The MSSPs configured, by carrier.
@@ -675,6 +662,22 @@ mod tests {
         assert!(format!("{err:#}").contains("answered HTTP 500"), "{err:#}");
         let seen = mssp.await.unwrap();
         assert!(seen.contains("MSS_StatusReq"), "{seen}");
+    }
+
+    #[test]
+    fn pem_certificates_are_read_and_other_blocks_passed_over() {
+        let cert = ca_pem();
+        let bundle = format!(
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIB8/\n-----END PRIVATE KEY-----\n{cert}{cert}"
+        );
+        let ders = pem_certificates(&bundle).unwrap();
+        assert_eq!(ders.len(), 2);
+        assert_eq!(pem_encode("CERTIFICATE", &ders[0]), cert);
+        assert!(pem_certificates("no pem here").unwrap().is_empty());
+        assert!(
+            pem_certificates("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
     }
 
     #[test]

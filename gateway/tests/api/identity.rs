@@ -86,11 +86,7 @@ async fn a_change_of_identity_reissues_the_certificate_and_revokes_the_old_one()
         .bytes()
         .await
         .unwrap();
-    let der = |pem: &str| {
-        gateway::mssp::pem_blocks(pem, "CERTIFICATE")
-            .unwrap()
-            .remove(0)
-    };
+    let der = |pem: &str| gateway::mssp::pem_certificates(pem).unwrap().remove(0);
     assert_eq!(
         crl_status(
             &der(&old_pem),

@@ -953,41 +953,54 @@ pub fn simulator_toml(
     binds: usize,
     window: usize,
 ) -> String {
-    use std::fmt::Write;
+    use toml::{Table, Value};
+    let text = |s: &str| Value::String(s.to_owned());
     let base = format!("http://{http}");
-    let mut out = String::new();
+    let mut smpp = Table::new();
     for (name, addr) in smscs {
-        let _ = write!(
-            out,
-            "[smpp.{name}]\nhost = \"{}\"\nport = {}\npassword = \"{}\"\nbinds = {binds}\nwindow = {window}\n\n",
-            addr.ip(),
-            addr.port(),
-            simulator::config::DEFAULT_PASSWORD,
-        );
+        let mut route = Table::new();
+        route.insert("host".into(), text(&addr.ip().to_string()));
+        route.insert("port".into(), Value::Integer(i64::from(addr.port())));
+        route.insert("password".into(), text(simulator::config::DEFAULT_PASSWORD));
+        route.insert("binds".into(), Value::Integer(binds as i64));
+        route.insert("window".into(), Value::Integer(window as i64));
+        smpp.insert(name.clone(), Value::Table(route));
     }
+    let mut mss = Table::new();
     for carrier in ["viettel", "vinaphone", "mobifone"] {
         let r = MssRoute::simulator(carrier, &base);
-        let _ = write!(
-            out,
-            "[mss.{carrier}]\nendpoint = \"{}\"\nmssp_id = \"{}\"\nap_id = \"{}\"\nap_pwd = \"{}\"\n\
-             callback_secret = \"{}\"\nca_roots = [\"{}\"]\ncrl_url = \"{}\"\n\
-             owner_check_url = \"{}\"\nowner_check_key = \"{}\"\n",
-            r.endpoint,
-            r.mssp_id,
-            r.ap_id,
-            r.ap_pwd.expose_secret(),
-            r.callback_secret.expose_secret(),
-            r.ca_roots[0],
-            r.crl_url.unwrap_or_default(),
-            r.owner_check_url.unwrap_or_default(),
-            r.owner_check_key.expose_secret(),
+        let mut route = Table::new();
+        route.insert("endpoint".into(), text(&r.endpoint));
+        route.insert("mssp_id".into(), text(&r.mssp_id));
+        route.insert("ap_id".into(), text(&r.ap_id));
+        route.insert("ap_pwd".into(), text(r.ap_pwd.expose_secret()));
+        route.insert(
+            "callback_secret".into(),
+            text(r.callback_secret.expose_secret()),
         );
-        if let Some(url) = r.certificate_url {
-            let _ = writeln!(out, "certificate_url = \"{url}\"");
+        route.insert(
+            "ca_roots".into(),
+            Value::Array(r.ca_roots.iter().map(|c| text(c)).collect()),
+        );
+        for (key, value) in [
+            ("crl_url", &r.crl_url),
+            ("owner_check_url", &r.owner_check_url),
+            ("certificate_url", &r.certificate_url),
+        ] {
+            if let Some(v) = value {
+                route.insert(key.into(), text(v));
+            }
         }
-        out.push('\n');
+        route.insert(
+            "owner_check_key".into(),
+            text(r.owner_check_key.expose_secret()),
+        );
+        mss.insert(carrier.to_owned(), Value::Table(route));
     }
-    out
+    let mut doc = Table::new();
+    doc.insert("smpp".into(), Value::Table(smpp));
+    doc.insert("mss".into(), Value::Table(mss));
+    toml::to_string(&doc).expect("a table of strings and numbers serialises")
 }
 
 #[cfg(test)]

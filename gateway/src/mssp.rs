@@ -155,6 +155,7 @@ impl MsspClient {
     }
 
     /// Sends one request and reads the answer (a message or a fault).
+    #[tracing::instrument(name = "mssp.call", skip_all, fields(carrier = %self.carrier, operation = operation.element_name()))]
     pub async fn call(
         &self,
         operation: Operation,
@@ -240,6 +241,7 @@ impl MsspClient {
     /// responder the certificate names (or `ocsp_url`), each answer checked (nonce,
     /// signer and its authority, times); when OCSP gives no usable answer, by the CA's
     /// CRL, itself checked (issuer's signature, nextUpdate).
+    #[tracing::instrument(name = "mssp.revocation", skip_all, fields(carrier = %self.carrier))]
     pub async fn revocation(&self, cert_der: &[u8], issuer_der: &[u8]) -> Revocation {
         let mut why = Vec::new();
         match self.ocsp_status(cert_der, issuer_der, &mut why).await {

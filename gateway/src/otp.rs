@@ -379,6 +379,7 @@ pub(crate) fn prepare(state: &AppState, req: &NewOtp) -> Result<Prepared, ApiErr
 /// Creates a verification: through this instance's create batcher (requests arriving
 /// together share one transaction of set-based statements), or on its own when the
 /// batcher is off.
+#[tracing::instrument(name = "otp.create", skip_all, fields(client = %api_client.id, purpose = req.purpose.as_str()))]
 pub async fn create(
     state: &AppState,
     api_client: &ApiClient,
@@ -634,6 +635,7 @@ async fn create_one_attempt(
 }
 
 /// Sends a new code that replaces the old one.
+#[tracing::instrument(name = "otp.resend", skip_all, fields(client = %api_client.id, otp = %id))]
 pub async fn resend(
     state: &AppState,
     api_client: &ApiClient,
@@ -759,6 +761,7 @@ pub async fn resend(
 }
 
 /// Counts the attempt and compares in constant time, under the row lock.
+#[tracing::instrument(name = "otp.check", skip_all, fields(client = %client, otp = %id))]
 pub async fn check(
     state: &AppState,
     client: Uuid,

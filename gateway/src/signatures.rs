@@ -285,6 +285,7 @@ fn ending(code: StatusCode) -> Option<&'static str> {
 }
 
 /// Creates the request, pushes it to the MSSP and records its transaction id.
+#[tracing::instrument(name = "signature.create", skip_all, fields(client = %client, purpose = req.purpose.as_str()))]
 pub async fn create(
     state: &AppState,
     client: Uuid,
@@ -503,6 +504,7 @@ pub async fn wait(
     get(state, client, id).await
 }
 
+#[tracing::instrument(name = "signature.cancel", skip_all, fields(client = %client, signature = %id))]
 pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
     let db = state.pool.get().await?;
     let row = db
@@ -699,6 +701,7 @@ async fn announce(
 }
 
 /// A result from the MSSP (callback or poll): verify and record it, or keep waiting.
+#[tracing::instrument(name = "signature.result", skip_all, fields(signature = %id, status = %resp.status.code))]
 pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Result<(), ApiError> {
     if let Some(status) = ending(resp.status.code) {
         end(state, id, status, Some(resp.status.code.to_string())).await?;
@@ -909,6 +912,7 @@ async fn poll_one(state: &AppState, due: Due) {
     }
 }
 
+#[tracing::instrument(name = "signature.poll", skip_all, fields(signature = %due.id, carrier = %due.carrier))]
 async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
     if due.overdue {
         end(

@@ -115,6 +115,7 @@ async fn pass(state: &AppState, http: &reqwest::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tracing::instrument(name = "webhook.deliver", skip_all, fields(delivery = d.id, attempt = d.attempts))]
 async fn deliver(state: &AppState, http: &reqwest::Client, d: Delivery) {
     let outcome = if d.disabled {
         Outcome::Disabled

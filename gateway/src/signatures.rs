@@ -316,11 +316,13 @@ pub async fn create(
     // the push (below), so a push that fails costs nothing.
     let mut db = db;
     let tx = db.transaction().await?;
-    tx.execute_cached(
-        "INSERT INTO signature_requests (id, client_id, msisdn, carrier, purpose, display_text,
+    let inserted = tx
+        .query_one_cached(
+        &format!("INSERT INTO signature_requests (id, client_id, msisdn, carrier, purpose, display_text,
             data_to_sign, ap_trans_id, timeout_seconds, callback_url, expires_at, next_poll_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-            now() + make_interval(secs => $9::int), now() + make_interval(secs => $11::float8))",
+            now() + make_interval(secs => $9::int), now() + make_interval(secs => $11::float8))
+         RETURNING {COLUMNS}"),
         &[
             &id,
             &client,
@@ -422,6 +424,13 @@ pub async fn create(
                     .await?;
                 }
                 tx.commit().await?;
+                if accepted == 1 {
+                    // Accepted and billed: the answer is the pending request as stored,
+                    // with no further read that a database fault could turn into a 503
+                    // for a request the carrier is already showing on the phone.
+                    tracing::info!(signature = %id, msisdn = %req.msisdn, %carrier, "signature requested");
+                    return view(&inserted);
+                }
             }
             Some(status) => {
                 end(state, id, status, Some(resp.status.code.to_string())).await?;

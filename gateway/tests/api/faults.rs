@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{spawn_app_with, wait_for, Options, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, wait_for, Options, TestApp};
 
 impl TestApp {
     /// One route's (bound binds, successful binds since start).
@@ -199,6 +199,108 @@ async fn the_first_bind_after_the_smsc_is_back_comes_within_two_seconds() {
     app.wait_for_code("84971230002", 1).await;
 }
 
+/// Terminates every other connection to the test's database `rounds` times, 120 ms
+/// apart; returns how many it terminated.
+async fn kill_connections(killer: &tokio_postgres::Client, rounds: usize) -> i64 {
+    let mut killed = 0i64;
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let n: i64 = killer
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        killed += n;
+    }
+    killed
+}
+
+/// Signature requests while every database connection is killed, again and again: the
+/// answers are 202 or 503, never 500; a request ends `signed` only if the portal got its
+/// id (202), and is billed only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_kills_during_signature_requests_never_sign_or_bill_what_was_not_answered() {
+    let app = Arc::new(spawn_app().await);
+    let (killer, connection) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (app, answers, stop) = (app.clone(), answers.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let resp = app
+                    .post("/v1/signatures")
+                    .json(&serde_json::json!({"msisdn": "0828123088", "purpose": "login"}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                answers.lock().unwrap().push((status, body));
+            }
+        }));
+    }
+    let killed = kill_connections(&killer, 15).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(killed > 0, "no connection was killed");
+    let answers = answers.lock().unwrap().clone();
+    for (status, body) in &answers {
+        assert!(*status == 202 || *status == 503, "{status}: {body}");
+    }
+    let answered: Vec<uuid::Uuid> = answers
+        .iter()
+        .filter(|a| a.0 == 202)
+        .map(|a| a.1["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        !answered.is_empty(),
+        "no request got through between the kills"
+    );
+    // Let every request end (the person confirms; stragglers expire or end otherwise).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let not_answered_but_signed: i64 = killer
+        .query_one(
+            "SELECT count(*) FROM signature_requests WHERE status = 'signed' AND NOT (id = ANY($1))",
+            &[&answered],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        not_answered_but_signed, 0,
+        "a request nobody got an id for ended signed"
+    );
+    let billed_unanswered: i64 = killer
+        .query_one(
+            "SELECT count(*) FROM usage_events WHERE item = 'signature_request' AND NOT (subject_id = ANY($1))",
+            &[&answered],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        billed_unanswered, 0,
+        "a request nobody got an id for was billed"
+    );
+    eprintln!(
+        "signature requests under database kills: {killed} connections terminated; {} answers: {} × 202, {} × 503",
+        answers.len(),
+        answered.len(),
+        answers.len() - answered.len()
+    );
+}
+
 /// Terminates every connection the gateway holds to its database, again and again, while
 /// OTPs are created: the answers are 201 or 503 (problem+json with Retry-After), never
 /// 500; every 201 is stored with its SMS; once the killing stops, creates succeed.
@@ -241,20 +343,7 @@ async fn database_connections_killed_under_load_are_503_never_500() {
             }
         }));
     }
-    let mut killed = 0i64;
-    for _ in 0..25 {
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        let n: i64 = killer
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        killed += n;
-    }
+    let killed = kill_connections(&killer, 25).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();

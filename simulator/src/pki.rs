@@ -416,27 +416,33 @@ impl SimCa {
             .subject_public_key
             .raw_bytes()
             .to_vec();
-        let revoked = lock(&self.revoked).clone();
-        let issued = lock(&self.issued).clone();
+        // Looked up per serial: the sets are not copied for each request.
+        let issued = |serial: &SerialNumber| lock(&self.issued).contains(serial.as_bytes());
+        let revoked_at = |serial: &SerialNumber| {
+            lock(&self.revoked)
+                .iter()
+                .find(|(s, _)| s == serial)
+                .map(|(_, at)| *at)
+        };
         let mut singles = Vec::new();
+        let my_name = self.cert.tbs_certificate.subject.to_der()?;
         for one in &request.tbs_request.request_list {
             let id = &one.req_cert;
             let hash = |bytes: &[u8]| sha_by_oid(&id.hash_algorithm.oid, bytes);
-            let ours = hash(&self.cert.tbs_certificate.subject.to_der()?)
-                .is_some_and(|h| h == id.issuer_name_hash.as_bytes())
+            let ours = hash(&my_name).is_some_and(|h| h == id.issuer_name_hash.as_bytes())
                 && hash(&my_key).is_some_and(|h| h == id.issuer_key_hash.as_bytes());
             // A replayed old answer and a forger both say what suits the attacker.
             let lying = matches!(faults.ocsp, OcspMode::Stale | OcspMode::WrongSigner);
             let status = if !ours || faults.ocsp == OcspMode::Unknown {
                 CertStatus::unknown()
-            } else if lying && issued.contains(id.serial_number.as_bytes()) {
+            } else if lying && issued(&id.serial_number) {
                 CertStatus::good()
-            } else if let Some((_, at)) = revoked.iter().find(|(s, _)| *s == id.serial_number) {
+            } else if let Some(at) = revoked_at(&id.serial_number) {
                 CertStatus::revoked(x509_ocsp::RevokedInfo {
-                    revocation_time: OcspGeneralizedTime::try_from(*at)?,
+                    revocation_time: OcspGeneralizedTime::try_from(at)?,
                     revocation_reason: None,
                 })
-            } else if issued.contains(id.serial_number.as_bytes()) {
+            } else if issued(&id.serial_number) {
                 CertStatus::good()
             } else {
                 CertStatus::unknown()

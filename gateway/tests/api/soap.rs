@@ -204,59 +204,33 @@ async fn simulated_mssps_answer_in_the_version_asked_with_the_bindings_fault_sta
 /// What an MSSP that writes RPC/literal by the WSDL (no namespace on the wrapper, nor on
 /// the part) answers to MSS_Signature; or, in `garbage` mode, an HTML error page.
 async fn stand_in_mssp(garbage: Arc<AtomicUsize>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    const RPC_SIGNATURE_RESP: &str = r#"<soap-env:Envelope xmlns:soap-env="http://www.w3.org/2003/05/soap-envelope"><soap-env:Body><MSS_SignatureResponse><MSS_SignatureResp MajorVersion="1" MinorVersion="1" MSSP_TransID="RPC-42"><ns0:AP_Info xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#" AP_ID="http://dichvucong.gov.vn/ap" AP_TransID="T1" AP_PWD="x" Instant="2026-12-02T00:00:00Z"/><ns0:MSSP_Info xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#"><ns0:MSSP_ID><ns0:URI>http://mssp.vinaphone.sim.vn</ns0:URI></ns0:MSSP_ID></ns0:MSSP_Info><ns0:MobileUser xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#"><ns0:MSISDN>84828123088</ns0:MSISDN></ns0:MobileUser><ns0:Status xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#"><ns0:StatusCode Value="100"/><ns0:StatusMessage>REQUEST_OK</ns0:StatusMessage></ns0:Status></MSS_SignatureResp></MSS_SignatureResponse></soap-env:Body></soap-env:Envelope>"#;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let garbage = garbage.clone();
-            tokio::spawn(async move {
-                // Read the head and the declared body.
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(head_end) = text.find("\r\n\r\n") {
-                        let length = text[..head_end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= head_end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                let (ct, body) = if garbage.load(Ordering::SeqCst) > 0 {
-                    (
-                        "text/html",
-                        "<html><body>502 Bad Gateway</body></html>".to_owned(),
-                    )
+    let server = HttpServer::new(move || {
+        let garbage = garbage.clone();
+        App::new().default_service(web::to(move || {
+            let html = garbage.load(Ordering::SeqCst) > 0;
+            async move {
+                if html {
+                    HttpResponse::Ok()
+                        .content_type("text/html")
+                        .body("<html><body>502 Bad Gateway</body></html>")
                 } else {
-                    (
-                        "application/soap+xml; charset=utf-8",
-                        r#"<soap-env:Envelope xmlns:soap-env="http://www.w3.org/2003/05/soap-envelope"><soap-env:Body><MSS_SignatureResponse><MSS_SignatureResp MajorVersion="1" MinorVersion="1" MSSP_TransID="RPC-42"><ns0:AP_Info xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#" AP_ID="http://dichvucong.gov.vn/ap" AP_TransID="T1" AP_PWD="x" Instant="2026-12-02T00:00:00Z"/><ns0:MSSP_Info xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#"><ns0:MSSP_ID><ns0:URI>http://mssp.vinaphone.sim.vn</ns0:URI></ns0:MSSP_ID></ns0:MSSP_Info><ns0:MobileUser xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#"><ns0:MSISDN>84828123088</ns0:MSISDN></ns0:MobileUser><ns0:Status xmlns:ns0="http://uri.etsi.org/TS102204/v1.1.2#"><ns0:StatusCode Value="100"/><ns0:StatusMessage>REQUEST_OK</ns0:StatusMessage></ns0:Status></MSS_SignatureResp></MSS_SignatureResponse></soap-env:Body></soap-env:Envelope>"#.to_owned(),
-                    )
-                };
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
+                    HttpResponse::Ok()
+                        .content_type("application/soap+xml; charset=utf-8")
+                        .body(RPC_SIGNATURE_RESP)
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
     format!("http://{addr}/mssp")
 }
 

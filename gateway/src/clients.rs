@@ -6,6 +6,80 @@ use uuid::Uuid;
 
 use crate::crypto::{hash_api_key, new_api_key};
 
+/// The API client a request was authenticated as, with its policy (read with the key on
+/// every request, so that a change made on one instance or by the CLI holds at once).
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub id: Uuid,
+    pub name: String,
+    /// Purposes the client may ask for; `None`: every purpose.
+    pub allowed_purposes: Option<Vec<String>>,
+    /// Brandname per carrier (`viettel` → `UBND-HN`).
+    pub sender_ids: std::collections::BTreeMap<String, String>,
+    /// Override of `limits.client_daily_sms`.
+    pub daily_sms_quota: Option<i64>,
+    /// Overrides of `limits.client_requests_per_second` and `limits.client_burst`.
+    pub requests_per_second: Option<u32>,
+    pub request_burst: Option<u32>,
+}
+
+impl ApiClient {
+    /// Refuses a purpose the client was not given.
+    pub fn allow_purpose(&self, purpose: &str) -> Result<(), PurposeNotAllowed> {
+        match &self.allowed_purposes {
+            Some(allowed) if !allowed.iter().any(|p| p == purpose) => Err(PurposeNotAllowed {
+                purpose: purpose.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The brandname to send from on `carrier`'s network: the client's own, or the route's.
+    pub fn sender_for<'a>(&'a self, carrier: &str, route_sender: &'a str) -> &'a str {
+        self.sender_ids
+            .get(carrier)
+            .map(String::as_str)
+            .unwrap_or(route_sender)
+    }
+}
+
+/// The client of an API key that is neither revoked nor of a disabled client.
+pub const CLIENT_BY_KEY_SQL: &str =
+    "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.daily_sms_quota,
+            c.requests_per_second, c.request_burst
+     FROM api_keys k JOIN api_clients c ON c.id = k.client_id
+     WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
+       AND c.disabled_at IS NULL";
+
+/// The client of an API key that is neither revoked nor of a disabled client, if any.
+pub async fn by_key(
+    db: &deadpool_postgres::Client,
+    key: &str,
+) -> Result<Option<ApiClient>, crate::failure::Failure> {
+    // Every request: one plan per connection (planning it was 0.15 ms a time).
+    let row = crate::db::query_opt_indexed(db, CLIENT_BY_KEY_SQL, &[&hash_api_key(key)]).await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let policy = Policy::from_row(&row)?;
+    Ok(Some(ApiClient {
+        id: row.get("id"),
+        name: row.get("name"),
+        allowed_purposes: policy.allowed_purposes,
+        sender_ids: policy.sender_ids,
+        daily_sms_quota: policy.daily_sms_quota,
+        requests_per_second: policy.requests_per_second.map(|v| v as u32),
+        request_burst: policy.request_burst.map(|v| v as u32),
+    }))
+}
+
+/// The client asked for a purpose it was not given.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("this client may not ask for purpose {purpose:?}")]
+pub struct PurposeNotAllowed {
+    pub purpose: String,
+}
+
 /// A client as `client add` reports it: the key is shown this once.
 #[derive(Debug, Clone)]
 pub struct NewClient {

@@ -78,6 +78,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0018_mssp_ids_per_live_request",
         include_str!("../../migrations/0018_mssp_ids_per_live_request.sql"),
     ),
+    (
+        "0019_outbox_client_ip",
+        include_str!("../../migrations/0019_outbox_client_ip.sql"),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across instances.

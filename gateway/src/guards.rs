@@ -3,12 +3,12 @@
 //! the audit trail and the metrics, and warn in the log.
 
 use crate::db::Cached;
+use crate::limits::Limited;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::api::error::ApiError;
 use crate::audit;
 use crate::config::GuardSettings;
 use crate::crypto::ServerKeys;
@@ -130,66 +130,11 @@ pub async fn run_flusher(
 }
 
 /// The guard that refused, and for how long.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Blocked {
     pub guard: &'static str,
     pub retry_after: u64,
     pub detail: serde_json::Value,
-}
-
-/// Runs the enabled guards inside the send's transaction.
-pub async fn check(
-    tx: &deadpool_postgres::Transaction<'_>,
-    g: &GuardSettings,
-    client: Uuid,
-    msisdn: &Msisdn,
-) -> Result<Option<Blocked>, ApiError> {
-    let e164 = msisdn.e164();
-    if g.sequential_enabled {
-        // 84 + 7 digits: the block of 100 consecutive numbers this one belongs to.
-        let block = &e164[..e164.len() - 2];
-        // A range, not LIKE: it reads the block through the (msisdn, created_at) index
-        // whatever the database's collation.
-        let others: i64 = tx
-            .query_one_cached(
-                "SELECT count(DISTINCT msisdn) FROM otp_challenges
-                 WHERE msisdn BETWEEN $2 || '00' AND $2 || '99' AND msisdn <> $3
-                   AND client_id = $1
-                   AND created_at > now() - make_interval(secs => $4::float8)",
-                &[&client, &block, &e164, &g.sequential_window.as_secs_f64()],
-            )
-            .await?
-            .get(0);
-        if let Some(blocked) = sequential_refusal(g, block, others) {
-            return Ok(Some(blocked));
-        }
-    }
-    if g.conversion_enabled {
-        // 84 + the network prefix's two digits. Hourly buckets (see `ConversionCounts`):
-        // the recent window starts at the hour that holds `now - window`; the normal level
-        // is the rest of the last 7 days.
-        let prefix = &e164[..4];
-        let row = tx
-            .query_one_cached(
-                "WITH b AS (
-                    SELECT hour >= date_trunc('hour', now() - make_interval(secs => $3::float8)) AS recent,
-                           sent, approved
-                    FROM otp_prefix_hourly
-                    WHERE client_id = $1 AND prefix = $2 AND hour > now() - interval '7 days')
-                 SELECT coalesce(sum(sent) FILTER (WHERE recent), 0)::bigint,
-                        coalesce(sum(approved) FILTER (WHERE recent), 0)::bigint,
-                        coalesce(sum(sent) FILTER (WHERE NOT recent), 0)::bigint,
-                        coalesce(sum(approved) FILTER (WHERE NOT recent), 0)::bigint
-                 FROM b",
-                &[&client, &prefix, &g.conversion_window.as_secs_f64()],
-            )
-            .await?;
-        let counts: ConversionWindow = (row.get(0), row.get(1), row.get(2), row.get(3));
-        if let Some(blocked) = conversion_refusal(g, prefix, counts) {
-            return Ok(Some(blocked));
-        }
-    }
-    Ok(None)
 }
 
 /// The consecutive-numbers guard's decision: `others` distinct other numbers of the
@@ -240,7 +185,7 @@ pub async fn refuse(
     client: Uuid,
     msisdn: &Msisdn,
     blocked: Blocked,
-) -> ApiError {
+) -> Limited {
     match blocked.guard {
         "sequential" => counters.sequential.fetch_add(1, Ordering::Relaxed),
         _ => counters.conversion.fetch_add(1, Ordering::Relaxed),
@@ -258,7 +203,7 @@ pub async fn refuse(
         },
     )
     .await;
-    ApiError::RateLimited {
+    Limited {
         retry_after: blocked.retry_after,
         detail: "refused by the SMS pumping guard; try again later".into(),
     }

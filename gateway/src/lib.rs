@@ -1,7 +1,6 @@
 //! The OTP and SIM-signature gateway: REST API, OTP service, durable SMS outbox over
 //! SMPP, configuration and the demo.
 
-pub mod api;
 pub mod audit;
 pub mod billing;
 pub mod clients;
@@ -12,14 +11,14 @@ pub mod db;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
-pub mod funnel;
+pub mod failure;
 pub mod guards;
+pub mod http;
 pub mod limits;
 pub mod mnp;
 pub mod mssp;
 pub mod notifications;
 pub mod otp;
-pub mod otp_batch;
 pub mod outbox;
 pub mod signatures;
 pub mod startup;

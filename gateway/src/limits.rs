@@ -1,62 +1,18 @@
-//! Limits that hold across all gateway instances: counted in Postgres, inside the
-//! transaction that would send, under a transaction-scoped advisory lock on the
-//! (number, purpose) pair so that two instances cannot both squeeze past the limit.
+//! Limits that hold across all gateway instances: the windows' and the daily quota's
+//! refusals (decided by `otp::admission` from counts read in the send's transaction,
+//! under advisory locks, so that two instances cannot both squeeze past a limit), the
+//! quota's counter, and each client's request rate on this instance.
 
-use crate::api::error::ApiError;
 use crate::config::WindowLimit;
 use crate::db::Cached;
+use crate::failure::Failure;
 
-/// The advisory lock that serialises sends to one number for one purpose.
-pub fn phone_purpose_lock(msisdn: &str, purpose: &str) -> String {
-    format!("phone-purpose:{msisdn}:{purpose}")
-}
-
-/// The advisory lock that serialises OTPs from one end-user address.
-pub fn ip_lock(ip: std::net::IpAddr) -> String {
-    format!("ip:{ip}")
-}
-
-/// Takes the transaction-scoped advisory locks named by `keys`, in sorted order (so that
-/// two transactions never wait on each other crosswise), in one round trip.
-pub async fn take_locks(
-    tx: &deadpool_postgres::Transaction<'_>,
-    mut keys: Vec<String>,
-) -> Result<(), ApiError> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    keys.sort();
-    keys.dedup();
-    tx.query_one_cached(
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1::text[]) k",
-        &[&keys],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Seconds since each recent SMS to `msisdn` for `purpose` (newest first, by the database
-/// clock), as many as the limits can need. Read under `phone_purpose_lock`.
-pub async fn phone_purpose_ages(
-    tx: &deadpool_postgres::Transaction<'_>,
-    limits: &[WindowLimit],
-    msisdn: &str,
-    purpose: &str,
-) -> Result<Vec<f64>, ApiError> {
-    let Some((longest, most)) = lookback(limits) else {
-        return Ok(Vec::new());
-    };
-    let rows = tx
-        .query_cached(
-            "SELECT EXTRACT(EPOCH FROM (now() - o.created_at))::float8
-             FROM sms_outbox o JOIN otp_challenges c ON c.id = o.challenge_id
-             WHERE o.msisdn = $1 AND c.purpose = $2
-               AND o.created_at > now() - make_interval(secs => $3::float8)
-             ORDER BY o.created_at DESC LIMIT $4",
-            &[&msisdn, &purpose, &longest, &most],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+/// A limit refused the send: wait `retry_after` seconds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Limited {
+    pub retry_after: u64,
+    pub detail: String,
 }
 
 /// How far back (seconds) and how many recent events the windows can need; `None`
@@ -70,7 +26,7 @@ pub(crate) fn lookback(limits: &[WindowLimit]) -> Option<(f64, i64)> {
 }
 
 /// 429 when one more SMS to the number for the purpose would exceed a window.
-pub fn phone_purpose_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), ApiError> {
+pub fn phone_purpose_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), Limited> {
     refuse_if_over(
         ages,
         limits,
@@ -78,45 +34,8 @@ pub fn phone_purpose_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(),
     )
 }
 
-/// Refuses with 429 and `Retry-After` when one more SMS to `msisdn` for `purpose` would
-/// exceed any window (locks, reads and decides; for sends that check nothing else).
-pub async fn check_phone_purpose(
-    tx: &deadpool_postgres::Transaction<'_>,
-    limits: &[WindowLimit],
-    msisdn: &str,
-    purpose: &str,
-) -> Result<(), ApiError> {
-    if limits.is_empty() {
-        return Ok(());
-    }
-    take_locks(tx, vec![phone_purpose_lock(msisdn, purpose)]).await?;
-    let ages = phone_purpose_ages(tx, limits, msisdn, purpose).await?;
-    phone_purpose_refusal(&ages, limits)
-}
-
-/// Seconds since each recent OTP from this end-user address (newest first). Read under
-/// `ip_lock`.
-pub async fn ip_ages(
-    tx: &deadpool_postgres::Transaction<'_>,
-    limits: &[WindowLimit],
-    ip: std::net::IpAddr,
-) -> Result<Vec<f64>, ApiError> {
-    let Some((longest, most)) = lookback(limits) else {
-        return Ok(Vec::new());
-    };
-    let rows = tx
-        .query_cached(
-            "SELECT EXTRACT(EPOCH FROM (now() - created_at))::float8 FROM otp_challenges
-             WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2::float8)
-             ORDER BY created_at DESC LIMIT $3",
-            &[&ip, &longest, &most],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// 429 when one more OTP from the address would exceed a window.
-pub fn ip_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), ApiError> {
+pub fn ip_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), Limited> {
     refuse_if_over(
         ages,
         limits,
@@ -126,7 +45,7 @@ pub fn ip_refusal(ages: &[f64], limits: &[WindowLimit]) -> Result<(), ApiError> 
 
 /// Seconds until one more event fits every window, given the ages (seconds, newest
 /// first) of the recent events; refuses with 429 when that is not now.
-fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<(), ApiError> {
+fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<(), Limited> {
     let mut wait: Option<f64> = None;
     for limit in limits {
         let window = limit.window.as_secs_f64();
@@ -139,35 +58,17 @@ fn refuse_if_over(ages: &[f64], limits: &[WindowLimit], detail: &str) -> Result<
     }
     match wait {
         None => Ok(()),
-        Some(seconds) => Err(ApiError::RateLimited {
+        Some(seconds) => Err(Limited {
             retry_after: seconds.ceil().max(1.0) as u64,
             detail: detail.into(),
         }),
     }
 }
 
-/// The client's SMS of this UTC day so far, and the seconds until the next UTC midnight.
-pub async fn daily_sent(
-    tx: &deadpool_postgres::Transaction<'_>,
-    client: uuid::Uuid,
-) -> Result<(i64, f64), ApiError> {
-    let row = tx
-        .query_one_cached(
-            "SELECT coalesce(sum(sms), 0)::bigint,
-                    EXTRACT(EPOCH FROM (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day'
-                        - (now() AT TIME ZONE 'UTC')))::float8
-             FROM client_daily_sms
-             WHERE client_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date",
-            &[&client],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
-}
-
 /// 429 until the next UTC midnight when the quota is used up.
-pub fn daily_refusal(sent: i64, until_midnight: f64, quota: i64) -> Result<(), ApiError> {
+pub fn daily_refusal(sent: i64, until_midnight: f64, quota: i64) -> Result<(), Limited> {
     if sent >= quota {
-        return Err(ApiError::RateLimited {
+        return Err(Limited {
             retry_after: until_midnight.ceil().max(1.0) as u64,
             detail: "this client's daily SMS quota is used up".into(),
         });
@@ -188,27 +89,9 @@ pub const COUNT_DAILY_SQL: &str = "INSERT INTO client_daily_sms (client_id, day,
 pub async fn count_daily(
     tx: &deadpool_postgres::Transaction<'_>,
     client: uuid::Uuid,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     tx.execute_cached(COUNT_DAILY_SQL, &[&client]).await?;
     Ok(())
-}
-
-/// Counts one SMS against the client's daily quota (UTC day of the send, creates and
-/// resends alike), refusing with 429 until the next UTC midnight when it is used up.
-/// Sends in flight on other connections are not visible until they commit, so at the
-/// moment the quota is reached it may be exceeded by at most the number of concurrent
-/// sends.
-pub async fn take_client_daily(
-    tx: &deadpool_postgres::Transaction<'_>,
-    quota: Option<i64>,
-    client: uuid::Uuid,
-) -> Result<(), ApiError> {
-    let Some(quota) = quota else {
-        return Ok(());
-    };
-    let (sent, until_midnight) = daily_sent(tx, client).await?;
-    daily_refusal(sent, until_midnight, quota)?;
-    count_daily(tx, client).await
 }
 
 /// Each client's request rate on this instance: its share (the configured total divided

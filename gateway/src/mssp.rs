@@ -168,7 +168,7 @@ impl MsspClient {
             self.dialect.part_style,
         );
         // Made on behalf of an API request: the carrier's logs can be matched with ours.
-        let request_id = crate::api::requests::current_id();
+        let request_id = crate::telemetry::request_id::current();
         let timeout = || CallError::Timeout {
             carrier: self.carrier,
             after: self.route.request_timeout,

@@ -23,7 +23,7 @@ use crate::config::OutboxSettings;
 use crate::crypto::ServerKeys;
 
 pub struct Dispatcher {
-    pub funnel: Arc<crate::funnel::Funnel>,
+    pub funnel: Arc<crate::telemetry::funnel::Funnel>,
     pub pool: Pool,
     pub keys: Arc<ServerKeys>,
     pub binds: Arc<BTreeMap<String, BindGroup>>,
@@ -704,7 +704,7 @@ const RECEIPT_LINGER: Duration = Duration::from_millis(5);
 impl ReceiptStore {
     pub fn start(
         pool: Pool,
-        funnel: Arc<crate::funnel::Funnel>,
+        funnel: Arc<crate::telemetry::funnel::Funnel>,
         shutdown: CancellationToken,
     ) -> (Arc<ReceiptStore>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
@@ -715,7 +715,7 @@ impl ReceiptStore {
 
 async fn write_receipts(
     pool: Pool,
-    funnel: Arc<crate::funnel::Funnel>,
+    funnel: Arc<crate::telemetry::funnel::Funnel>,
     mut rx: tokio::sync::mpsc::Receiver<PendingReceipt>,
     shutdown: CancellationToken,
 ) {

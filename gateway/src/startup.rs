@@ -14,35 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::crypto::ServerKeys;
-use crate::mssp::MsspClient;
+use crate::http::AppState;
+use crate::otp::OtpService;
 use crate::outbox::{Dispatcher, ReceiptStore};
-use crate::{api, db, mssp, notifications, signatures, webhooks};
-
-/// Shared by every request handler.
-pub struct AppState {
-    pub pool: Pool,
-    pub keys: Arc<ServerKeys>,
-    pub settings: Arc<Settings>,
-    pub binds: Arc<BTreeMap<String, BindGroup>>,
-    /// Wakes this instance's dispatcher right after a commit.
-    pub outbox_wake: Arc<Notify>,
-    /// The carriers' MSSPs.
-    pub mssps: Arc<BTreeMap<carrier_adapters::Carrier, Arc<MsspClient>>>,
-    /// Ids of signature requests that ended (on any instance).
-    pub signature_events: broadcast::Sender<uuid::Uuid>,
-    /// This instance's share of each client's request rate.
-    pub client_rate: crate::limits::ClientRates,
-    /// Sends refused by the pumping guards (this instance).
-    pub guard_counters: crate::guards::GuardCounters,
-    pub conversion_counts: Arc<crate::guards::ConversionCounts>,
-    pub request_metrics: Arc<api::requests::RequestMetrics>,
-    pub funnel: Arc<crate::funnel::Funnel>,
-    /// Where the API hands creates to, when batching is on (`otp.create_batchers`).
-    pub create_queue: Option<crate::otp_batch::CreateQueue>,
-    /// Cancelled when the instance begins to shut down: readiness turns 503 for
-    /// `server.shutdown_drain` before the listener closes.
-    pub shutting_down: CancellationToken,
-}
+use crate::signatures::SignatureService;
+use crate::{db, http, mssp, notifications, signatures, webhooks};
 
 pub struct Application {
     addr: SocketAddr,
@@ -99,7 +75,7 @@ impl Application {
         let smpp_shutdown = CancellationToken::new();
         let mut workers = Vec::new();
         let mut smpp_workers = Vec::new();
-        let funnel = Arc::new(crate::funnel::Funnel::default());
+        let funnel = Arc::new(crate::telemetry::funnel::Funnel::default());
         let (sink, receipt_writer) =
             ReceiptStore::start(pool.clone(), funnel.clone(), smpp_shutdown.clone());
         smpp_workers.push(receipt_writer);
@@ -145,37 +121,47 @@ impl Application {
 
         let settings = Arc::new(settings);
         let conversion_counts = Arc::new(crate::guards::ConversionCounts::default());
+        let otp = Arc::new(OtpService::new(crate::otp::Deps {
+            pool: pool.clone(),
+            keys: keys.clone(),
+            settings: settings.clone(),
+            outbox_wake: wake,
+            guard_counters: Default::default(),
+            conversion_counts: conversion_counts.clone(),
+            funnel: funnel.clone(),
+        }));
+        let signatures = Arc::new(SignatureService {
+            pool: pool.clone(),
+            keys: keys.clone(),
+            settings: settings.clone(),
+            mssps,
+            signature_events,
+            funnel: funnel.clone(),
+        });
+        let request_metrics = Arc::new(http::requests::RequestMetrics::default());
         let state = Arc::new(AppState {
             pool: pool.clone(),
             keys,
             settings: settings.clone(),
             binds,
-            outbox_wake: wake,
-            mssps,
-            signature_events,
-            guard_counters: Default::default(),
-            conversion_counts: conversion_counts.clone(),
-            request_metrics: Default::default(),
+            otp: otp.clone(),
+            signatures: signatures.clone(),
+            request_metrics: request_metrics.clone(),
             funnel: funnel.clone(),
             client_rate: crate::limits::ClientRates::new(&settings.limits),
-            create_queue: (settings.otp.create_batchers > 0)
-                .then(|| crate::otp_batch::CreateQueue::new(settings.otp.create_batch_max * 16)),
             shutting_down: draining.clone(),
         });
         let batch_shutdown = CancellationToken::new();
-        for _ in 0..settings.otp.create_batchers {
-            workers.push(tokio::spawn(crate::otp_batch::run(
-                state.clone(),
-                settings.otp.create_batch_max.max(1),
-                batch_shutdown.clone(),
-            )));
-        }
+        workers.extend(otp.start_batchers(&batch_shutdown));
         workers.push(tokio::spawn(signatures::run_poller(
-            state.clone(),
+            signatures.clone(),
             workers_shutdown.clone(),
         )));
         workers.push(tokio::spawn(webhooks::run(
-            state.clone(),
+            Arc::new(webhooks::Deliveries {
+                pool: pool.clone(),
+                settings: settings.webhooks.clone(),
+            }),
             workers_shutdown.clone(),
         )));
         workers.push(tokio::spawn(crate::guards::run_flusher(
@@ -185,16 +171,17 @@ impl Application {
         )));
         let state = web::Data::from(state);
         let addr = listener.local_addr()?;
-        let connections = api::deadline::ConnectionCounts::default();
+        let connections = http::deadline::ConnectionCounts::default();
         let per_ip = settings.server.max_connections_per_ip;
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(api::deadline::middleware))
-                .wrap(actix_web::middleware::from_fn(api::requests::middleware))
+                .wrap(actix_web::middleware::from_fn(http::deadline::middleware))
+                .wrap(actix_web::middleware::from_fn(http::requests::middleware))
                 .app_data(state.clone())
-                .app_data(api::query_config())
-                .configure(api::routes)
-                .default_service(web::to(api::not_found))
+                .app_data(web::Data::from(request_metrics.clone()))
+                .app_data(http::query_config())
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
         })
         .on_connect(move |connection, ext| connections.on_connect(per_ip, connection, ext))
         .client_request_timeout(settings.server.header_timeout)

@@ -14,8 +14,14 @@ use carrier_adapters::retry::{http_verdict, parse_retry_after, HttpVerdict, Sche
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::error::ApiError;
-use crate::startup::AppState;
+use crate::config::WebhookSettings;
+use crate::failure::Failure;
+
+/// What the delivery worker needs: the database and its settings.
+pub struct Deliveries {
+    pub pool: deadpool_postgres::Pool,
+    pub settings: WebhookSettings,
+}
 
 /// Queues a delivery inside the caller's transaction.
 pub async fn enqueue(
@@ -23,7 +29,7 @@ pub async fn enqueue(
     client: Uuid,
     url: &str,
     payload: &serde_json::Value,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let event_id = format!("msg_{}", Uuid::now_v7().simple());
     tx.execute_cached(
         "INSERT INTO webhook_deliveries (client_id, url, event_id, payload) VALUES ($1, $2, $3, $4)",
@@ -57,9 +63,9 @@ struct Delivery {
     disabled: bool,
 }
 
-pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
+pub async fn run(state: Arc<Deliveries>, shutdown: CancellationToken) {
     let http = match reqwest::Client::builder()
-        .timeout(state.settings.webhooks.timeout)
+        .timeout(state.settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
     {
@@ -75,12 +81,12 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(state.settings.webhooks.poll_interval) => {}
+            _ = tokio::time::sleep(state.settings.poll_interval) => {}
         }
     }
 }
 
-async fn pass(state: &AppState, http: &reqwest::Client) -> anyhow::Result<()> {
+async fn pass(state: &Deliveries, http: &reqwest::Client) -> anyhow::Result<()> {
     let due: Vec<Delivery> = {
         let db = state.pool.get().await?;
         db.query_cached(
@@ -116,7 +122,7 @@ async fn pass(state: &AppState, http: &reqwest::Client) -> anyhow::Result<()> {
 }
 
 #[tracing::instrument(name = "webhook.deliver", skip_all, fields(delivery = d.id, attempt = d.attempts))]
-async fn deliver(state: &AppState, http: &reqwest::Client, d: Delivery) {
+async fn deliver(state: &Deliveries, http: &reqwest::Client, d: Delivery) {
     let outcome = if d.disabled {
         Outcome::Disabled
     } else {
@@ -172,7 +178,7 @@ enum Outcome {
     Retry(Option<u16>, String, Option<Duration>),
 }
 
-async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
+async fn record(state: &Deliveries, d: &Delivery, outcome: Outcome) -> anyhow::Result<()> {
     let db = state.pool.get().await?;
     match outcome {
         Outcome::Delivered(code) => {
@@ -222,9 +228,9 @@ async fn record(state: &AppState, d: &Delivery, outcome: Outcome) -> anyhow::Res
             );
         }
         Outcome::Retry(code, error, retry_after) => {
-            let schedule = Schedule::listed(state.settings.webhooks.retry_delays())
+            let schedule = Schedule::listed(state.settings.retry_delays())
                 .with_jitter(0.2)
-                .waiting_at_most(state.settings.webhooks.longest_retry_after);
+                .waiting_at_most(state.settings.longest_retry_after);
             match schedule.wait(d.attempts.max(1) as u32, retry_after) {
                 Some(delay) => {
                     db.execute_cached(

@@ -159,3 +159,174 @@ async fn requests_queued_together_run_as_one_batch_and_keep_every_limit() {
         ]
     );
 }
+
+/// The one create path, against the database: any batch admits exactly what the same
+/// requests, created one by one in arrival order, admit. Each run takes a sequence of
+/// creates drawn (by seed) from a few numbers of one block, two purposes, two end-user
+/// addresses, accounts (one locked), two clients (one with a daily quota) and repeated
+/// Idempotency-Keys, under tight windows and the consecutive-numbers guard; once as one
+/// batch, once as batches of one, each on a fresh database.
+#[tokio::test]
+async fn a_batch_admits_exactly_what_its_requests_one_by_one_admit() {
+    use gateway::clients::ApiClient;
+    use gateway::domain::{Locale, Msisdn, Purpose};
+    use gateway::otp::{Deps, NewOtp, OtpError, OtpService};
+    use std::sync::Arc;
+
+    let tight = |s: &mut gateway::config::Settings| {
+        s.limits.phone_purpose = vec![gateway::config::WindowLimit {
+            max: 2,
+            window: Duration::from_secs(600),
+        }];
+        s.limits.ip = vec![gateway::config::WindowLimit {
+            max: 4,
+            window: Duration::from_secs(600),
+        }];
+        s.guards.sequential_enabled = true;
+        s.guards.sequential_max_numbers = 3;
+        s.otp.create_batchers = 0;
+    };
+    // What became of each request, as the portal would tell.
+    fn outcome(r: &Result<(gateway::otp::OtpView, bool), OtpError>) -> String {
+        match r {
+            Ok((v, replay)) => format!("created {} {}", v.carrier, replay),
+            Err(OtpError::Limited(l)) => format!("limited: {}", l.detail),
+            Err(e) => format!("{e}"),
+        }
+    }
+    async fn service(
+        app: &TestApp,
+        settings: gateway::config::Settings,
+    ) -> (OtpService, [ApiClient; 2]) {
+        let mut clients = Vec::new();
+        for (name, quota) in [("portal-a", None), ("portal-b", Some(5))] {
+            let id = gateway::clients::add(&app.pool, name).await.unwrap().id;
+            clients.push(ApiClient {
+                id,
+                name: name.into(),
+                allowed_purposes: None,
+                sender_ids: Default::default(),
+                daily_sms_quota: quota,
+                requests_per_second: None,
+                request_burst: None,
+            });
+        }
+        app.pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO account_lockouts (client_id, account_ref, failed_checks, locked_at)
+                 VALUES ($1, 'locked', 9, now())",
+                &[&clients[0].id],
+            )
+            .await
+            .unwrap();
+        let keys =
+            gateway::crypto::ServerKeys::from_secret(settings.otp.hmac_key.as_ref().unwrap())
+                .unwrap();
+        let svc = OtpService::new(Deps {
+            pool: app.pool.clone(),
+            keys: Arc::new(keys),
+            settings: Arc::new(settings),
+            outbox_wake: Default::default(),
+            guard_counters: Default::default(),
+            conversion_counts: Default::default(),
+            funnel: Default::default(),
+        });
+        (svc, clients.try_into().unwrap())
+    }
+
+    for seed in [7u64, 1234, 99_991] {
+        let together = spawn_app_with(Options {
+            tweak: Some(Box::new(tight)),
+            ..Options::default()
+        })
+        .await;
+        let alone = spawn_app_with(Options {
+            tweak: Some(Box::new(tight)),
+            ..Options::default()
+        })
+        .await;
+        let (batch_svc, batch_clients) = service(&together, together.settings.clone()).await;
+        let (one_svc, one_clients) = service(&alone, alone.settings.clone()).await;
+        // A small xorshift: the same sequence for both runs.
+        let mut x = seed;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let numbers = [
+            "0971004401",
+            "0971004402",
+            "0971004403",
+            "0971004404",
+            "0911004405",
+        ];
+        let ips = ["203.0.113.80", "2001:db8::80"];
+        let accounts = [None, Some("acct"), Some("locked")];
+        let mut sequence = Vec::new();
+        for _ in 0..24 {
+            let c = next(2) as usize;
+            let req = NewOtp {
+                msisdn: Msisdn::parse(numbers[next(5) as usize]).unwrap(),
+                purpose: [Purpose::Login, Purpose::Register][next(2) as usize],
+                locale: Locale::Vi,
+                code_length: 6,
+                ttl_seconds: 300,
+                idempotency_key: (next(4) == 0).then(|| format!("key-{}", next(3))),
+                account_ref: accounts[next(3) as usize].map(str::to_owned),
+                client_ip: (next(3) > 0).then(|| ips[next(2) as usize].parse().unwrap()),
+            };
+            sequence.push((c, req));
+        }
+        let batch: Vec<(ApiClient, NewOtp)> = sequence
+            .iter()
+            .map(|(c, r)| (batch_clients[*c].clone(), r.clone()))
+            .collect();
+        let as_one_batch: Vec<String> = batch_svc
+            .create_together(batch)
+            .await
+            .iter()
+            .map(outcome)
+            .collect();
+        let mut one_by_one = Vec::new();
+        for (c, r) in &sequence {
+            let reply = one_svc
+                .create_together(vec![(one_clients[*c].clone(), r.clone())])
+                .await;
+            one_by_one.push(outcome(&reply[0]));
+        }
+        assert_eq!(as_one_batch, one_by_one, "seed {seed}");
+        let created = as_one_batch
+            .iter()
+            .filter(|o| o.starts_with("created"))
+            .count();
+        let refused = as_one_batch.len() - created;
+        assert!(
+            created > 0 && refused > 0,
+            "seed {seed}: the sequence tries both ({as_one_batch:?})"
+        );
+        // Both databases hold the same: as many challenges and SMS per number.
+        let count = |app: &TestApp| {
+            let pool = app.pool.clone();
+            async move {
+                let db = pool.get().await.unwrap();
+                let rows = db
+                    .query(
+                        "SELECT c.msisdn, count(*) FROM otp_challenges c
+                         JOIN sms_outbox o ON o.challenge_id = c.id GROUP BY 1 ORDER BY 1",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(count(&together).await, count(&alone).await, "seed {seed}");
+    }
+}

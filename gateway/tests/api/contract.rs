@@ -130,7 +130,7 @@ async fn the_document_lists_every_route_and_every_problem() {
         .iter()
         .map(|t| t.as_str().unwrap().to_owned())
         .collect();
-    let table: BTreeSet<String> = gateway::api::error::PROBLEMS
+    let table: BTreeSet<String> = gateway::http::error::PROBLEMS
         .iter()
         .map(|p| format!("/problems/{}", p.slug))
         .collect();

@@ -299,3 +299,142 @@ async fn each_instance_enforces_its_share_of_the_clients_rate() {
         assert_eq!(statuses, [404, 404, 429], "{api}");
     }
 }
+
+/// A resend is a send like a create's: the end-user address's window counts it and
+/// refuses it, a locked account cannot get one, and the pumping guard applies.
+#[tokio::test]
+async fn a_resend_is_held_to_the_same_limits_and_guards_as_a_create() {
+    let app = spawn_app_with(Options {
+        resend_interval: Duration::from_millis(0),
+        tweak: Some(Box::new(|s| {
+            s.limits.ip = vec![gateway::config::WindowLimit {
+                max: 3,
+                window: Duration::from_secs(600),
+            }];
+            s.limits.account_failed_checks = 1;
+            s.guards.sequential_enabled = true;
+            s.guards.sequential_max_numbers = 2;
+        })),
+    })
+    .await;
+    let create = |n: &str, ip: &str, account: &str| {
+        post_otp(
+            &app,
+            &app.api,
+            json!({"msisdn": n, "purpose": "login", "client_ip": ip, "account_ref": account}),
+        )
+        .send()
+    };
+    let resend = |id: &str| {
+        app.http
+            .post(format!("{}/v1/otp/{id}/resend", app.api))
+            .bearer_auth(&app.key)
+            .send()
+    };
+    // The address: two creates and one resend use its three codes; the next resend is
+    // refused as a fourth create would be.
+    let first: Value = create("0971001101", "203.0.113.70", "acct-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        create("0971009902", "203.0.113.70", "acct-2")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(resend(&id).await.unwrap().status(), 200);
+    let refused = resend(&id).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/rate-limited");
+    assert!(
+        body["detail"].as_str().unwrap().contains("address"),
+        "{body}"
+    );
+    assert_eq!(
+        create("0971008803", "203.0.113.70", "acct-3")
+            .await
+            .unwrap()
+            .status(),
+        429,
+        "the resend counted as the address's third code"
+    );
+
+    // The account: one failed check locks it; its verification can then not resend.
+    let locked: Value = create("0971002201", "198.51.100.71", "acct-locked")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let locked_id = locked["id"].as_str().unwrap();
+    let check = app
+        .http
+        .post(format!("{}/v1/otp/{locked_id}/check", app.api))
+        .bearer_auth(&app.key)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200);
+    let refused = resend(locked_id).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/account-locked", "{body}");
+
+    // The consecutive-numbers guard: a verification made while its block was quiet
+    // cannot resend once two other numbers of the block had codes (as a create to it
+    // would be refused). The two others are written as the guard would have let them in
+    // under a looser setting: copies of the first with other numbers.
+    let a: Value = create("0971003301", "192.0.2.1", "g-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a_id: uuid::Uuid = a["id"].as_str().unwrap().parse().unwrap();
+    let db = app.pool.get().await.unwrap();
+    for other in ["84971003302", "84971003303"] {
+        db.execute(
+            "INSERT INTO otp_challenges SELECT (jsonb_populate_record(c, jsonb_build_object(
+                 'id', gen_random_uuid(), 'msisdn', $2::text, 'idempotency_key', null))).*
+             FROM otp_challenges c WHERE c.id = $1",
+            &[&a_id, &other],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        create("0971003304", "192.0.2.4", "g-4")
+            .await
+            .unwrap()
+            .status(),
+        429,
+        "a create to the block is refused"
+    );
+    let refused = resend(&a_id.to_string()).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("pumping guard"),
+        "{body}"
+    );
+    let audited: i64 = app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE event = 'otp.rate_limited'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(audited >= 2, "refused resends are audited ({audited})");
+}

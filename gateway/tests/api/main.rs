@@ -14,6 +14,7 @@ mod faults;
 mod guards;
 mod helpers;
 mod identity;
+mod layering;
 mod limits;
 mod observability;
 mod otp;

@@ -74,7 +74,7 @@ async fn the_outbox_claim_walks_its_index_on_a_deep_backlog() {
 
 /// The statements run under `db::INDEXED_PLAN_ONCE`, each with arguments to plan it by.
 fn indexed_statements(client: &str) -> Vec<(&'static str, &'static str, String)> {
-    use gateway::{api::auth, otp_batch as b, outbox as o};
+    use gateway::{clients as auth, otp::snapshot as b, outbox as o};
     vec![
         ("api key", auth::CLIENT_BY_KEY_SQL, "'\\x00'".into()),
         (

@@ -38,7 +38,7 @@ pub async fn read_json<T: DeserializeOwned>(
             if super::deadline::is_body_timeout(&e) {
                 ApiError::RequestTimeout {
                     seconds: req
-                        .app_data::<web::Data<crate::startup::AppState>>()
+                        .app_data::<web::Data<crate::http::state::AppState>>()
                         .map(|s| s.settings.server.body_timeout.as_secs_f64())
                         .unwrap_or_default(),
                 }

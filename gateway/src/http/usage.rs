@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::auth::ApiClient;
 use super::error::ApiError;
 use crate::billing::GroupBy;
-use crate::startup::AppState;
+use crate::http::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UsageQuery {
@@ -48,11 +48,11 @@ pub(crate) struct UsageView {
     params(UsageQuery),
     responses(
         (status = 200, description = "Usage / Sản lượng", body = UsageView),
-        (status = 401, response = super::openapi::Problem401),
-        (status = 422, response = super::openapi::Problem422),
-        (status = 429, response = super::openapi::Problem429),
-        (status = 500, response = super::openapi::Problem500),
-        (status = 503, response = super::openapi::Problem503),
+        (status = 401, response = super::schemas::Problem401),
+        (status = 422, response = super::schemas::Problem422),
+        (status = 429, response = super::schemas::Problem429),
+        (status = 500, response = super::schemas::Problem500),
+        (status = 503, response = super::schemas::Problem503),
     ),
 )]
 pub async fn get(
@@ -61,8 +61,8 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let from = super::query_time("from", query.from.as_deref(), now - Duration::days(30))?;
-    let to = super::query_time("to", query.to.as_deref(), now + Duration::seconds(1))?;
+    let from = super::query::query_time("from", query.from.as_deref(), now - Duration::days(30))?;
+    let to = super::query::query_time("to", query.to.as_deref(), now + Duration::seconds(1))?;
     let group_by = match query.group_by.as_deref() {
         None | Some("day") => GroupBy::Day,
         Some("carrier") => GroupBy::Carrier,

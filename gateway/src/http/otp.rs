@@ -8,13 +8,13 @@ use uuid::Uuid;
 use super::auth::ApiClient;
 use super::body::read_json;
 use super::error::ApiError;
-use super::openapi::{
+use super::schemas::{
     Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413, Problem415,
     Problem422, Problem429, Problem500, Problem503,
 };
 use crate::domain::{Locale, Msisdn, Purpose, CODE_LENGTHS, TTL_SECONDS};
-use crate::otp::{self, CheckView, NewOtp, OtpView};
-use crate::startup::AppState;
+use crate::http::state::AppState;
+use crate::otp::{CheckView, NewOtp, OtpView};
 
 /// A verification to start: one code sent by SMS to `msisdn`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -23,7 +23,7 @@ use crate::startup::AppState;
 pub(crate) struct CreateBody {
     /// The number, in national (`0826123088`), international (`84826123088`) or E.164
     /// (`+84826123088`) form. / Số điện thoại nhận mã.
-    #[schema(value_type = super::openapi::Phone)]
+    #[schema(value_type = super::schemas::Phone)]
     msisdn: String,
     /// What the code is for; it is named in the SMS. / Mục đích: đăng ký, đăng nhập, …
     #[schema(pattern = "^(register|login|change_phone|add_method|reset_password)$")]
@@ -49,7 +49,7 @@ pub(crate) struct CreateBody {
     account_ref: Option<String>,
     /// The end user's IP address, for the per-address limits (else the left-most
     /// `X-Forwarded-For` entry when the request comes from a trusted proxy).
-    #[schema(value_type = Option<super::openapi::IpAddress>)]
+    #[schema(value_type = Option<super::schemas::IpAddress>)]
     client_ip: Option<String>,
 }
 
@@ -246,7 +246,7 @@ pub async fn create(
     let ip = end_user_ip(&req, &state, body.client_ip.as_deref())?;
     let mut new = parse_create(body, &state, key)?;
     new.client_ip = ip;
-    let (view, replayed) = otp::create(&state, &client, new).await?;
+    let (view, replayed) = state.otp.create(&client, new).await?;
     let mut resp = HttpResponse::build(StatusCode::CREATED);
     resp.insert_header(("Location", format!("/v1/otp/{}", view.id)));
     if replayed {
@@ -279,7 +279,7 @@ pub async fn resend(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(otp::resend(&state, &client, id).await?))
+    Ok(HttpResponse::Ok().json(state.otp.resend(&client, id).await?))
 }
 
 /// Check the code the person typed / Kiểm tra mã OTP
@@ -327,7 +327,7 @@ pub async fn check(
             detail: "code must be 1 to 10 digits".into(),
         });
     }
-    Ok(HttpResponse::Ok().json(otp::check(&state, client.id, id, code).await?))
+    Ok(HttpResponse::Ok().json(state.otp.check(client.id, id, code).await?))
 }
 
 /// Read a verification, with its SMS's delivery / Xem phiên xác thực
@@ -350,7 +350,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(otp::get(&state, client.id, id).await?))
+    Ok(HttpResponse::Ok().json(state.otp.get(client.id, id).await?))
 }
 
 /// Cancel a pending verification / Hủy phiên xác thực
@@ -376,5 +376,5 @@ pub async fn cancel(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(otp::cancel(&state, client.id, id).await?))
+    Ok(HttpResponse::Ok().json(state.otp.cancel(client.id, id).await?))
 }

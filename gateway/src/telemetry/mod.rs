@@ -1,6 +1,9 @@
 //! Logging: text or JSON, filter from `RUST_LOG` or config. Secrets never reach these
 //! logs (codes and keys are not logged; numbers are logged masked).
 
+pub mod funnel;
+pub mod request_id;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: &str, default_filter: &str) {

@@ -4,7 +4,10 @@
 //! is announced with `NOTIFY signature_done` (long-pollers on any instance wake) and a
 //! webhook queued in the same transaction.
 
-use crate::db::Cached;
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -21,10 +24,27 @@ use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::error::ApiError;
+pub use error::SignatureError;
+
+use crate::config::Settings;
+use crate::crypto::ServerKeys;
+use crate::db::Cached;
 use crate::domain::Msisdn;
+use crate::failure::Failure;
 use crate::mssp::MsspClient;
-use crate::startup::AppState;
+use crate::telemetry::funnel::Funnel;
+
+/// The signature service and what it depends on, given explicitly.
+pub struct SignatureService {
+    pub pool: deadpool_postgres::Pool,
+    pub keys: Arc<ServerKeys>,
+    pub settings: Arc<Settings>,
+    /// The carriers' MSSPs.
+    pub mssps: Arc<BTreeMap<carrier_adapters::Carrier, Arc<MsspClient>>>,
+    /// Ids of signature requests that ended (on any instance).
+    pub signature_events: tokio::sync::broadcast::Sender<Uuid>,
+    pub funnel: Arc<Funnel>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignaturePurpose {
@@ -194,15 +214,14 @@ const COLUMNS: &str =
     "id, client_id, status, status_detail, carrier, msisdn, purpose, data_to_sign, created_at, \
     expires_at, ended_at, signature_cms, certificate_der, signer, signed_at, callback_url";
 
-fn view(row: &Row) -> Result<SignatureView, ApiError> {
+fn view(row: &Row) -> Result<SignatureView, SignatureError> {
     let msisdn = Msisdn::parse(row.get("msisdn"))
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
     let signed = match row.get::<_, Option<Vec<u8>>>("signature_cms") {
         Some(cms) => {
             let cert: Vec<u8> = row.get("certificate_der");
-            let signer: Signer = serde_json::from_value(row.get("signer")).map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!("stored signer unreadable: {e}"))
-            })?;
+            let signer: Signer = serde_json::from_value(row.get("signer"))
+                .map_err(|e| Failure::Internal(anyhow::anyhow!("stored signer unreadable: {e}")))?;
             SignedView {
                 signature_cms: Some(base64::engine::general_purpose::STANDARD.encode(&cms)),
                 certificate_pem: Some(crate::mssp::pem_encode("CERTIFICATE", &cert)),
@@ -237,7 +256,7 @@ fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn ap_info(mssp: &MsspClient, state: &AppState, ap_trans_id: &str) -> ApInfo {
+fn ap_info(mssp: &MsspClient, svc: &SignatureService, ap_trans_id: &str) -> ApInfo {
     use secrecy::ExposeSecret;
     ApInfo {
         ap_id: mssp.route.ap_id.clone(),
@@ -247,8 +266,7 @@ fn ap_info(mssp: &MsspClient, state: &AppState, ap_trans_id: &str) -> ApInfo {
         ap_url: mssp.dialect.calls_back().then(|| {
             format!(
                 "{}/carriers/{}/mss",
-                state
-                    .settings
+                svc.settings
                     .signatures
                     .public_base_url
                     .trim_end_matches('/'),
@@ -287,25 +305,25 @@ fn ending(code: StatusCode) -> Option<&'static str> {
 /// Creates the request, pushes it to the MSSP and records its transaction id.
 #[tracing::instrument(name = "signature.create", skip_all, fields(client = %client, purpose = req.purpose.as_str()))]
 pub async fn create(
-    state: &AppState,
+    svc: &SignatureService,
     client: Uuid,
     req: NewSignature,
-) -> Result<SignatureView, ApiError> {
-    let db = state.pool.get().await?;
+) -> Result<SignatureView, SignatureError> {
+    let db = svc.pool.get().await?;
     // The SIM lives at the network that serves the number now (number portability), as
     // its SMS do.
     let carrier = crate::mnp::carrier_of(&db, &req.msisdn).await?;
-    let mssp = state
+    let mssp = svc
         .mssps
         .get(&carrier)
         .cloned()
-        .ok_or_else(|| ApiError::InvalidField {
+        .ok_or_else(|| SignatureError::InvalidField {
             field: "msisdn",
             detail: format!("{carrier} offers no SIM signature service here"),
         })?;
     let id = Uuid::now_v7();
     let ap_trans_id = format!("T{}", id.simple());
-    let settings = &state.settings.signatures;
+    let settings = &svc.settings.signatures;
     // Carriers that call back are still polled now and then, in case a callback is lost.
     let first_poll = if mssp.dialect.calls_back() {
         settings.poll_max * 4
@@ -340,7 +358,7 @@ pub async fn create(
     .await?;
     crate::audit::record(
         &tx,
-        &state.keys,
+        &svc.keys,
         crate::audit::Event {
             event: "signature.requested",
             client: Some(client),
@@ -354,7 +372,7 @@ pub async fn create(
     drop(db);
 
     let message = MssMessage::SignatureReq(SignatureReq {
-        ap: ap_info(&mssp, state, &ap_trans_id),
+        ap: ap_info(&mssp, svc, &ap_trans_id),
         mssp: mssp_info(&mssp),
         msisdn: req.msisdn.e164().to_owned(),
         mode: mssp.dialect.mode,
@@ -382,7 +400,7 @@ pub async fn create(
                 // of ours that still holds this one was forgotten by the carrier (it
                 // restarted, or recycled the id). It ends as such, before this request
                 // takes the id, so that polls and callbacks never reach the wrong one.
-                let db = state.pool.get().await?;
+                let db = svc.pool.get().await?;
                 let stale: Vec<Uuid> = db
                     .query_cached(
                         "SELECT id FROM signature_requests
@@ -397,7 +415,7 @@ pub async fn create(
                 for old in stale {
                     tracing::warn!(signature = %old, carrier = %carrier, "the carrier reused a live request's transaction id: it forgot that request");
                     end(
-                        state,
+                        svc,
                         old,
                         "carrier_error",
                         Some("the carrier reused this request's transaction id: it no longer knows it".into()),
@@ -407,7 +425,7 @@ pub async fn create(
                 // Accepted: its id and its billing, together. Until this commits, neither
                 // a callback nor a poll can end the request (they need the carrier's id),
                 // so a request the portal never got an answer for cannot end `signed`.
-                let mut db = state.pool.get().await?;
+                let mut db = svc.pool.get().await?;
                 let tx = db.transaction().await?;
                 let accepted = tx
                     .execute_cached(
@@ -433,13 +451,13 @@ pub async fn create(
                 }
             }
             Some(status) => {
-                end(state, id, status, Some(resp.status.code.to_string())).await?;
+                end(svc, id, status, Some(resp.status.code.to_string())).await?;
             }
         },
         Ok(SoapContent::Fault(fault)) => {
             let status = ending(fault.status).unwrap_or("carrier_error");
             end(
-                state,
+                svc,
                 id,
                 status,
                 Some(format!("{}: {}", fault.status, fault.reason)),
@@ -448,7 +466,7 @@ pub async fn create(
         }
         Ok(SoapContent::Message { message, .. }) => {
             end(
-                state,
+                svc,
                 id,
                 "carrier_error",
                 Some(format!(
@@ -460,35 +478,39 @@ pub async fn create(
         }
         Err(e) => {
             tracing::warn!(signature = %id, error = %e, "MSSP request failed");
-            end(state, id, "carrier_error", Some(e.detail())).await?;
+            end(svc, id, "carrier_error", Some(e.detail())).await?;
         }
     }
     tracing::info!(signature = %id, msisdn = %req.msisdn, %carrier, "signature requested");
-    get(state, client, id).await
+    get(svc, client, id).await
 }
 
-pub async fn get(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
-    let db = state.pool.get().await?;
+pub async fn get(
+    svc: &SignatureService,
+    client: Uuid,
+    id: Uuid,
+) -> Result<SignatureView, SignatureError> {
+    let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
             &format!("SELECT {COLUMNS} FROM signature_requests WHERE id = $1 AND client_id = $2"),
             &[&id, &client],
         )
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(SignatureError::NotFound)?;
     view(&row)
 }
 
 /// `GET ?wait=N`: answers at once unless pending, else when the request ends on any
 /// instance or after `wait`.
 pub async fn wait(
-    state: &AppState,
+    svc: &SignatureService,
     client: Uuid,
     id: Uuid,
     wait: Duration,
-) -> Result<SignatureView, ApiError> {
-    let mut events = state.signature_events.subscribe();
-    let current = get(state, client, id).await?;
+) -> Result<SignatureView, SignatureError> {
+    let mut events = svc.signature_events.subscribe();
+    let current = get(svc, client, id).await?;
     if current.status != "pending" || wait.is_zero() {
         return Ok(current);
     }
@@ -501,7 +523,7 @@ pub async fn wait(
                 Ok(_) => {}
                 // Missed events: look again.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let now = get(state, client, id).await?;
+                    let now = get(svc, client, id).await?;
                     if now.status != "pending" {
                         return Ok(now);
                     }
@@ -510,12 +532,16 @@ pub async fn wait(
             }
         }
     }
-    get(state, client, id).await
+    get(svc, client, id).await
 }
 
 #[tracing::instrument(name = "signature.cancel", skip_all, fields(client = %client, signature = %id))]
-pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<SignatureView, ApiError> {
-    let db = state.pool.get().await?;
+pub async fn cancel(
+    svc: &SignatureService,
+    client: Uuid,
+    id: Uuid,
+) -> Result<SignatureView, SignatureError> {
+    let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
             "SELECT status, carrier, ap_trans_id, mssp_trans_id, msisdn FROM signature_requests
@@ -523,24 +549,24 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<Signatur
             &[&id, &client],
         )
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(SignatureError::NotFound)?;
     drop(db);
     let status: String = row.get(0);
     // Ended here first: from now on no answer of the carrier can make it `signed`.
     if status != "pending"
-        || !end(state, id, "canceled", Some("canceled by the portal".into())).await?
+        || !end(svc, id, "canceled", Some("canceled by the portal".into())).await?
     {
-        let now = get(state, client, id).await?;
-        return Err(ApiError::NotPending { status: now.status });
+        let now = get(svc, client, id).await?;
+        return Err(SignatureError::NotPending { status: now.status });
     }
     // Then withdrawn from the phone, where the carrier allows it.
     let carrier: Option<carrier_adapters::Carrier> = row.get::<_, String>(1).parse().ok();
-    let mssp = carrier.and_then(|c| state.mssps.get(&c).cloned());
+    let mssp = carrier.and_then(|c| svc.mssps.get(&c).cloned());
     let mssp_trans_id: Option<String> = row.get(3);
     let detail = match (mssp, mssp_trans_id) {
         (Some(mssp), Some(mssp_trans_id)) if mssp.route.cancel_at_carrier => {
             let receipt = MssMessage::ReceiptReq(ReceiptReq {
-                ap: ap_info(&mssp, state, row.get(2)),
+                ap: ap_info(&mssp, svc, row.get(2)),
                 mssp: mssp_info(&mssp),
                 mssp_trans_id,
                 msisdn: row.get(4),
@@ -574,7 +600,7 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<Signatur
         }
         _ => "canceled by the portal".to_owned(),
     };
-    let db = state.pool.get().await?;
+    let db = svc.pool.get().await?;
     db.execute_cached(
         "UPDATE signature_requests SET status_detail = $2, updated_at = now()
          WHERE id = $1 AND status = 'canceled'",
@@ -582,17 +608,17 @@ pub async fn cancel(state: &AppState, client: Uuid, id: Uuid) -> Result<Signatur
     )
     .await?;
     drop(db);
-    get(state, client, id).await
+    get(svc, client, id).await
 }
 
 /// Ends a pending request once (no-op if it already ended). Returns whether it ended it.
 pub async fn end(
-    state: &AppState,
+    svc: &SignatureService,
     id: Uuid,
     status: &str,
     detail: Option<String>,
-) -> Result<bool, ApiError> {
-    let mut db = state.pool.get().await?;
+) -> Result<bool, SignatureError> {
+    let mut db = svc.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
         .query_opt_cached(
@@ -608,20 +634,20 @@ pub async fn end(
         tx.rollback().await?;
         return Ok(false);
     };
-    announce(state, &tx, &row).await?;
+    announce(svc, &tx, &row).await?;
     tx.commit().await?;
-    state.funnel.signature(row.get("carrier"), status);
+    svc.funnel.signature(row.get("carrier"), status);
     tracing::info!(signature = %id, status, "signature request ended");
     Ok(true)
 }
 
 /// Records a verified signature.
 async fn end_signed(
-    state: &AppState,
+    svc: &SignatureService,
     id: Uuid,
     verified: &signature::Verified,
     revocation: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, SignatureError> {
     let subject = &verified.subject;
     let signer = Signer {
         subject: SignerSubject {
@@ -644,9 +670,9 @@ async fn end_signed(
         serial: verified.serial_hex.clone(),
         revocation: Some(revocation.to_owned()),
     };
-    let signer = serde_json::to_value(&signer).map_err(|e| ApiError::Internal(e.into()))?;
+    let signer = serde_json::to_value(&signer).map_err(|e| Failure::Internal(e.into()))?;
     let signed_at = DateTime::<Utc>::from(verified.signed_at);
-    let mut db = state.pool.get().await?;
+    let mut db = svc.pool.get().await?;
     let tx = db.transaction().await?;
     let row = tx
         .query_opt_cached(
@@ -663,24 +689,24 @@ async fn end_signed(
         tx.rollback().await?;
         return Ok(false);
     };
-    announce(state, &tx, &row).await?;
+    announce(svc, &tx, &row).await?;
     tx.commit().await?;
-    state.funnel.signature(row.get("carrier"), "signed");
+    svc.funnel.signature(row.get("carrier"), "signed");
     tracing::info!(signature = %id, "signature verified and stored");
     Ok(true)
 }
 
 /// Wakes long-pollers everywhere and queues the webhook, in the ending transaction.
 async fn announce(
-    state: &AppState,
+    svc: &SignatureService,
     tx: &deadpool_postgres::Transaction<'_>,
     row: &Row,
-) -> Result<(), ApiError> {
+) -> Result<(), SignatureError> {
     let id: Uuid = row.get("id");
     let msisdn = Msisdn::parse(row.get("msisdn")).ok();
     crate::audit::record(
         tx,
-        &state.keys,
+        &svc.keys,
         crate::audit::Event {
             event: "signature.ended",
             client: Some(row.get("client_id")),
@@ -703,7 +729,7 @@ async fn announce(
             timestamp: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             data: view,
         };
-        let payload = serde_json::to_value(&payload).map_err(|e| ApiError::Internal(e.into()))?;
+        let payload = serde_json::to_value(&payload).map_err(|e| Failure::Internal(e.into()))?;
         crate::webhooks::enqueue(tx, row.get("client_id"), &url, &payload).await?;
     }
     Ok(())
@@ -711,9 +737,13 @@ async fn announce(
 
 /// A result from the MSSP (callback or poll): verify and record it, or keep waiting.
 #[tracing::instrument(name = "signature.result", skip_all, fields(signature = %id, status = %resp.status.code))]
-pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Result<(), ApiError> {
+pub async fn apply_status(
+    svc: &SignatureService,
+    id: Uuid,
+    resp: &StatusResp,
+) -> Result<(), SignatureError> {
     if let Some(status) = ending(resp.status.code) {
-        end(state, id, status, Some(resp.status.code.to_string())).await?;
+        end(svc, id, status, Some(resp.status.code.to_string())).await?;
         return Ok(());
     }
     if resp.status.code == StatusCode::OutstandingTransaction
@@ -723,7 +753,7 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
     }
     let Some(sig) = resp.signature.as_deref() else {
         end(
-            state,
+            svc,
             id,
             "carrier_error",
             Some("the MSSP reported a signature but sent none".into()),
@@ -731,14 +761,14 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
         .await?;
         return Ok(());
     };
-    let db = state.pool.get().await?;
+    let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
             "SELECT carrier, msisdn, data_to_sign, created_at, status FROM signature_requests WHERE id = $1",
             &[&id],
         )
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(SignatureError::NotFound)?;
     drop(db);
     if row.get::<_, String>("status") != "pending" {
         return Ok(());
@@ -746,14 +776,14 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
     let carrier: carrier_adapters::Carrier = row
         .get::<_, String>("carrier")
         .parse()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
     let msisdn =
-        Msisdn::parse(row.get("msisdn")).map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        Msisdn::parse(row.get("msisdn")).map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
     let data: Vec<u8> = row.get("data_to_sign");
     let created: DateTime<Utc> = row.get("created_at");
-    let Some(mssp) = state.mssps.get(&carrier).cloned() else {
+    let Some(mssp) = svc.mssps.get(&carrier).cloned() else {
         end(
-            state,
+            svc,
             id,
             "carrier_error",
             Some("carrier no longer configured".into()),
@@ -766,7 +796,7 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
         Err(e) => {
             tracing::warn!(signature = %id, error = format!("{e:#}"), "trust material unavailable");
             end(
-                state,
+                svc,
                 id,
                 "carrier_error",
                 Some("the CA's root could not be loaded".into()),
@@ -786,7 +816,7 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
             Err(e) => {
                 tracing::warn!(signature = %id, error = format!("{e:#}"), "certificate fetch failed");
                 end(
-                    state,
+                    svc,
                     id,
                     "carrier_error",
                     Some("the SIM certificate could not be fetched".into()),
@@ -801,25 +831,25 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
             use crate::mssp::Revocation;
             match mssp.revocation(&v.certificate_der, &v.issuer_der).await {
                 Revocation::Good { via } => {
-                    end_signed(state, id, &v, via).await?;
+                    end_signed(svc, id, &v, via).await?;
                 }
                 Revocation::Revoked { via } => {
                     tracing::warn!(signature = %id, via, "signer's certificate revoked");
                     let detail = format!("the signer's certificate is revoked ({via})");
-                    end(state, id, "revoked", Some(detail)).await?;
+                    end(svc, id, "revoked", Some(detail)).await?;
                 }
                 Revocation::Unknown { detail } => {
                     tracing::warn!(signature = %id, detail, "signer's certificate unknown to its CA");
-                    end(state, id, "carrier_error", Some(detail)).await?;
+                    end(svc, id, "carrier_error", Some(detail)).await?;
                 }
                 Revocation::NoStatus { detail } if mssp.route.require_revocation_status => {
                     tracing::warn!(signature = %id, detail, "no revocation status; refused");
                     let detail = format!("no revocation status could be had: {detail}");
-                    end(state, id, "carrier_error", Some(detail)).await?;
+                    end(svc, id, "carrier_error", Some(detail)).await?;
                 }
                 Revocation::NoStatus { detail } => {
                     tracing::warn!(signature = %id, detail, "no revocation status; accepted as configured");
-                    end_signed(state, id, &v, "not_checked").await?;
+                    end_signed(svc, id, &v, "not_checked").await?;
                 }
             }
         }
@@ -830,7 +860,7 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
                 _ => "invalid_signature",
             };
             tracing::warn!(signature = %id, error = %e, "signature refused");
-            end(state, id, status, Some(e.to_string())).await?;
+            end(svc, id, status, Some(e.to_string())).await?;
         }
     }
     Ok(())
@@ -838,11 +868,11 @@ pub async fn apply_status(state: &AppState, id: Uuid, resp: &StatusResp) -> Resu
 
 /// Finds the request a carrier's message is about.
 pub async fn find_by_ap_trans_id(
-    state: &AppState,
+    svc: &SignatureService,
     carrier: carrier_adapters::Carrier,
     ap_trans_id: &str,
-) -> Result<Option<(Uuid, Option<String>)>, ApiError> {
-    let db = state.pool.get().await?;
+) -> Result<Option<(Uuid, Option<String>)>, SignatureError> {
+    let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
             "SELECT id, mssp_trans_id FROM signature_requests WHERE ap_trans_id = $1 AND carrier = $2",
@@ -864,14 +894,14 @@ struct Due {
 
 /// Polls pending requests (and sweeps those whose answer never came) on every instance,
 /// each row claimed by one.
-pub async fn run_poller(state: std::sync::Arc<AppState>, shutdown: CancellationToken) {
-    let tick = state
+pub async fn run_poller(svc: std::sync::Arc<SignatureService>, shutdown: CancellationToken) {
+    let tick = svc
         .settings
         .signatures
         .poll_min
         .min(Duration::from_millis(500));
     loop {
-        if let Err(e) = poll_once(&state).await {
+        if let Err(e) = poll_once(&svc).await {
             tracing::warn!(error = format!("{e:#}"), "signature poll pass failed");
         }
         tokio::select! {
@@ -881,10 +911,10 @@ pub async fn run_poller(state: std::sync::Arc<AppState>, shutdown: CancellationT
     }
 }
 
-async fn poll_once(state: &AppState) -> anyhow::Result<()> {
-    let grace = state.settings.signatures.expiry_grace.as_secs_f64();
+async fn poll_once(svc: &SignatureService) -> anyhow::Result<()> {
+    let grace = svc.settings.signatures.expiry_grace.as_secs_f64();
     let due: Vec<Due> = {
-        let db = state.pool.get().await?;
+        let db = svc.pool.get().await?;
         db.query_cached(
             "UPDATE signature_requests s SET claimed_until = now() + interval '30 seconds'
              WHERE s.id IN (
@@ -910,22 +940,22 @@ async fn poll_once(state: &AppState) -> anyhow::Result<()> {
         })
         .collect()
     };
-    futures::future::join_all(due.into_iter().map(|d| poll_one(state, d))).await;
+    futures::future::join_all(due.into_iter().map(|d| poll_one(svc, d))).await;
     Ok(())
 }
 
-async fn poll_one(state: &AppState, due: Due) {
+async fn poll_one(svc: &SignatureService, due: Due) {
     let id = due.id;
-    if let Err(e) = poll_one_inner(state, due).await {
+    if let Err(e) = poll_one_inner(svc, due).await {
         tracing::warn!(signature = %id, error = %e, "poll failed");
     }
 }
 
 #[tracing::instrument(name = "signature.poll", skip_all, fields(signature = %due.id, carrier = %due.carrier))]
-async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
+async fn poll_one_inner(svc: &SignatureService, due: Due) -> Result<(), SignatureError> {
     if due.overdue {
         end(
-            state,
+            svc,
             due.id,
             "expired",
             Some("no answer before the request timed out".into()),
@@ -936,10 +966,10 @@ async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
     let carrier: carrier_adapters::Carrier = due
         .carrier
         .parse()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
-    let Some(mssp) = state.mssps.get(&carrier).cloned() else {
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
+    let Some(mssp) = svc.mssps.get(&carrier).cloned() else {
         end(
-            state,
+            svc,
             due.id,
             "carrier_error",
             Some("carrier no longer configured".into()),
@@ -949,11 +979,11 @@ async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
     };
     let Some(mssp_trans_id) = due.mssp_trans_id.clone() else {
         // The push is still in flight (or was lost between insert and update): later.
-        reschedule(state, &due, &mssp).await?;
+        reschedule(svc, &due, &mssp).await?;
         return Ok(());
     };
     let query = MssMessage::StatusReq(StatusReq {
-        ap: ap_info(&mssp, state, &due.ap_trans_id),
+        ap: ap_info(&mssp, svc, &due.ap_trans_id),
         mssp: mssp_info(&mssp),
         mssp_trans_id,
         msisdn: Some(due.msisdn.clone()),
@@ -976,7 +1006,7 @@ async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
             if other_id || other_number {
                 tracing::warn!(signature = %due.id, "the MSSP answered a status query about another transaction");
                 end(
-                    state,
+                    svc,
                     due.id,
                     "carrier_error",
                     Some(
@@ -987,31 +1017,35 @@ async fn poll_one_inner(state: &AppState, due: Due) -> Result<(), ApiError> {
                 .await?;
                 return Ok(());
             }
-            apply_status(state, due.id, &resp).await?;
-            reschedule(state, &due, &mssp).await?;
+            apply_status(svc, due.id, &resp).await?;
+            reschedule(svc, &due, &mssp).await?;
         }
         Ok(SoapContent::Fault(f)) => {
             let status = ending(f.status).unwrap_or("carrier_error");
             end(
-                state,
+                svc,
                 due.id,
                 status,
                 Some(format!("{}: {}", f.status, f.reason)),
             )
             .await?;
         }
-        Ok(_) => reschedule(state, &due, &mssp).await?,
+        Ok(_) => reschedule(svc, &due, &mssp).await?,
         Err(e) => {
             tracing::warn!(signature = %due.id, error = %e, "status query failed; will retry");
-            reschedule(state, &due, &mssp).await?;
+            reschedule(svc, &due, &mssp).await?;
         }
     }
     Ok(())
 }
 
 /// Next poll with back-off, never later than the expiry sweep.
-async fn reschedule(state: &AppState, due: &Due, mssp: &MsspClient) -> Result<(), ApiError> {
-    let s = &state.settings.signatures;
+async fn reschedule(
+    svc: &SignatureService,
+    due: &Due,
+    mssp: &MsspClient,
+) -> Result<(), SignatureError> {
+    let s = &svc.settings.signatures;
     let delay = if mssp.dialect.calls_back() {
         s.poll_max * 4
     } else {
@@ -1020,7 +1054,7 @@ async fn reschedule(state: &AppState, due: &Due, mssp: &MsspClient) -> Result<()
             .unwrap_or(s.poll_max)
     };
     let grace = s.expiry_grace.as_secs_f64();
-    let db = state.pool.get().await?;
+    let db = svc.pool.get().await?;
     db.execute_cached(
         "UPDATE signature_requests SET poll_attempts = poll_attempts + 1, claimed_until = NULL,
             next_poll_at = LEAST(now() + make_interval(secs => $2::float8),

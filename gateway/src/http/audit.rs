@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::auth::ApiClient;
 use super::error::ApiError;
 use crate::domain::Msisdn;
-use crate::startup::AppState;
+use crate::http::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
@@ -18,7 +18,7 @@ pub struct AuditQuery {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Only this number's events.
-    #[param(value_type = Option<super::openapi::Phone>)]
+    #[param(value_type = Option<super::schemas::Phone>)]
     msisdn: Option<String>,
 }
 
@@ -41,11 +41,11 @@ const PAGE: i64 = 1000;
     params(AuditQuery),
     responses(
         (status = 200, description = "Events / Sự kiện", body = AuditPage),
-        (status = 401, response = super::openapi::Problem401),
-        (status = 422, response = super::openapi::Problem422),
-        (status = 429, response = super::openapi::Problem429),
-        (status = 500, response = super::openapi::Problem500),
-        (status = 503, response = super::openapi::Problem503),
+        (status = 401, response = super::schemas::Problem401),
+        (status = 422, response = super::schemas::Problem422),
+        (status = 429, response = super::schemas::Problem429),
+        (status = 500, response = super::schemas::Problem500),
+        (status = 503, response = super::schemas::Problem503),
     ),
 )]
 pub async fn list(
@@ -54,8 +54,8 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let from = super::query_time("from", query.from.as_deref(), now - Duration::days(1))?;
-    let to = super::query_time("to", query.to.as_deref(), now + Duration::seconds(1))?;
+    let from = super::query::query_time("from", query.from.as_deref(), now - Duration::days(1))?;
+    let to = super::query::query_time("to", query.to.as_deref(), now + Duration::seconds(1))?;
     let msisdn = query
         .msisdn
         .as_deref()

@@ -13,13 +13,13 @@ use uuid::Uuid;
 use super::auth::ApiClient;
 use super::body::read_json;
 use super::error::ApiError;
-use super::openapi::{
+use super::schemas::{
     Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413, Problem415,
     Problem422, Problem429, Problem500, Problem503,
 };
 use crate::domain::Msisdn;
+use crate::http::state::AppState;
 use crate::signatures::{self, NewSignature, SignaturePurpose, SignatureView};
-use crate::startup::AppState;
 
 /// A signature to ask of the SIM in a phone.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -27,7 +27,7 @@ use crate::startup::AppState;
 #[schema(as = SignatureCreate)]
 pub(crate) struct CreateBody {
     /// The SIM ký số subscriber's number.
-    #[schema(value_type = super::openapi::Phone)]
+    #[schema(value_type = super::schemas::Phone)]
     msisdn: String,
     /// `register`, `login` or `add_method`.
     #[schema(pattern = "^(register|login|add_method)$")]
@@ -209,7 +209,7 @@ pub async fn create(
         read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
     let new = parse_create(body, &state)?;
     client.allow_purpose(new.purpose.as_str())?;
-    let view = signatures::create(&state, client.id, new).await?;
+    let view = signatures::create(&state.signatures, client.id, new).await?;
     Ok(HttpResponse::build(StatusCode::ACCEPTED)
         .insert_header(("Location", format!("/v1/signatures/{}", view.id)))
         .json(view))
@@ -252,7 +252,8 @@ pub async fn get(
             .filter(|w| *w <= 60)
             .ok_or_else(|| invalid("wait", "wait must be 0..=60 seconds"))?,
     };
-    let view = signatures::wait(&state, client.id, id, Duration::from_secs(wait)).await?;
+    let view =
+        signatures::wait(&state.signatures, client.id, id, Duration::from_secs(wait)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -277,7 +278,7 @@ pub async fn cancel(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(signatures::cancel(&state, client.id, id).await?))
+    Ok(HttpResponse::Ok().json(signatures::cancel(&state.signatures, client.id, id).await?))
 }
 
 /// Who the portal believes owns the number.
@@ -320,7 +321,7 @@ impl utoipa::PartialSchema for OwnerCheckBody {
                 }))
                 .property(
                     "msisdn",
-                    <super::openapi::Phone as utoipa::PartialSchema>::schema(),
+                    <super::schemas::Phone as utoipa::PartialSchema>::schema(),
                 )
                 .required("msisdn");
             match kind {
@@ -515,6 +516,7 @@ pub async fn subscriber_check(
         crate::mnp::carrier_of(&db, &msisdn).await?
     };
     let mssp = state
+        .signatures
         .mssps
         .get(&carrier)
         .filter(|m| m.route.owner_check_url.is_some())

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::startup::AppState;
+use crate::http::state::AppState;
 
 /// The admin key from `Authorization: Bearer KEY`, or from Basic auth (any user name,
 /// the key as password: what a browser asks for).
@@ -61,10 +61,10 @@ pub(crate) fn authorise(req: &HttpRequest, state: &AppState) -> Result<(), ApiEr
     responses(
         (status = 200, description = "`unlocked`: whether the account was locked", body = Object,
             example = json!({"unlocked": true})),
-        (status = 401, response = super::openapi::Problem401),
-        (status = 404, response = super::openapi::Problem404),
-        (status = 500, response = super::openapi::Problem500),
-        (status = 503, response = super::openapi::Problem503),
+        (status = 401, response = super::schemas::Problem401),
+        (status = 404, response = super::schemas::Problem404),
+        (status = 500, response = super::schemas::Problem500),
+        (status = 503, response = super::schemas::Problem503),
     ),
 )]
 pub async fn unlock(
@@ -75,6 +75,6 @@ pub async fn unlock(
     authorise(&req, &state)?;
     let (client, account) = path.into_inner();
     let client = Uuid::parse_str(&client).map_err(|_| ApiError::NotFound)?;
-    let unlocked = crate::otp::unlock_account(&state, client, &account).await?;
+    let unlocked = state.otp.unlock_account(client, &account).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "unlocked": unlocked })))
 }

@@ -13,15 +13,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
-tokio::task_local! {
-    /// The id of the request being handled, for outgoing calls made on its behalf.
-    pub static REQUEST_ID: String;
-}
-
-/// The request id of the current task, if it serves a request.
-pub fn current_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
-}
+use crate::telemetry::request_id::REQUEST_ID;
 
 const HEADER: &str = "x-request-id";
 
@@ -139,8 +131,8 @@ pub async fn middleware(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let metrics = req
-        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
-        .map(|s| s.request_metrics.clone());
+        .app_data::<actix_web::web::Data<RequestMetrics>>()
+        .cloned();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let result = REQUEST_ID
         .scope(id.clone(), next.call(req).instrument(span.clone()))

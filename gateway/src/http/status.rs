@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use crate::db::Cached;
 use crate::domain::Msisdn;
-use crate::startup::AppState;
+use crate::http::state::AppState;
 
 /// The operators' status page / Trang trạng thái cho vận hành
 ///
@@ -26,9 +26,9 @@ use crate::startup::AppState;
         (status = 401, description = "No or wrong admin key; asks for Basic auth",
             content_type = "text/plain", body = String,
             headers(("WWW-Authenticate" = String))),
-        (status = 404, response = super::openapi::Problem404),
-        (status = 500, response = super::openapi::Problem500),
-        (status = 503, response = super::openapi::Problem503),
+        (status = 404, response = super::schemas::Problem404),
+        (status = 500, response = super::schemas::Problem500),
+        (status = 503, response = super::schemas::Problem503),
     ),
 )]
 pub async fn status(

@@ -5,7 +5,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::db::{chain_unavailable, db_conflict, db_unavailable};
+use crate::clients::PurposeNotAllowed;
+use crate::failure::Failure;
+use crate::limits::Limited;
+use crate::otp::OtpError;
+use crate::signatures::SignatureError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -145,43 +149,75 @@ impl ApiError {
 /// Seconds a client is asked to wait after a 503.
 pub const UNAVAILABLE_RETRY_AFTER: u64 = 1;
 
+impl From<Failure> for ApiError {
+    fn from(e: Failure) -> Self {
+        match e {
+            Failure::Unavailable(e) => ApiError::Unavailable(e),
+            Failure::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        if db_unavailable(&e) {
-            ApiError::Unavailable(e.into())
-        } else {
-            ApiError::Internal(e.into())
-        }
+        Failure::from(e).into()
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        if chain_unavailable(&e) {
-            ApiError::Unavailable(e)
-        } else {
-            ApiError::Internal(e)
-        }
-    }
-}
-
-impl ApiError {
-    /// A database conflict (serialization failure, deadlock): the transaction may be run
-    /// once more before answering 503.
-    pub fn is_db_conflict(&self) -> bool {
-        match self {
-            ApiError::Unavailable(e) => e.chain().any(|c| {
-                c.downcast_ref::<tokio_postgres::Error>()
-                    .is_some_and(db_conflict)
-            }),
-            _ => false,
-        }
+        Failure::from(e).into()
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        ApiError::Unavailable(e.into())
+        Failure::from(e).into()
+    }
+}
+
+impl From<Limited> for ApiError {
+    fn from(e: Limited) -> Self {
+        ApiError::RateLimited {
+            retry_after: e.retry_after,
+            detail: e.detail,
+        }
+    }
+}
+
+impl From<PurposeNotAllowed> for ApiError {
+    fn from(e: PurposeNotAllowed) -> Self {
+        ApiError::PurposeNotAllowed { purpose: e.purpose }
+    }
+}
+
+impl From<OtpError> for ApiError {
+    fn from(e: OtpError) -> Self {
+        match e {
+            OtpError::NotFound => ApiError::NotFound,
+            OtpError::InvalidField { field, detail } => ApiError::InvalidField { field, detail },
+            OtpError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            OtpError::PurposeNotAllowed(e) => e.into(),
+            OtpError::AccountLocked => ApiError::AccountLocked,
+            OtpError::NotPending { status } => ApiError::NotPending { status },
+            OtpError::ResendTooEarly { retry_after } => ApiError::ResendTooEarly { retry_after },
+            OtpError::MaxSendsReached { max_sends } => ApiError::MaxSendsReached { max_sends },
+            OtpError::Limited(e) => e.into(),
+            OtpError::Failure(e) => e.into(),
+        }
+    }
+}
+
+impl From<SignatureError> for ApiError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::NotFound => ApiError::NotFound,
+            SignatureError::InvalidField { field, detail } => {
+                ApiError::InvalidField { field, detail }
+            }
+            SignatureError::NotPending { status } => ApiError::NotPending { status },
+            SignatureError::Failure(e) => e.into(),
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use carrier_adapters::Carrier;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 
+use crate::http::state::AppState;
 use crate::signatures;
-use crate::startup::AppState;
 
 fn soap(version: SoapVersion, status: u16, body: String) -> HttpResponse {
     HttpResponse::build(
@@ -86,6 +86,7 @@ pub async fn notification(
         return HttpResponse::NotFound().finish();
     };
     let Some(mssp) = state
+        .signatures
         .mssps
         .get(&carrier)
         .cloned()
@@ -168,13 +169,16 @@ pub async fn notification(
         }
         Err(e) => return fault(version, 400, e.status(), &e.to_string()),
     };
-    let found = match signatures::find_by_ap_trans_id(&state, carrier, &resp.ap.ap_trans_id).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "callback lookup failed");
-            return receiver_fault(version, 503, "INTERNAL_ERROR");
-        }
-    };
+    let found =
+        match signatures::find_by_ap_trans_id(&state.signatures, carrier, &resp.ap.ap_trans_id)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "callback lookup failed");
+                return receiver_fault(version, 503, "INTERNAL_ERROR");
+            }
+        };
     let Some((id, mssp_trans_id)) = found else {
         return fault(version, 400, StatusCode::WrongParam, "unknown AP_TransID");
     };
@@ -216,7 +220,7 @@ pub async fn notification(
     };
     match first {
         Ok(true) => {
-            if let Err(e) = signatures::apply_status(&state, id, &resp).await {
+            if let Err(e) = signatures::apply_status(&state.signatures, id, &resp).await {
                 tracing::error!(signature = %id, error = %e, "callback not applied");
                 // Let the carrier retry: forget that we saw it.
                 if let Ok(db) = state.pool.get().await {

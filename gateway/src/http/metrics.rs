@@ -6,7 +6,7 @@ use std::fmt::Write;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::http::state::AppState;
 
 fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -165,8 +165,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "# HELP gateway_guard_blocked_total Sends refused by the SMS pumping guards.\n# TYPE gateway_guard_blocked_total counter"
         );
         for (guard, n) in [
-            ("sequential", &state.guard_counters.sequential),
-            ("conversion", &state.guard_counters.conversion),
+            ("sequential", &state.otp.guard_counters().sequential),
+            ("conversion", &state.otp.guard_counters().conversion),
         ] {
             let _ = writeln!(
                 out,
@@ -223,7 +223,7 @@ pub struct Queues {
 }
 
 /// All the queue figures in one statement (for `/metrics` and `/status`).
-pub async fn queues(state: &AppState) -> Result<Queues, crate::api::error::ApiError> {
+pub async fn queues(state: &AppState) -> Result<Queues, crate::http::error::ApiError> {
     use crate::db::Cached;
     let db = state.pool.get().await?;
     let row = db

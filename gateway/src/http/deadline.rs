@@ -101,7 +101,7 @@ pub async fn middleware(
         .is_some_and(|slot| slot.over_limit)
     {
         let limit = req
-            .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+            .app_data::<actix_web::web::Data<crate::http::state::AppState>>()
             .map(|s| s.settings.server.max_connections_per_ip)
             .unwrap_or_default();
         let mut resp = ApiError::RateLimited {
@@ -114,7 +114,7 @@ pub async fn middleware(
         return Ok(req.into_response(resp).map_into_right_body());
     }
     let timeout = req
-        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+        .app_data::<actix_web::web::Data<crate::http::state::AppState>>()
         .map(|s| s.settings.server.body_timeout);
     if let Some(timeout) = timeout {
         let payload = req.take_payload();

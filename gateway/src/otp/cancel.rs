@@ -1,0 +1,57 @@
+//! Canceling a verification: it ends, and its unsent SMS is withdrawn.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::deps::Deps;
+use super::error::OtpError;
+use super::model::{view, OtpView, CHALLENGE_COLUMNS};
+use super::sms::cancel_unsent_sms;
+use crate::audit;
+use crate::db::Cached;
+use crate::domain::Msisdn;
+
+/// Ends a pending (or expired) verification.
+pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpError> {
+    let mut db = deps.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt_cached(
+            &format!(
+                "UPDATE otp_challenges c SET status = 'canceled', updated_at = now()
+                 WHERE c.id = $1 AND c.client_id = $2 AND c.status IN ('pending', 'expired')
+                 RETURNING {CHALLENGE_COLUMNS}"
+            ),
+            &[&id, &client],
+        )
+        .await?;
+    let Some(row) = row else {
+        let existing = tx
+            .query_opt_cached(
+                "SELECT status FROM otp_challenges WHERE id = $1 AND client_id = $2",
+                &[&id, &client],
+            )
+            .await?
+            .ok_or(OtpError::NotFound)?;
+        return Err(OtpError::NotPending {
+            status: existing.get(0),
+        });
+    };
+    cancel_unsent_sms(&tx, id).await?;
+    let canceled_msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    audit::record(
+        &tx,
+        &deps.keys,
+        audit::Event {
+            event: "otp.canceled",
+            client: Some(client),
+            msisdn: canceled_msisdn.as_ref(),
+            subject: Some(id),
+            detail: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(otp = %id, "OTP canceled");
+    view(&row, None)
+}

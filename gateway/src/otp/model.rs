@@ -1,0 +1,179 @@
+//! What the OTP service takes and answers: the parsed request, the views, the secrets
+//! made for a create before it is queued, and the challenge row's reading.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::error::OtpError;
+use crate::crypto::ServerKeys;
+use crate::domain::{sms_text, Locale, Msisdn, Purpose};
+use crate::failure::Failure;
+
+/// What the portal asked for, parsed.
+#[derive(Debug, Clone)]
+pub struct NewOtp {
+    pub msisdn: Msisdn,
+    pub purpose: Purpose,
+    pub locale: Locale,
+    pub code_length: u8,
+    pub ttl_seconds: u32,
+    pub idempotency_key: Option<String>,
+    /// The portal's opaque account reference, for account lockout.
+    pub account_ref: Option<String>,
+    /// The end user's address, for per-IP limits.
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// A verification: one challenge, its code(s) sent by SMS. / Phiên xác thực OTP.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OtpView {
+    pub id: Uuid,
+    /// `pending`, `approved`, `expired`, `max_attempts_reached` or `canceled`.
+    #[schema(example = "pending")]
+    pub status: String,
+    /// The number with its middle hidden, as the portal shows it.
+    #[schema(example = "082****088")]
+    pub msisdn_masked: String,
+    /// The network that serves the number now (after portability): `viettel`,
+    /// `vinaphone`, `mobifone`, `vietnamobile`, `gmobile`, `itelecom` or `reddi`.
+    #[schema(example = "vinaphone")]
+    pub carrier: String,
+    #[schema(example = "login")]
+    pub purpose: String,
+    pub created_at: DateTime<Utc>,
+    /// After this the code no longer works.
+    pub expires_at: DateTime<Utc>,
+    /// From this time "Gửi lại OTP" may send a new code.
+    pub resend_available_at: DateTime<Utc>,
+    /// Codes sent so far.
+    pub sends: i32,
+    pub max_sends: i32,
+    /// Wrong codes still allowed.
+    pub attempts_left: i32,
+    /// The latest SMS's delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryView>,
+}
+
+/// Where the latest SMS of a verification is. / Trạng thái gửi tin nhắn.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    /// `queued`, `submitted`, `failed`, `canceled`, or the receipt's state
+    /// (`delivered`, `undeliverable`, `expired`, `rejected`, …).
+    #[schema(example = "delivered")]
+    pub status: String,
+    /// The SMPP route (carrier bind) it went out on.
+    #[schema(example = "vinaphone")]
+    pub route: String,
+    /// The first part's SMSC message id.
+    pub message_id: Option<String>,
+    /// How many SMS the text went out as.
+    pub parts: i32,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub receipt_at: Option<DateTime<Utc>>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// The result of a check. / Kết quả kiểm tra mã.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckView {
+    pub id: Uuid,
+    /// Whether the code matched (and so approved the verification).
+    pub valid: bool,
+    /// The verification's status after the check.
+    #[schema(example = "approved")]
+    pub status: String,
+    pub attempts_left: i32,
+}
+
+pub(crate) const CHALLENGE_COLUMNS: &str =
+    "c.id, c.status, c.msisdn, c.carrier, c.purpose, c.created_at, \
+     c.expires_at, c.resend_available_at, c.sends, c.max_sends, c.attempts, c.max_attempts, \
+     (c.expires_at <= now()) AS expired_now";
+
+pub(crate) fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, OtpError> {
+    let msisdn: String = row.get("msisdn");
+    let msisdn = Msisdn::parse(&msisdn)
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
+    let mut status: String = row.get("status");
+    if status == "pending" && row.get::<_, bool>("expired_now") {
+        status = "expired".into();
+    }
+    let attempts: i32 = row.get("attempts");
+    let max_attempts: i32 = row.get("max_attempts");
+    Ok(OtpView {
+        id: row.get("id"),
+        status,
+        msisdn_masked: msisdn.masked(),
+        carrier: row.get("carrier"),
+        purpose: row.get("purpose"),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        resend_available_at: row.get("resend_available_at"),
+        sends: row.get("sends"),
+        max_sends: row.get("max_sends"),
+        attempts_left: (max_attempts - attempts).max(0),
+        delivery,
+    })
+}
+
+pub(crate) fn request_hash(req: &NewOtp) -> Vec<u8> {
+    crate::crypto::sha256(
+        format!(
+            "{}|{}|{}|{}|{}|{}",
+            req.msisdn.e164(),
+            req.purpose,
+            req.locale.as_str(),
+            req.code_length,
+            req.ttl_seconds,
+            req.account_ref.as_deref().unwrap_or_default()
+        )
+        .as_bytes(),
+    )
+}
+
+/// The answer to a create whose Idempotency-Key names `existing` (a row with
+/// `request_hash`): the first answer again for the same request, 422 for another.
+pub(crate) fn replay(existing: &Row, hash: &[u8]) -> Result<(OtpView, bool), OtpError> {
+    if existing
+        .get::<_, Option<Vec<u8>>>("request_hash")
+        .as_deref()
+        != Some(hash)
+    {
+        return Err(OtpError::IdempotencyKeyReused);
+    }
+    Ok((view(existing, None)?, true))
+}
+
+/// A create's secrets and derived values, made in the request's task (CPU work spread
+/// over the HTTP workers) before it is queued: the code itself is dropped here and
+/// never leaves this function except as its MAC and sealed SMS text.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub id: Uuid,
+    pub mac: Vec<u8>,
+    pub sealed: Vec<u8>,
+    pub hash: Vec<u8>,
+    /// The X-Request-Id of the request, stored with its SMS.
+    pub request_id: Option<String>,
+}
+
+pub(crate) fn prepare(keys: &ServerKeys, req: &NewOtp) -> Result<Prepared, OtpError> {
+    let id = Uuid::now_v7();
+    let code = keys.random_code(req.code_length as usize)?;
+    let mac = keys.code_mac(id, 1, req.purpose.as_str(), req.msisdn.e164(), &code);
+    let text = sms_text(req.purpose, req.locale, &code, req.ttl_seconds);
+    drop(code);
+    let sealed = keys.seal(&text, req.msisdn.e164())?;
+    drop(text);
+    Ok(Prepared {
+        id,
+        mac,
+        sealed,
+        hash: request_hash(req),
+        request_id: crate::telemetry::request_id::current(),
+    })
+}

@@ -1,0 +1,164 @@
+//! Resending: a new code that replaces the old one ("Gửi lại OTP"). A resend is a send
+//! like a create's: it is admitted by the same rules (`admission::admit`, from a
+//! snapshot read the same way), for the verification's number, purpose, end-user
+//! address and account, and counts for the sends after it as a create's does.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::admission::{self, Ask, Fate, Kind};
+use super::deps::Deps;
+use super::error::OtpError;
+use super::model::{view, OtpView, CHALLENGE_COLUMNS};
+use super::sms::{cancel_unsent_sms, queue_sms};
+use super::snapshot;
+use crate::audit;
+use crate::clients::ApiClient;
+use crate::db::Cached;
+use crate::domain::{sms_text, Locale, Msisdn, Purpose};
+use crate::failure::Failure;
+
+/// Sends a new code for verification `id`. A transaction that lost a deadlock or
+/// serialization race (nothing of it committed) is run once more.
+#[tracing::instrument(name = "otp.resend", skip_all, fields(client = %api_client.id, otp = %id))]
+pub async fn resend(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpView, OtpError> {
+    match attempt(deps, api_client, id).await {
+        Err(e) if e.is_db_conflict() => {
+            tracing::info!(error = %e, "resend lost a database conflict; running it again");
+            attempt(deps, api_client, id).await
+        }
+        other => other,
+    }
+}
+
+async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpView, OtpError> {
+    let client = api_client.id;
+    let settings = &deps.settings;
+    let mut db = deps.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt_cached(
+            &format!(
+                "SELECT {CHALLENGE_COLUMNS}, c.locale, c.code_length, c.ttl_seconds, c.code_version,
+                    c.client_ip, c.account_ref,
+                    GREATEST(0, CEIL(EXTRACT(EPOCH FROM (c.resend_available_at - now()))))::bigint AS wait_secs
+                 FROM otp_challenges c WHERE c.id = $1 AND c.client_id = $2 FOR UPDATE"
+            ),
+            &[&id, &client],
+        )
+        .await?
+        .ok_or(OtpError::NotFound)?;
+    // The verification's own rules: still open, not too early, sends left.
+    let status: String = row.get("status");
+    // An expired code may be replaced ("Gửi lại OTP" after the time ran out).
+    if status != "pending" && status != "expired" {
+        return Err(OtpError::NotPending { status });
+    }
+    let wait: i64 = row.get("wait_secs");
+    if wait > 0 {
+        return Err(OtpError::ResendTooEarly {
+            retry_after: wait as u64,
+        });
+    }
+    let sends: i32 = row.get("sends");
+    let max_sends: i32 = row.get("max_sends");
+    if sends >= max_sends {
+        return Err(OtpError::MaxSendsReached { max_sends });
+    }
+    let msisdn = Msisdn::parse(row.get("msisdn"))
+        .map_err(|e| Failure::internal(format!("stored msisdn unreadable: {e}")))?;
+    let purpose: Purpose = row
+        .get::<_, &str>("purpose")
+        .parse()
+        .map_err(Failure::internal)?;
+    let locale: Locale = row
+        .get::<_, &str>("locale")
+        .parse()
+        .map_err(Failure::internal)?;
+    let client_ip: Option<std::net::IpAddr> = row.get("client_ip");
+    let account_ref: Option<String> = row.get("account_ref");
+
+    // The send's rules: the same as a create's.
+    let ask = Ask {
+        kind: Kind::Resend,
+        client: api_client,
+        msisdn: &msisdn,
+        purpose,
+        client_ip,
+        account_ref: account_ref.as_deref(),
+    };
+    let asks = std::slice::from_ref(&ask);
+    let needs = admission::needs(settings, asks);
+    let mut snapshot = snapshot::take(&tx, settings, &needs).await?;
+    let to = match admission::admit(settings, &mut snapshot, asks).remove(0) {
+        Fate::Admitted(to) => to,
+        refused => {
+            tx.rollback().await?;
+            return Err(
+                super::refusal::refused(deps, refused, client, &msisdn, Some(id), purpose).await,
+            );
+        }
+    };
+
+    let code_length: i16 = row.get("code_length");
+    let ttl_seconds: i32 = row.get("ttl_seconds");
+    let version: i32 = row.get::<_, i32>("code_version") + 1;
+    let code = deps.keys.random_code(code_length as usize)?;
+    let mac = deps
+        .keys
+        .code_mac(id, version, purpose.as_str(), msisdn.e164(), &code);
+    let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
+    drop(code);
+    let sealed = deps.keys.seal(&text, msisdn.e164())?;
+    drop(text);
+    let resend_ms = settings.otp.resend_interval.as_millis() as f64;
+
+    let updated = tx
+        .query_one_cached(
+            &format!(
+                "UPDATE otp_challenges c SET code_mac = $2, code_version = $3, sends = sends + 1,
+                    status = 'pending', updated_at = now(),
+                    expires_at = now() + make_interval(secs => ttl_seconds),
+                    resend_available_at = now() + make_interval(secs => $4::float8 / 1000)
+                 WHERE c.id = $1 RETURNING {CHALLENGE_COLUMNS}"
+            ),
+            &[&id, &mac, &version, &resend_ms],
+        )
+        .await?;
+    // The old code no longer works: an unsent SMS carrying it is pointless.
+    cancel_unsent_sms(&tx, id).await?;
+    let request_id = crate::telemetry::request_id::current();
+    queue_sms(
+        &tx,
+        id,
+        version,
+        &to.route,
+        &msisdn,
+        &to.sender,
+        &sealed,
+        request_id.as_deref(),
+        client_ip,
+    )
+    .await?;
+    if admission::daily_quota(settings, api_client).is_some() {
+        // Last: it takes the quota counter's row lock.
+        crate::limits::count_daily(&tx, client).await?;
+    }
+    audit::record(
+        &tx,
+        &deps.keys,
+        audit::Event {
+            event: "otp.resent",
+            client: Some(client),
+            msisdn: Some(&msisdn),
+            subject: Some(id),
+            detail: json!({ "send": sends + 1, "route": to.route }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    deps.outbox_wake.notify_one();
+    // The conversion guard counts verifications, not their codes: a resend adds none.
+    tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
+    view(&updated, None)
+}

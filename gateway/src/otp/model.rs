@@ -10,6 +10,7 @@ use super::error::OtpError;
 use crate::crypto::ServerKeys;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
+pub use crate::outbox::receipts::DeliveryView;
 
 /// What the portal asked for, parsed.
 #[derive(Debug, Clone)]
@@ -55,26 +56,6 @@ pub struct OtpView {
     /// The latest SMS's delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryView>,
-}
-
-/// Where the latest SMS of a verification is. / Trạng thái gửi tin nhắn.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DeliveryView {
-    /// `queued`, `submitted`, `failed`, `canceled`, or the receipt's state
-    /// (`delivered`, `undeliverable`, `expired`, `rejected`, …).
-    #[schema(example = "delivered")]
-    pub status: String,
-    /// The SMPP route (carrier bind) it went out on.
-    #[schema(example = "vinaphone")]
-    pub route: String,
-    /// The first part's SMSC message id.
-    pub message_id: Option<String>,
-    /// How many SMS the text went out as.
-    pub parts: i32,
-    pub submitted_at: Option<DateTime<Utc>>,
-    pub receipt_at: Option<DateTime<Utc>>,
-    /// Why it failed, when it did.
-    pub error: Option<String>,
 }
 
 /// The result of a check. / Kết quả kiểm tra mã.

@@ -1,6 +1,4 @@
-//! The SMS outbox dispatcher and the receipt sink.
-//!
-//! Dispatchers on every instance claim queued rows in batches (`FOR UPDATE SKIP LOCKED`,
+//! The dispatcher. Dispatchers on every instance claim queued rows in batches (`FOR UPDATE SKIP LOCKED`,
 //! with a claim lease so a dead instance's rows come back), submit them over the route's
 //! bind, and write the results back in one statement per batch. They wake when this
 //! instance queues a message, and on a poll interval (`outbox.poll_interval`) for the
@@ -12,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_adapters::receipt::{alternate_message_ids, normalise_message_id};
-use carrier_adapters::smpp::{BindGroup, DeliveryReport, OutgoingSms, ReceiptSink, SubmitError};
+use carrier_adapters::smpp::{BindGroup, OutgoingSms, SubmitError};
 use carrier_adapters::sms_text;
 use deadpool_postgres::Pool;
-use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -681,130 +678,6 @@ fn unsendable(row: &Claimed, now: std::time::Instant) -> Option<Outcome> {
         status,
         reason,
     })
-}
-
-/// Stores receipts keyed by route and normalised message id; the submit may be
-/// recorded before or after. Receipts are written in batches (one statement for all that
-/// arrived within a few milliseconds) and each is acknowledged to the SMSC only after its
-/// batch committed.
-pub struct ReceiptStore {
-    tx: tokio::sync::mpsc::Sender<PendingReceipt>,
-}
-
-struct PendingReceipt {
-    route: String,
-    report: DeliveryReport,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
-}
-
-/// Most receipts in one statement, and how long the first one waits for company.
-const RECEIPT_BATCH: usize = 256;
-const RECEIPT_LINGER: Duration = Duration::from_millis(5);
-
-impl ReceiptStore {
-    pub fn start(
-        pool: Pool,
-        funnel: Arc<crate::telemetry::funnel::Funnel>,
-        shutdown: CancellationToken,
-    ) -> (Arc<ReceiptStore>, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        let task = tokio::spawn(write_receipts(pool, funnel, rx, shutdown));
-        (Arc::new(ReceiptStore { tx }), task)
-    }
-}
-
-async fn write_receipts(
-    pool: Pool,
-    funnel: Arc<crate::telemetry::funnel::Funnel>,
-    mut rx: tokio::sync::mpsc::Receiver<PendingReceipt>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            r = rx.recv() => r,
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        let linger = tokio::time::sleep(RECEIPT_LINGER);
-        tokio::pin!(linger);
-        while batch.len() < RECEIPT_BATCH {
-            tokio::select! {
-                _ = &mut linger => break,
-                r = rx.recv() => match r {
-                    Some(r) => batch.push(r),
-                    None => break,
-                },
-            }
-        }
-        let result = insert_receipts(&pool, &batch)
-            .await
-            .map_err(|e| format!("{e:#}"));
-        if result.is_ok() {
-            for r in &batch {
-                if r.report.state.as_str() == "delivered" {
-                    funnel.otp("delivered", &r.route, 1);
-                }
-            }
-        }
-        for r in batch {
-            let _ = r.done.send(result.clone());
-        }
-    }
-}
-
-async fn insert_receipts(pool: &Pool, batch: &[PendingReceipt]) -> anyhow::Result<()> {
-    // One row per key: ON CONFLICT cannot touch a row twice in one statement; the
-    // latest receipt for a message wins.
-    let mut rows: std::collections::HashMap<(String, String), (&str, Option<String>)> =
-        std::collections::HashMap::new();
-    for r in batch {
-        rows.insert(
-            (r.route.clone(), normalise_message_id(&r.report.message_id)),
-            (r.report.state.as_str(), r.report.error.clone()),
-        );
-    }
-    let (mut routes, mut ids, mut states, mut errors) = (vec![], vec![], vec![], vec![]);
-    for ((route, id), (state, error)) in rows {
-        routes.push(route);
-        ids.push(id);
-        states.push(state.to_owned());
-        errors.push(error);
-    }
-    let db = pool.get().await?;
-    db.execute_cached(
-        "INSERT INTO delivery_receipts (route, message_id, state, error_code)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-         ON CONFLICT (route, message_id) DO UPDATE
-            SET state = EXCLUDED.state, error_code = EXCLUDED.error_code, received_at = now()",
-        &[&routes, &ids, &states, &errors],
-    )
-    .await?;
-    tracing::debug!(receipts = batch.len(), "receipts stored");
-    Ok(())
-}
-
-impl ReceiptSink for ReceiptStore {
-    fn deliver(
-        &self,
-        route: &str,
-        report: DeliveryReport,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        let tx = self.tx.clone();
-        let route = route.to_owned();
-        Box::pin(async move {
-            let (done, wait) = tokio::sync::oneshot::channel();
-            tx.send(PendingReceipt {
-                route,
-                report,
-                done,
-            })
-            .await
-            .map_err(|_| "receipt writer stopped".to_owned())?;
-            wait.await
-                .map_err(|_| "receipt writer stopped".to_owned())?
-        })
-    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,19 @@
 //! Operator views: `GET /metrics` (Prometheus text) and `GET /v1/health/carriers`
 //! (JSON), both from this instance's binds plus a few queue depths from Postgres.
 
-use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, HttpResponse};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::json;
 
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 /// Each SMPP route's binds: state, window, rates and errors.
 #[utoipa::path(
@@ -35,181 +36,180 @@ pub async fn carriers(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "routes": routes }))
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BindLabels {
+    route: String,
+    bind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BindStatusLabels {
+    route: String,
+    bind: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardLabels {
+    guard: &'static str,
+}
+
+type Ratio = Gauge<f64, AtomicU64>;
+
+/// What `/metrics` answers with (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Prometheus metrics: requests by route, the OTP funnel and signature outcomes per
-/// carrier, SMPP binds, the outbox's depth and oldest age, the webhook backlog.
+/// carrier, SMPP binds, the outbox's depth and oldest age, the webhook backlog. Encoded
+/// by prometheus-client from a registry made for the scrape: the counters this instance
+/// keeps, and the binds' and queues' state read now.
 #[utoipa::path(
     get, path = "/metrics", tag = "operators", operation_id = "metrics",
     summary = "Prometheus metrics / Số liệu giám sát",
-    responses((status = 200, description = "Prometheus text format 0.0.4",
-        content_type = "text/plain; version=0.0.4", body = String)),
+    responses((status = 200, description = "OpenMetrics text 1.0.0 (Prometheus reads it)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)),
 )]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut out = String::new();
-    let mut lines = Vec::new();
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut registry = Registry::default();
+    let up = Family::<BindLabels, Gauge>::default();
+    let binds = Family::<BindLabels, Counter>::default();
+    let window = Family::<BindLabels, Gauge>::default();
+    let in_use = Family::<BindLabels, Gauge>::default();
+    let submits = Family::<BindLabels, Counter>::default();
+    let rate = Family::<BindLabels, Ratio>::default();
+    let receipts = Family::<BindLabels, Counter>::default();
+    let latency = Family::<BindLabels, Ratio>::default();
+    let throttled = Family::<BindLabels, Ratio>::default();
+    let errors = Family::<BindStatusLabels, Counter>::default();
     for group in state.binds.values() {
         for (i, b) in group.snapshots().iter().enumerate() {
-            let l = format!("route=\"{}\",bind=\"{}\"", escape_label(&b.route), i + 1);
-            lines.push((
-                "gateway_smpp_bind_up",
-                l.clone(),
-                f64::from(u8::from(b.bound)),
-            ));
-            lines.push(("gateway_smpp_binds_total", l.clone(), b.binds_total as f64));
-            lines.push(("gateway_smpp_window_size", l.clone(), b.window_size as f64));
-            lines.push((
-                "gateway_smpp_window_in_use",
-                l.clone(),
-                b.window_in_use as f64,
-            ));
-            lines.push((
-                "gateway_smpp_submits_total",
-                l.clone(),
-                b.submitted_total as f64,
-            ));
-            lines.push((
-                "gateway_smpp_submits_per_second",
-                l.clone(),
-                b.submits_per_second,
-            ));
-            lines.push((
-                "gateway_smpp_receipts_total",
-                l.clone(),
-                b.receipts_total as f64,
-            ));
+            let l = BindLabels {
+                route: b.route.clone(),
+                bind: (i + 1).to_string(),
+            };
+            up.get_or_create(&l).set(i64::from(u8::from(b.bound)));
+            binds.get_or_create(&l).inc_by(b.binds_total);
+            window.get_or_create(&l).set(b.window_size as i64);
+            in_use.get_or_create(&l).set(b.window_in_use as i64);
+            submits.get_or_create(&l).inc_by(b.submitted_total);
+            rate.get_or_create(&l).set(b.submits_per_second);
+            receipts.get_or_create(&l).inc_by(b.receipts_total);
             if let Some(ms) = b.last_receipt_latency_ms {
-                lines.push((
-                    "gateway_smpp_last_receipt_latency_seconds",
-                    l.clone(),
-                    ms as f64 / 1000.0,
-                ));
+                latency.get_or_create(&l).set(ms as f64 / 1000.0);
             }
-            lines.push((
-                "gateway_smpp_throttled_seconds",
-                l.clone(),
-                b.throttled_for_ms as f64 / 1000.0,
-            ));
+            throttled
+                .get_or_create(&l)
+                .set(b.throttled_for_ms as f64 / 1000.0);
             for (status, n) in &b.errors_by_status {
-                lines.push((
-                    "gateway_smpp_submit_errors_total",
-                    format!("{l},status=\"{}\"", escape_label(status)),
-                    *n as f64,
-                ));
+                errors
+                    .get_or_create(&BindStatusLabels {
+                        route: l.route.clone(),
+                        bind: l.bind.clone(),
+                        status: status.clone(),
+                    })
+                    .inc_by(*n);
             }
         }
     }
-    let families: [(&str, &str, &str); 10] = [
-        (
-            "gateway_smpp_bind_up",
-            "gauge",
-            "1 when the SMPP session is bound.",
-        ),
-        (
-            "gateway_smpp_binds_total",
-            "counter",
-            "Successful binds of the session since start (a flapping SMSC makes it climb).",
-        ),
-        (
-            "gateway_smpp_window_size",
-            "gauge",
-            "Most submit_sm outstanding on the bind.",
-        ),
-        (
-            "gateway_smpp_window_in_use",
-            "gauge",
-            "submit_sm awaiting a response.",
-        ),
-        (
-            "gateway_smpp_submits_total",
-            "counter",
-            "submit_sm accepted by the SMSC.",
-        ),
-        (
-            "gateway_smpp_submits_per_second",
-            "gauge",
-            "Accepted submits per second over the last 10 s.",
-        ),
-        (
-            "gateway_smpp_receipts_total",
-            "counter",
-            "Delivery receipts received.",
-        ),
-        (
-            "gateway_smpp_last_receipt_latency_seconds",
-            "gauge",
-            "Submit to receipt, for the latest receipt.",
-        ),
-        (
-            "gateway_smpp_throttled_seconds",
-            "gauge",
-            "Remaining pause after the SMSC throttled.",
-        ),
-        (
-            "gateway_smpp_submit_errors_total",
-            "counter",
-            "Failed submits by outcome (command_status).",
-        ),
-    ];
-    let mut emitted = std::collections::BTreeSet::new();
-    for (name, labels, value) in &lines {
-        if emitted.insert(*name) {
-            if let Some((n, kind, help)) = families.iter().find(|(n, _, _)| n == name) {
-                let _ = writeln!(out, "# HELP {n} {help}\n# TYPE {n} {kind}");
-            }
-        }
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    registry.register(
+        "gateway_smpp_bind_up",
+        "1 when the SMPP session is bound",
+        up,
+    );
+    registry.register(
+        "gateway_smpp_binds",
+        "Successful binds of the session since start (a flapping SMSC makes it climb)",
+        binds,
+    );
+    registry.register(
+        "gateway_smpp_window_size",
+        "Most submit_sm outstanding on the bind",
+        window,
+    );
+    registry.register(
+        "gateway_smpp_window_in_use",
+        "submit_sm awaiting a response",
+        in_use,
+    );
+    registry.register(
+        "gateway_smpp_submits",
+        "submit_sm accepted by the SMSC",
+        submits,
+    );
+    registry.register(
+        "gateway_smpp_submits_per_second",
+        "Accepted submits per second over the last 10 s",
+        rate,
+    );
+    registry.register(
+        "gateway_smpp_receipts",
+        "Delivery receipts received",
+        receipts,
+    );
+    registry.register(
+        "gateway_smpp_last_receipt_latency_seconds",
+        "Submit to receipt, for the latest receipt",
+        latency,
+    );
+    registry.register(
+        "gateway_smpp_throttled_seconds",
+        "Remaining pause after the SMSC throttled",
+        throttled,
+    );
+    registry.register(
+        "gateway_smpp_submit_errors",
+        "Failed submits by outcome (command_status)",
+        errors,
+    );
+    let guards = Family::<GuardLabels, Counter>::default();
+    for (guard, n) in [
+        ("sequential", &state.otp.guard_counters().sequential),
+        ("conversion", &state.otp.guard_counters().conversion),
+    ] {
+        guards
+            .get_or_create(&GuardLabels { guard })
+            .inc_by(n.load(Ordering::Relaxed));
     }
-    {
-        use std::sync::atomic::Ordering;
-        let _ = writeln!(
-            out,
-            "# HELP gateway_guard_blocked_total Sends refused by the SMS pumping guards.\n# TYPE gateway_guard_blocked_total counter"
-        );
-        for (guard, n) in [
-            ("sequential", &state.otp.guard_counters().sequential),
-            ("conversion", &state.otp.guard_counters().conversion),
-        ] {
-            let _ = writeln!(
-                out,
-                "gateway_guard_blocked_total{{guard=\"{guard}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-    }
-    state.request_metrics.render(&mut out);
-    state.funnel.render(&mut out);
+    registry.register(
+        "gateway_guard_blocked",
+        "Sends refused by the SMS pumping guards",
+        guards,
+    );
+    state.request_metrics.register(&mut registry);
+    state.funnel.register(&mut registry);
     if let Ok(q) = queues(&state).await {
-        let gauges = [
-            (
-                "gateway_outbox_queued",
-                "SMS waiting in the outbox.",
-                q.outbox_queued as f64,
-            ),
-            (
-                "gateway_outbox_oldest_queued_seconds",
-                "Age of the oldest SMS waiting in the outbox (0 when empty).",
-                q.outbox_oldest_seconds,
-            ),
-            (
-                "gateway_signature_requests_pending",
-                "SIM signature requests awaiting a result.",
-                q.signatures_pending as f64,
-            ),
-            (
-                "gateway_webhooks_pending",
-                "Webhook deliveries not yet delivered.",
-                q.webhooks_pending as f64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
+        let gauge = |v: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(v);
+            g
+        };
+        registry.register(
+            "gateway_outbox_queued",
+            "SMS waiting in the outbox",
+            gauge(q.outbox_queued),
+        );
+        let oldest = Ratio::default();
+        oldest.set(q.outbox_oldest_seconds);
+        registry.register(
+            "gateway_outbox_oldest_queued_seconds",
+            "Age of the oldest SMS waiting in the outbox (0 when empty)",
+            oldest,
+        );
+        registry.register(
+            "gateway_signature_requests_pending",
+            "SIM signature requests awaiting a result",
+            gauge(q.signatures_pending),
+        );
+        registry.register(
+            "gateway_webhooks_pending",
+            "Webhook deliveries not yet delivered",
+            gauge(q.webhooks_pending),
+        );
     }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(out)
+    let mut out = String::new();
+    encode(&mut out, &registry)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding the metrics: {e}")))?;
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(out))
 }
 
 /// The queues the operators watch, shared by every instance (from Postgres).

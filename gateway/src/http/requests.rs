@@ -3,14 +3,17 @@
 //! into the MSS calls it makes; one log line when it ends; and its count and latency in
 //! `/metrics`, by route pattern (never by raw path, which holds ids).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
 use crate::telemetry::request_id::REQUEST_ID;
@@ -22,86 +25,68 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    /// Cumulative counts per bucket (`le`), then +Inf.
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// Request counts by (method, route, status) and latency by (method, route).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestMetrics {
-    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    counts: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            counts: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 impl RequestMetrics {
     fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_insert(0) += 1;
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = latency
-            .entry((method.to_owned(), route.to_owned()))
-            .or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if seconds <= *le {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
+        self.counts
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
     }
 
-    /// The Prometheus text of both families.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(
-            out,
-            "# HELP gateway_http_requests_total HTTP requests by method, route pattern and status.\n# TYPE gateway_http_requests_total counter"
+    /// Both families, into the registry a scrape encodes.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_http_requests",
+            "HTTP requests by method, route pattern and status",
+            self.counts.clone(),
         );
-        for ((method, route, status), n) in
-            self.counts.lock().unwrap_or_else(|p| p.into_inner()).iter()
-        {
-            let _ = writeln!(
-                out,
-                "gateway_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                esc(method),
-                esc(route)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP gateway_http_request_duration_seconds Time to answer, by method and route pattern.\n# TYPE gateway_http_request_duration_seconds histogram"
+        registry.register(
+            "gateway_http_request_duration_seconds",
+            "Time to answer, by method and route pattern",
+            self.latency.clone(),
         );
-        for ((method, route), h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let labels = format!("method=\"{}\",route=\"{}\"", esc(method), esc(route));
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "gateway_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
-                    h.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "gateway_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
-                 gateway_http_request_duration_seconds_sum{{{labels}}} {}\n\
-                 gateway_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count, h.sum, h.count
-            );
-        }
     }
 }
 
@@ -180,19 +165,21 @@ mod tests {
         let m = RequestMetrics::default();
         m.record("POST", "/v1/otp", 201, 0.007);
         m.record("POST", "/v1/otp", 429, 0.2);
+        let mut registry = Registry::default();
+        m.register(&mut registry);
         let mut out = String::new();
-        m.render(&mut out);
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains(
             r#"gateway_http_requests_total{method="POST",route="/v1/otp",status="201"} 1"#
         ));
         assert!(out.contains(
-            r#"gateway_http_request_duration_seconds_bucket{method="POST",route="/v1/otp",le="0.005"} 0"#
+            r#"gateway_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/otp"} 0"#
         ));
         assert!(out.contains(
-            r#"gateway_http_request_duration_seconds_bucket{method="POST",route="/v1/otp",le="0.01"} 1"#
+            r#"gateway_http_request_duration_seconds_bucket{le="0.01",method="POST",route="/v1/otp"} 1"#
         ));
         assert!(out.contains(
-            r#"gateway_http_request_duration_seconds_bucket{method="POST",route="/v1/otp",le="0.25"} 2"#
+            r#"gateway_http_request_duration_seconds_bucket{le="0.25",method="POST",route="/v1/otp"} 2"#
         ));
         assert!(out.contains(
             r#"gateway_http_request_duration_seconds_count{method="POST",route="/v1/otp"} 2"#

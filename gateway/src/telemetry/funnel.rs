@@ -2,18 +2,30 @@
 //! Prometheus sums across instances. Counted after the transaction that made each event
 //! committed.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+    carrier: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignatureLabels {
+    carrier: String,
+    status: String,
+}
 
 #[derive(Debug, Default)]
 pub struct Funnel {
-    /// (stage, carrier) → count.
-    otp: Mutex<BTreeMap<(&'static str, String), u64>>,
-    /// (carrier, status) → count.
-    signatures: Mutex<BTreeMap<(String, String), u64>>,
+    otp: Family<StageLabels, Counter>,
+    signatures: Family<SignatureLabels, Counter>,
     /// Create batches run, and the creates they held.
-    create_batches: std::sync::atomic::AtomicU64,
-    batched_creates: std::sync::atomic::AtomicU64,
+    create_batches: Counter,
+    batched_creates: Counter,
 }
 
 impl Funnel {
@@ -23,68 +35,51 @@ impl Funnel {
         if n == 0 {
             return;
         }
-        *self
-            .otp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((stage, carrier.to_owned()))
-            .or_insert(0) += n;
+        self.otp
+            .get_or_create(&StageLabels {
+                stage,
+                carrier: carrier.to_owned(),
+            })
+            .inc_by(n);
     }
 
-    /// The create batcher ran a batch of `size` requests.
+    /// A create batch of `size` requests ran.
     pub fn create_batch(&self, size: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.create_batches.fetch_add(1, Relaxed);
-        self.batched_creates.fetch_add(size as u64, Relaxed);
+        self.create_batches.inc();
+        self.batched_creates.inc_by(size as u64);
     }
 
     /// A signature request ended with `status`.
     pub fn signature(&self, carrier: &str, status: &str) {
-        *self
-            .signatures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((carrier.to_owned(), status.to_owned()))
-            .or_insert(0) += 1;
+        self.signatures
+            .get_or_create(&SignatureLabels {
+                carrier: carrier.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
     }
 
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = writeln!(
-            out,
-            "# HELP gateway_otp_create_batches_total Transactions the create batcher ran.\n# TYPE gateway_otp_create_batches_total counter\ngateway_otp_create_batches_total {}",
-            self.create_batches.load(Relaxed)
+    /// The funnel's families, into the registry a scrape encodes.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_otp_create_batches",
+            "Transactions the create path ran",
+            self.create_batches.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP gateway_otp_create_batched_total Create requests those transactions held (their ratio is the mean batch size).\n# TYPE gateway_otp_create_batched_total counter\ngateway_otp_create_batched_total {}",
-            self.batched_creates.load(Relaxed)
+        registry.register(
+            "gateway_otp_create_batched",
+            "Create requests those transactions held (their ratio is the mean batch size)",
+            self.batched_creates.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP gateway_otp_funnel_total OTPs reaching each stage, by carrier (for sent and delivered: the route).\n# TYPE gateway_otp_funnel_total counter"
+        registry.register(
+            "gateway_otp_funnel",
+            "OTPs reaching each stage, by carrier (for sent and delivered: the route)",
+            self.otp.clone(),
         );
-        for ((stage, carrier), n) in self.otp.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "gateway_otp_funnel_total{{stage=\"{stage}\",carrier=\"{carrier}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP gateway_signatures_total SIM signature requests ended, by carrier and status.\n# TYPE gateway_signatures_total counter"
+        registry.register(
+            "gateway_signatures",
+            "SIM signature requests ended, by carrier and status",
+            self.signatures.clone(),
         );
-        for ((carrier, status), n) in self
-            .signatures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "gateway_signatures_total{{carrier=\"{carrier}\",status=\"{status}\"}} {n}"
-            );
-        }
     }
 }

@@ -182,3 +182,69 @@ async fn the_status_page_is_for_the_admin_key_only_and_masks_numbers() {
         .unwrap();
     assert_eq!(none.status(), 404);
 }
+
+/// `/metrics` is read by an independent parser: the Python Prometheus client's strict
+/// OpenMetrics parser (the format Prometheus asks for first) takes the whole scrape,
+/// with its counters, gauges and histograms, and finds the families by type.
+#[tokio::test]
+async fn the_metrics_scrape_parses_as_openmetrics_by_an_independent_client() {
+    let app = spawn_app().await;
+    let created = app
+        .post("/v1/otp")
+        .json(&json!({"msisdn": "0971234568", "purpose": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let resp = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .send()
+        .await
+        .unwrap();
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    let text = resp.text().await.unwrap();
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for f in text_string_to_metric_families(sys.stdin.read()):
+    print(f.name, f.type, len(f.samples))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (.ci/run installs prometheus-client from PyPI)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the parser refused the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for family in [
+        "gateway_http_requests counter",
+        "gateway_http_request_duration_seconds histogram",
+        "gateway_otp_funnel counter",
+        "gateway_smpp_bind_up gauge",
+        "gateway_outbox_queued gauge",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{family} "))),
+            "{family} not parsed from the scrape:\n{stdout}"
+        );
+    }
+}

@@ -132,7 +132,9 @@ async fn throttled_dropped_and_refused_binds_do_not_lose_messages() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("# TYPE gateway_smpp_submits_total counter"),
+        // OpenMetrics names a counter's family without its `_total` samples' suffix.
+        metrics.contains("# TYPE gateway_smpp_submits counter")
+            && metrics.contains("\ngateway_smpp_submits_total{"),
         "{metrics}"
     );
 

@@ -1,21 +1,15 @@
 //! `POST /carriers/{carrier}/mss`: results the carriers' MSSPs call back with
-//! (`MSS_Notification`). Authenticated by the carrier's HMAC header, checked for age,
-//! idempotent (a replayed callback is answered and not applied), and valid on any
-//! instance: everything it needs is in Postgres.
+//! (`MSS_Notification`). This reads the body (bounded, with the body deadline) and
+//! answers in SOAP; what a callback does is `signatures::callbacks`.
 
-use crate::db::Cached;
 use actix_web::{web, HttpRequest, HttpResponse};
-use carrier_adapters::mss::dialect::{self, CALLBACK_SIGNATURE_HEADER, CALLBACK_TIMESTAMP_HEADER};
-use carrier_adapters::mss::{
-    self, Fault, MssMessage, MsspInfo, Operation, ReceiptReq, SoapContent, SoapVersion, Status,
-    StatusCode,
-};
+use carrier_adapters::mss::dialect::{CALLBACK_SIGNATURE_HEADER, CALLBACK_TIMESTAMP_HEADER};
+use carrier_adapters::mss::{self, Fault, Operation, SoapVersion, StatusCode};
 use carrier_adapters::Carrier;
 use futures::StreamExt;
-use secrecy::ExposeSecret;
 
 use crate::http::state::AppState;
-use crate::signatures;
+use crate::signatures::callbacks::{self, Refused};
 
 fn soap(version: SoapVersion, status: u16, body: String) -> HttpResponse {
     HttpResponse::build(
@@ -96,7 +90,7 @@ pub async fn notification(
     };
     // Answered in the SOAP version the carrier speaks: its envelope's once read, until
     // then its Content-Type's, else the dialect's.
-    let mut version = req
+    let version = req
         .headers()
         .get("Content-Type")
         .and_then(|v| v.to_str().ok())
@@ -131,139 +125,40 @@ pub async fn notification(
             .unwrap_or_default()
             .to_owned()
     };
-    let authentic = dialect::verify_callback(
-        mssp.route.callback_secret.expose_secret().as_bytes(),
-        &header(CALLBACK_TIMESTAMP_HEADER),
-        &header(CALLBACK_SIGNATURE_HEADER),
-        &body,
-        chrono::Utc::now().timestamp(),
+    let (timestamp, signature) = (
+        header(CALLBACK_TIMESTAMP_HEADER),
+        header(CALLBACK_SIGNATURE_HEADER),
     );
-    if !authentic {
-        tracing::warn!(%carrier, "callback with a bad or stale signature refused");
-        return fault(
+    let (version, answer) = callbacks::receive(
+        &state.signatures,
+        carrier,
+        &mssp,
+        version,
+        callbacks::Callback {
+            timestamp: &timestamp,
+            signature: &signature,
+            body: &body,
+        },
+    )
+    .await;
+    match answer {
+        Ok(receipt) => soap(
+            version,
+            200,
+            mss::write_envelope(
+                version,
+                Operation::NotificationResponse,
+                &receipt,
+                mssp.dialect.part_style,
+            ),
+        ),
+        Err(Refused::Unauthorized) => fault(
             version,
             401,
             StatusCode::UnauthorizedAccess,
             "UNAUTHORIZED_ACCESS",
-        );
-    }
-    let parsed = mss::parse_envelope(&body, mss::DEFAULT_MAX_BYTES);
-    if let Ok((v, _)) = &parsed {
-        version = *v;
-    }
-    let resp = match parsed {
-        Ok((
-            _,
-            SoapContent::Message {
-                message: MssMessage::StatusResp(resp),
-                ..
-            },
-        )) => resp,
-        Ok(_) => {
-            return fault(
-                version,
-                400,
-                StatusCode::WrongParam,
-                "expected MSS_StatusResp",
-            )
-        }
-        Err(e) => return fault(version, 400, e.status(), &e.to_string()),
-    };
-    let found =
-        match signatures::find_by_ap_trans_id(&state.signatures, carrier, &resp.ap.ap_trans_id)
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "callback lookup failed");
-                return receiver_fault(version, 503, "INTERNAL_ERROR");
-            }
-        };
-    let Some((id, mssp_trans_id)) = found else {
-        return fault(version, 400, StatusCode::WrongParam, "unknown AP_TransID");
-    };
-    // The carrier's acceptance of the push is not recorded yet (the answer to our
-    // MSS_Signature is still on its way): nothing is applied to a request the portal may
-    // never hear of; the carrier tries again.
-    if mssp_trans_id.is_none() {
-        tracing::info!(signature = %id, "callback before the push's acceptance was recorded; asking for a retry");
-        return receiver_fault(
-            version,
-            503,
-            "the transaction is not yet known here; try again",
-        );
-    }
-    if let (Some(ours), Some(theirs)) = (&mssp_trans_id, &resp.mssp_trans_id) {
-        if ours != theirs {
-            return fault(
-                version,
-                400,
-                StatusCode::WrongParam,
-                "MSSP_TransID does not match",
-            );
-        }
-    }
-    // Applied once: a replay of the same callback is acknowledged without effect.
-    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
-    let first = match state.pool.get().await {
-        Ok(db) => db
-            .execute_cached(
-                "INSERT INTO mss_callbacks (digest, carrier) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&digest.as_ref(), &carrier.as_str()],
-            )
-            .await
-            .map(|n| n == 1),
-        Err(e) => {
-            tracing::error!(error = %e, "callback store unavailable");
-            return receiver_fault(version, 503, "INTERNAL_ERROR");
-        }
-    };
-    match first {
-        Ok(true) => {
-            if let Err(e) = signatures::apply_status(&state.signatures, id, &resp).await {
-                tracing::error!(signature = %id, error = %e, "callback not applied");
-                // Let the carrier retry: forget that we saw it.
-                if let Ok(db) = state.pool.get().await {
-                    let _ = db
-                        .execute_cached(
-                            "DELETE FROM mss_callbacks WHERE digest = $1",
-                            &[&digest.as_ref()],
-                        )
-                        .await;
-                }
-                return receiver_fault(version, 503, "INTERNAL_ERROR");
-            }
-        }
-        Ok(false) => tracing::info!(signature = %id, "replayed callback acknowledged, not applied"),
-        Err(e) => {
-            tracing::error!(error = %e, "callback store failed");
-            return receiver_fault(version, 503, "INTERNAL_ERROR");
-        }
-    }
-    // The WSDL's MSS_Notification answers with an MSS_ReceiptReq.
-    let receipt = MssMessage::ReceiptReq(ReceiptReq {
-        ap: resp.ap.clone(),
-        mssp: MsspInfo {
-            mssp_id: resp.mssp.mssp_id.clone(),
-            instant: None,
-        },
-        mssp_trans_id: resp
-            .mssp_trans_id
-            .clone()
-            .or(mssp_trans_id)
-            .unwrap_or_else(|| "unknown".into()),
-        msisdn: resp.msisdn.clone(),
-        status: Some(Status::new(StatusCode::RequestOk)),
-        message: None,
-    });
-    soap(
-        version,
-        200,
-        mss::write_envelope(
-            version,
-            Operation::NotificationResponse,
-            &receipt,
-            mssp.dialect.part_style,
         ),
-    )
+        Err(Refused::BadRequest { status, reason }) => fault(version, 400, status, &reason),
+        Err(Refused::Retry { reason }) => receiver_fault(version, 503, &reason),
+    }
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use base64::Engine;
-use carrier_adapters::identity::{self, IdKind};
 use ring::rand::SecureRandom;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -484,74 +483,20 @@ pub async fn subscriber_check(
     let body: OwnerCheckBody =
         read_json(&req, payload, state.settings.server.max_body_bytes, false).await?;
     let msisdn = Msisdn::parse(&body.msisdn).map_err(|e| ApiError::InvalidMsisdn(e.to_string()))?;
-    let id_type = body
-        .id_type
-        .as_deref()
-        .map(str::parse::<IdKind>)
-        .transpose()
-        .map_err(|e| invalid("id_type", e.to_string()))?;
-    let (id_type, id_number) =
-        identity::parse(id_type, &body.id_number).map_err(|e| invalid("id_number", e.0))?;
-    if id_type.is_enterprise() && body.date_of_birth.is_some() {
-        return Err(invalid(
-            "date_of_birth",
-            "an enterprise (mst) has no date of birth",
-        ));
-    }
-    if let Some(dob) = &body.date_of_birth {
-        if chrono::NaiveDate::parse_from_str(dob.trim(), "%Y-%m-%d").is_err() {
-            return Err(invalid("date_of_birth", "date_of_birth must be YYYY-MM-DD"));
-        }
-    }
-    if body
-        .full_name
-        .as_deref()
-        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 200)
-    {
-        return Err(invalid("full_name", "full_name must be 1..=200 characters"));
-    }
-    // Asked of the network that serves the number now (number portability).
-    let carrier = {
-        let db = state.pool.get().await?;
-        crate::mnp::carrier_of(&db, &msisdn).await?
-    };
-    let mssp = state
-        .signatures
-        .mssps
-        .get(&carrier)
-        .filter(|m| m.route.owner_check_url.is_some())
-        .ok_or_else(|| invalid("msisdn", format!("{carrier} offers no owner check here")))?;
-    let result = mssp
-        .owner_check(
-            &msisdn,
-            id_type,
-            &id_number,
-            body.full_name.as_deref().map(str::trim),
-            body.date_of_birth.as_deref().map(str::trim),
-        )
-        .await
-        .map_err(|e| ApiError::Unavailable(e.context("carrier owner check failed")))?;
-    tracing::info!(msisdn = %msisdn, %carrier, result = %result, "owner check");
-    let db = state.pool.get().await?;
-    crate::audit::record(
-        &db,
-        &state.keys,
-        crate::audit::Event {
-            event: "owner_check",
-            client: Some(client.id),
-            msisdn: Some(&msisdn),
-            subject: None,
-            detail: serde_json::json!({ "match": result, "carrier": carrier.as_str(), "id_type": id_type.as_str() }),
+    let found = crate::signatures::owner_check::check(
+        &state.signatures,
+        client.id,
+        crate::signatures::owner_check::OwnerCheck {
+            msisdn,
+            id_type: body.id_type,
+            id_number: body.id_number,
+            full_name: body.full_name,
+            date_of_birth: body.date_of_birth,
         },
     )
     .await?;
-    crate::billing::record(
-        &db,
-        &[(client.id, carrier.as_str(), "owner_check", 1, None)],
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(OwnerCheckView {
-        result,
-        carrier: carrier.as_str().to_owned(),
+        result: found.result,
+        carrier: found.carrier.as_str().to_owned(),
     }))
 }

@@ -4,7 +4,9 @@
 //! is announced with `NOTIFY signature_done` (long-pollers on any instance wake) and a
 //! webhook queued in the same transaction.
 
+pub mod callbacks;
 mod error;
+pub mod owner_check;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

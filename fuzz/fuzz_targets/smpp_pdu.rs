@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use carrier_adapters::smpp::esme::delivery_report;
+use carrier_adapters::smpp::pdu::delivery_report;
 use carrier_adapters::smpp::frame::{Frame, FrameCodec};
 use carrier_adapters::{receipt, sms_text};
 use libfuzzer_sys::fuzz_target;

@@ -578,7 +578,7 @@ impl Smsc {
         let valid_until = if validity.is_empty() || validity.ends_with(['+', '-']) {
             None
         } else {
-            let period = carrier_adapters::smpp::esme::parse_relative_validity(&validity)
+            let period = carrier_adapters::smpp::pdu::parse_relative_validity(&validity)
                 .ok_or(CommandStatus::EsmeRinvexpiry)?;
             Some(
                 Utc::now()

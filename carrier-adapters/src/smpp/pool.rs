@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::esme::{BindSnapshot, Esme, OutgoingSms, SubmitError};
+use super::{BindSnapshot, Esme, OutgoingSms, SubmitError};
 
 #[derive(Debug, Clone)]
 pub struct BindGroup {

@@ -1,0 +1,61 @@
+//! What one bind is told: where the SMSC is, who we are, how we bind and how fast we
+//! may go. Plain data, read from the gateway's configuration.
+
+use std::time::Duration;
+
+/// SMPP interface version announced in the bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SmppVersion {
+    #[serde(rename = "3.4")]
+    V34,
+    #[serde(rename = "5.0")]
+    V50,
+}
+
+/// How a session binds: one transceiver, or a transmitter (submits) or a receiver
+/// (receipts) of a transmitter + receiver pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMode {
+    Transceiver,
+    Transmitter,
+    Receiver,
+}
+
+impl BindMode {
+    pub fn can_submit(self) -> bool {
+        self != BindMode::Receiver
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EsmeConfig {
+    pub mode: BindMode,
+    /// Route name, for logs (`viettel`, `aggregator`, …).
+    pub route: String,
+    pub host: String,
+    pub port: u16,
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    pub version: SmppVersion,
+    /// Most submit_sm outstanding at once on this bind.
+    pub window: usize,
+    /// Most submit_sm per second on this bind (the carrier's contracted TPS share).
+    pub tps: Option<u32>,
+    pub enquire_link_interval: Duration,
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// First pause before dialling again; it doubles while dials keep failing.
+    pub reconnect_min: Duration,
+    /// Largest pause while the SMSC's host answers (a refused connection, a refused bind,
+    /// a session that dropped): the SMSC is restarting or flapping, not gone, and the
+    /// first bind after it is back must come soon.
+    pub reconnect_max_answering: Duration,
+    /// Largest pause while the host does not answer at all (connect timed out or the
+    /// network is unreachable).
+    pub reconnect_max: Duration,
+    /// A session that stays bound this long resets the back-off; one that dies sooner
+    /// (an SMSC dropping every session after a few PDUs) keeps it growing.
+    pub stable_after: Duration,
+}

@@ -2,7 +2,7 @@
 //! records, append-only (the database refuses updates and deletes), with masked numbers
 //! and no secrets.
 
-use crate::db::Cached;
+use crate::store::Cached;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! Postgres, rust_decimal here), one usage row per billable event priced when it happens,
 //! and totals computed by Postgres's exact SUM.
 
-use crate::db::Cached;
+use crate::store::Cached;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

@@ -57,7 +57,7 @@ pub async fn by_key(
     key: &str,
 ) -> Result<Option<ApiClient>, crate::failure::Failure> {
     // Every request: one plan per connection (planning it was 0.15 ms a time).
-    let row = crate::db::query_opt_indexed(db, CLIENT_BY_KEY_SQL, &[&hash_api_key(key)]).await?;
+    let row = crate::store::query_opt_indexed(db, CLIENT_BY_KEY_SQL, &[&hash_api_key(key)]).await?;
     let Some(row) = row else {
         return Ok(None);
     };

@@ -2,7 +2,7 @@
 //! could not answer now (the same request may succeed later: a 503 over HTTP), or a fault
 //! of ours (a 500). Every service error carries one of these beside its own refusals.
 
-use crate::db::{chain_unavailable, db_conflict, db_unavailable};
+use crate::store::{chain_unavailable, db_conflict, db_unavailable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {

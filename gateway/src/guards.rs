@@ -2,8 +2,8 @@
 //! consecutive numbers, a prefix whose codes stop being used), record what was blocked in
 //! the audit trail and the metrics, and warn in the log.
 
-use crate::db::Cached;
 use crate::limits::Limited;
+use crate::store::Cached;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;

@@ -6,7 +6,6 @@ pub mod billing;
 pub mod clients;
 pub mod config;
 pub mod crypto;
-pub mod db;
 /// `gateway demo`: the simulator and the gateway together (the `demo` feature).
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -22,5 +21,6 @@ pub mod otp;
 pub mod outbox;
 pub mod signatures;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod webhooks;

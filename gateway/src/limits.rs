@@ -4,8 +4,8 @@
 //! quota's counter, and each client's request rate on this instance.
 
 use crate::config::WindowLimit;
-use crate::db::Cached;
 use crate::failure::Failure;
+use crate::store::Cached;
 
 /// A limit refused the send: wait `retry_after` seconds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@ use gateway::config::Settings;
 #[cfg(feature = "demo")]
 use gateway::demo;
 use gateway::startup::{shutdown_signal, Application};
-use gateway::{clients, db, mnp, telemetry};
+use gateway::{clients, mnp, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "OTP and SIM-signature gateway")]
@@ -170,16 +170,16 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Cmd::Migrate => {
-            db::ensure_database(&settings.database.url).await?;
-            let pool = db::pool(&settings.database.url, 1)?;
-            let applied = db::migrate(&pool).await?;
+            store::ensure_database(&settings.database.url).await?;
+            let pool = store::pool(&settings.database.url, 1)?;
+            let applied = store::migrate(&pool).await?;
             println!("migrations applied: {applied}");
             Ok(())
         }
         Cmd::Client {
             command: ClientCmd::List,
         } => {
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             for c in clients::list(&pool).await? {
                 println!(
                     "{}\t{}\t{}\tkeys: {}",
@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Client {
             command: ClientCmd::Disable { name },
         } => {
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             clients::set_disabled(&pool, &name, true).await?;
             println!("client {name} disabled");
             Ok(())
@@ -202,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Client {
             command: ClientCmd::Enable { name },
         } => {
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             clients::set_disabled(&pool, &name, false).await?;
             println!("client {name} enabled");
             Ok(())
@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
                 requests_per_second: rps.map(|v| optional_number("--rps", &v)).transpose()?,
                 request_burst: burst.map(|v| optional_number("--burst", &v)).transpose()?,
             };
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             let policy = clients::set_policy(&pool, &name, &change).await?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
@@ -249,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Client {
             command: ClientCmd::Show { name },
         } => {
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             let policy = clients::policy(&pool, &name).await?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Client {
             command: ClientCmd::RotateKey { name, grace },
         } => {
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             let key = clients::rotate_key(&pool, &name, *grace).await?;
             println!("new API key for {name} (shown once, store it now): {key}");
             println!("older keys stop working in {grace}");
@@ -266,9 +266,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Client {
             command: ClientCmd::Add { name },
         } => {
-            db::ensure_database(&settings.database.url).await?;
-            let pool = db::pool(&settings.database.url, 1)?;
-            db::migrate(&pool).await?;
+            store::ensure_database(&settings.database.url).await?;
+            let pool = store::pool(&settings.database.url, 1)?;
+            store::migrate(&pool).await?;
             let client = clients::add(&pool, &name)
                 .await
                 .context("adding the client")?;
@@ -284,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
             let now = chrono::Utc::now();
             let from = parse_time(from, now - chrono::Duration::days(30))?;
             let to = parse_time(to, now + chrono::Duration::seconds(1))?;
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             let db = pool.get().await.context("connecting to the database")?;
             let rows = db
                 .query(
@@ -324,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
                     &gateway::crypto::generate_server_key()?,
                 )?,
             };
-            let pool = db::pool(&settings.database.url, 1)?;
+            let pool = store::pool(&settings.database.url, 1)?;
             let db = pool.get().await.context("connecting to the database")?;
             let mut after_id = 0i64;
             let mut written = 0usize;
@@ -371,9 +371,9 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::bail!("{} bad lines; nothing imported", errors.len());
                 }
             };
-            db::ensure_database(&settings.database.url).await?;
-            let pool = db::pool(&settings.database.url, 1)?;
-            db::migrate(&pool).await?;
+            store::ensure_database(&settings.database.url).await?;
+            let pool = store::pool(&settings.database.url, 1)?;
+            store::migrate(&pool).await?;
             let n = mnp::import(&pool, &rows).await?;
             println!("ported numbers imported: {n}");
             Ok(())

@@ -1,7 +1,7 @@
 //! Mobile number portability: numbers that moved to another network keep their prefix,
 //! so the prefix alone routes them wrong. `ported_numbers` overrides it.
 
-use crate::db::Cached;
+use crate::store::Cached;
 use std::io::BufRead;
 
 use anyhow::Context;

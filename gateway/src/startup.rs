@@ -18,7 +18,7 @@ use crate::http::AppState;
 use crate::otp::OtpService;
 use crate::outbox::{Dispatcher, ReceiptStore};
 use crate::signatures::SignatureService;
-use crate::{db, http, mssp, notifications, signatures, webhooks};
+use crate::{http, mssp, notifications, signatures, store, webhooks};
 
 pub struct Application {
     addr: SocketAddr,
@@ -59,10 +59,10 @@ impl Application {
         )?;
         let keys = Arc::new(ServerKeys::from_secret(&secret)?);
         if settings.database.create {
-            db::ensure_database(&settings.database.url).await?;
+            store::ensure_database(&settings.database.url).await?;
         }
-        let pool = db::pool(&settings.database.url, settings.database.pool_size)?;
-        db::migrate(&pool).await.context("applying migrations")?;
+        let pool = store::pool(&settings.database.url, settings.database.pool_size)?;
+        store::migrate(&pool).await.context("applying migrations")?;
         crate::billing::load_prices(&pool, &settings.billing.prices)
             .await
             .context("loading billing.prices")?;

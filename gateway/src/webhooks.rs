@@ -5,7 +5,7 @@
 //! disables the endpoint for that client, 408/425/429/5xx and network errors are retried,
 //! any other 4xx fails the delivery at once (the receiver refuses it).
 
-use crate::db::Cached;
+use crate::store::Cached;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -289,7 +289,7 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Err(e) = gateway::db::drop_database(&self.database_url).await {
+        if let Err(e) = gateway::store::drop_database(&self.database_url).await {
             eprintln!("could not drop the run's database: {e:#}");
         }
         if self.keep {

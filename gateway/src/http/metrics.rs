@@ -224,7 +224,7 @@ pub struct Queues {
 
 /// All the queue figures in one statement (for `/metrics` and `/status`).
 pub async fn queues(state: &AppState) -> Result<Queues, crate::http::error::ApiError> {
-    use crate::db::Cached;
+    use crate::store::Cached;
     let db = state.pool.get().await?;
     let row = db
         .query_one_cached(

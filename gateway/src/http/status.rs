@@ -6,9 +6,9 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::db::Cached;
 use crate::domain::Msisdn;
 use crate::http::state::AppState;
+use crate::store::Cached;
 
 /// The operators' status page / Trang trạng thái cho vận hành
 ///

@@ -8,8 +8,8 @@ use super::error::OtpError;
 use super::model::{view, OtpView, CHALLENGE_COLUMNS};
 use super::sms::cancel_unsent_sms;
 use crate::audit;
-use crate::db::Cached;
 use crate::domain::Msisdn;
+use crate::store::Cached;
 
 /// Ends a pending (or expired) verification.
 pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpError> {

@@ -10,8 +10,8 @@ use super::lockout::{account_locked, count_failed_check};
 use super::model::CheckView;
 use super::sms::cancel_unsent_sms;
 use crate::audit;
-use crate::db::Cached;
 use crate::domain::Msisdn;
+use crate::store::Cached;
 
 /// Counts the attempt and compares in constant time, under the row lock.
 #[tracing::instrument(name = "otp.check", skip_all, fields(client = %client, otp = %id))]

@@ -23,8 +23,8 @@ use super::error::OtpError;
 use super::model::{replay, view, NewOtp, OtpView, Prepared, CHALLENGE_COLUMNS};
 use super::snapshot;
 use crate::clients::ApiClient;
-use crate::db::Cached;
 use crate::failure::Failure;
+use crate::store::Cached;
 
 /// One create: who asks, what, and the secrets made for it before it was queued.
 pub struct Job {

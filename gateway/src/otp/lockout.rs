@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::deps::Deps;
 use super::error::OtpError;
 use crate::audit;
-use crate::db::Cached;
 use crate::failure::Failure;
+use crate::store::Cached;
 
 /// Whether the account is locked (and, in a transaction, lock its row against
 /// concurrent checks).

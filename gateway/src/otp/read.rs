@@ -5,8 +5,8 @@ use uuid::Uuid;
 use super::deps::Deps;
 use super::error::OtpError;
 use super::model::{view, OtpView, CHALLENGE_COLUMNS};
-use crate::db::Cached;
 use crate::outbox::receipts::{delivery_of, LATEST_DELIVERY_COLUMNS, LATEST_DELIVERY_JOINS};
+use crate::store::Cached;
 
 /// The verification `id` of `client`.
 pub async fn get(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpError> {

@@ -14,9 +14,9 @@ use super::sms::{cancel_unsent_sms, queue_sms};
 use super::snapshot;
 use crate::audit;
 use crate::clients::ApiClient;
-use crate::db::Cached;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
+use crate::store::Cached;
 
 /// Sends a new code for verification `id`. A transaction that lost a deadlock or
 /// serialization race (nothing of it committed) is run once more.

@@ -3,9 +3,9 @@
 
 use uuid::Uuid;
 
-use crate::db::Cached;
 use crate::domain::Msisdn;
 use crate::failure::Failure;
+use crate::store::Cached;
 
 /// Queues the SMS carrying a code. The caller wakes this instance's dispatcher after the
 /// commit; other instances find it on their next poll. (No NOTIFY: PostgreSQL serialises

@@ -1,7 +1,7 @@
 //! The snapshot admission decides from: the advisory locks the counts are read under,
 //! then every read for a set of asks in one pipelined flight of set-based statements
 //! (each finds its rows through an index by the keys it is given: planned once per
-//! connection, `db::INDEXED_PLAN_ONCE`).
+//! connection, `store::INDEXED_PLAN_ONCE`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::admission::{GuardKey, Needs, Snapshot};
 use crate::config::Settings;
-use crate::db::Cached;
 use crate::domain::Carrier;
 use crate::failure::Failure;
+use crate::store::Cached;
 
 /// Ages (seconds) of recent events per key, newest first.
 type Ages<K> = HashMap<K, Vec<f64>>;
@@ -27,7 +27,7 @@ pub async fn take(
 ) -> Result<Snapshot, Failure> {
     tokio::try_join!(
         async {
-            tx.batch_execute(&crate::db::INDEXED_PLAN_ONCE)
+            tx.batch_execute(&crate::store::INDEXED_PLAN_ONCE)
                 .await
                 .map_err(Failure::from)
         },

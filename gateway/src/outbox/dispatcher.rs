@@ -4,7 +4,7 @@
 //! instance queues a message, and on a poll interval (`outbox.poll_interval`) for the
 //! messages other instances queued.
 
-use crate::db::Cached;
+use crate::store::Cached;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,7 +109,7 @@ pub const SWEEP_OLD_SQL: &str = "UPDATE sms_outbox o SET status = 'failed', last
 
 /// The claim's settings for its transaction, then [`claim_sql`]: the oldest due rows of
 /// the bound routes (`$2`), leased for `$1` seconds, each with its challenge's state.
-/// Run with bitmap scans off and its plan made once per connection (`db::PLAN_ONCE`), it
+/// Run with bitmap scans off and its plan made once per connection (`store::PLAN_ONCE`), it
 /// walks `sms_outbox_ready` in its order and stops at the limit; hash and merge joins
 /// are off so that the challenges are read by primary key, never whole. The limit is
 /// written into the statement (a validated integer from the configuration): given as a
@@ -118,7 +118,7 @@ pub const SWEEP_OLD_SQL: &str = "UPDATE sms_outbox o SET status = 'failed', last
 pub fn claim_settings() -> String {
     format!(
         "{}; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off",
-        crate::db::PLAN_ONCE
+        crate::store::PLAN_ONCE
     )
 }
 
@@ -278,7 +278,7 @@ impl Dispatcher {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if std::time::Instant::now() + pause < give_up
-                        && crate::db::chain_unavailable(&e) =>
+                        && crate::store::chain_unavailable(&e) =>
                 {
                     tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "outbox outcomes not recorded; trying again");
                     tokio::time::sleep(pause).await;
@@ -601,7 +601,7 @@ impl Dispatcher {
         // Each statement joins the batch's ids to primary keys: one plan per connection,
         // index paths only (planned per run, the record transaction's two joins cost more
         // to plan than to run).
-        tx.batch_execute(&crate::db::INDEXED_PLAN_ONCE).await?;
+        tx.batch_execute(&crate::store::INDEXED_PLAN_ONCE).await?;
         if !ok_ids.is_empty() {
             tx.execute_cached(
                 RECORD_SUBMITTED_SQL,

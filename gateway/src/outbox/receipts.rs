@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Cached;
+use crate::store::Cached;
 
 /// Stores receipts keyed by route and normalised message id; the submit may be
 /// recorded before or after. Receipts are written in batches (one statement for all that

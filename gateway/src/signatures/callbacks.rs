@@ -12,8 +12,8 @@ use carrier_adapters::Carrier;
 use secrecy::ExposeSecret;
 
 use super::SignatureService;
-use crate::db::Cached;
 use crate::mssp::MsspClient;
+use crate::store::Cached;
 
 /// Why a callback was not taken, as the SOAP fault says it.
 #[derive(Debug, Clone, PartialEq, Eq)]

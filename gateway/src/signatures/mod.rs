@@ -30,10 +30,10 @@ pub use error::SignatureError;
 
 use crate::config::Settings;
 use crate::crypto::ServerKeys;
-use crate::db::Cached;
 use crate::domain::Msisdn;
 use crate::failure::Failure;
 use crate::mssp::MsspClient;
+use crate::store::Cached;
 use crate::telemetry::funnel::Funnel;
 
 /// The signature service and what it depends on, given explicitly.

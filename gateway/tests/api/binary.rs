@@ -33,7 +33,7 @@ impl Drop for Db {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(gateway::db::drop_database(&url))
+                .block_on(gateway::store::drop_database(&url))
         })
         .join();
     }

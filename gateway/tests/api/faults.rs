@@ -395,7 +395,7 @@ async fn database_connections_killed_under_load_are_503_never_500() {
 /// bug (500).
 #[tokio::test]
 async fn database_errors_are_told_apart_from_bugs() {
-    use gateway::db::{db_conflict, db_unavailable};
+    use gateway::store::{db_conflict, db_unavailable};
     let app = spawn_app_with(Options::default()).await;
     let connect = || async {
         let (client, connection) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls)

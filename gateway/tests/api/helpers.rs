@@ -409,7 +409,7 @@ impl Drop for TestApp {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                if let Err(e) = gateway::db::drop_database(&url).await {
+                if let Err(e) = gateway::store::drop_database(&url).await {
                     eprintln!("could not drop test database: {e}");
                 }
             });

@@ -16,6 +16,7 @@ mod helpers;
 mod identity;
 mod layering;
 mod limits;
+mod migrations;
 mod observability;
 mod otp;
 mod plans;

@@ -1,5 +1,5 @@
-//! The plans of the statements that are planned once per connection (`db::PLAN_ONCE`,
-//! `db::INDEXED_PLAN_ONCE`):
+//! The plans of the statements that are planned once per connection (`store::PLAN_ONCE`,
+//! `store::INDEXED_PLAN_ONCE`):
 //! such a plan is kept whatever the tables grow to, so it must be right at any size.
 
 use crate::helpers::spawn_app;
@@ -72,7 +72,7 @@ async fn the_outbox_claim_walks_its_index_on_a_deep_backlog() {
     tx.rollback().await.unwrap();
 }
 
-/// The statements run under `db::INDEXED_PLAN_ONCE`, each with arguments to plan it by.
+/// The statements run under `store::INDEXED_PLAN_ONCE`, each with arguments to plan it by.
 fn indexed_statements(client: &str) -> Vec<(&'static str, &'static str, String)> {
     use gateway::{clients as auth, otp::snapshot as b, outbox as o};
     vec![
@@ -143,7 +143,7 @@ async fn statements_planned_once_walk_their_indexes_at_any_size() {
     let statements = indexed_statements(&client);
     // Uncommitted, as above: the running gateway does not see the rows.
     let tx = db.transaction().await.unwrap();
-    tx.batch_execute(&gateway::db::INDEXED_PLAN_ONCE)
+    tx.batch_execute(&gateway::store::INDEXED_PLAN_ONCE)
         .await
         .unwrap();
     let explain = |when: &'static str| {
@@ -152,7 +152,7 @@ async fn statements_planned_once_walk_their_indexes_at_any_size() {
             for (i, (name, sql, args)) in statements.iter().enumerate() {
                 tx.batch_execute(&format!("PREPARE s{i} AS {sql}"))
                     .await
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
                 let plan: Vec<String> = tx
                     .query(&format!("EXPLAIN EXECUTE s{i}({args})"), &[])
                     .await

@@ -42,7 +42,7 @@ pub async fn record(
 }
 
 /// One security event. / Một sự kiện an ninh.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, postgres_from_row::FromRow)]
 pub struct AuditView {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -95,16 +95,7 @@ pub async fn query(
             &[&from, &to, &client, &key, &limit, &after_id],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AuditView {
-            id: r.get(0),
-            at: r.get(1),
-            event: r.get(2),
-            msisdn_masked: r.get(3),
-            subject_id: r.get(4),
-            detail: r.get(5),
-            client_id: r.get(6),
-        })
-        .collect())
+    rows.iter()
+        .map(<AuditView as postgres_from_row::FromRow>::try_from_row)
+        .collect()
 }

@@ -66,7 +66,7 @@ pub async fn record(
     Ok(())
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, postgres_from_row::FromRow)]
 pub struct UsageRow {
     /// The day (UTC, `YYYY-MM-DD`) or the carrier, by `group_by`.
     pub key: String,
@@ -100,8 +100,9 @@ pub async fn usage(
     let rows = db
         .query_cached(
             &format!(
-                "SELECT {key} AS k, item, count(*)::bigint, coalesce(sum(quantity), 0)::bigint,
-                        coalesce(sum(amount), 0)::numeric
+                "SELECT {key} AS key, item, count(*)::bigint AS events,
+                        coalesce(sum(quantity), 0)::bigint AS quantity,
+                        coalesce(sum(amount), 0)::numeric AS amount_vnd
                  FROM usage_events
                  WHERE at >= $1 AND at < $2 AND ($3::uuid IS NULL OR client_id = $3)
                  GROUP BY 1, 2 ORDER BY 1, 2"
@@ -118,15 +119,9 @@ pub async fn usage(
         .await?
         .get(0);
     Ok((
-        rows.into_iter()
-            .map(|r| UsageRow {
-                key: r.get(0),
-                item: r.get(1),
-                events: r.get(2),
-                quantity: r.get(3),
-                amount_vnd: r.get(4),
-            })
-            .collect(),
+        rows.iter()
+            .map(<UsageRow as postgres_from_row::FromRow>::try_from_row)
+            .collect::<Result<_, _>>()?,
         total,
     ))
 }

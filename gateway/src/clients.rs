@@ -150,7 +150,7 @@ pub async fn add_key(pool: &Pool, name: &str, key: &str, prefix: &str) -> anyhow
 }
 
 /// A client as `client list` shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, postgres_from_row::FromRow)]
 pub struct ClientInfo {
     pub id: Uuid,
     pub name: String,
@@ -163,24 +163,20 @@ pub async fn list(pool: &Pool) -> anyhow::Result<Vec<ClientInfo>> {
     let db = pool.get().await?;
     let rows = db
         .query(
-            "SELECT c.id, c.name, c.disabled_at IS NOT NULL,
+            "SELECT c.id, c.name, c.disabled_at IS NOT NULL AS disabled,
                     coalesce(array_agg(k.key_prefix ORDER BY k.created_at)
                         FILTER (WHERE k.key_prefix IS NOT NULL
                                 AND (k.revoked_at IS NULL OR k.revoked_at > now())), '{}')
+                        AS active_keys
              FROM api_clients c LEFT JOIN api_keys k ON k.client_id = c.id
              GROUP BY c.id ORDER BY c.name",
             &[],
         )
         .await?;
     Ok(rows
-        .into_iter()
-        .map(|r| ClientInfo {
-            id: r.get(0),
-            name: r.get(1),
-            disabled: r.get(2),
-            active_keys: r.get(3),
-        })
-        .collect())
+        .iter()
+        .map(<ClientInfo as postgres_from_row::FromRow>::try_from_row)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Disables or enables a client; every instance sees it on the next request (keys are

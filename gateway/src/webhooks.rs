@@ -5,6 +5,7 @@
 //! disables the endpoint for that client, 408/425/429/5xx and network errors are retried,
 //! any other 4xx fails the delivery at once (the receiver refuses it).
 
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -53,6 +54,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
+#[derive(postgres_from_row::FromRow)]
 struct Delivery {
     id: i64,
     url: String,
@@ -99,23 +101,15 @@ async fn pass(state: &Deliveries, http: &reqwest::Client) -> anyhow::Result<()> 
                 ORDER BY next_attempt_at LIMIT 32
                 FOR UPDATE SKIP LOCKED)
              RETURNING d.id, d.url, d.event_id, d.payload, d.attempts,
-                (SELECT webhook_secret FROM api_clients c WHERE c.id = d.client_id),
+                (SELECT webhook_secret FROM api_clients c WHERE c.id = d.client_id) AS secret,
                 EXISTS (SELECT 1 FROM disabled_webhook_urls w
-                        WHERE w.client_id = d.client_id AND w.url = d.url)",
+                        WHERE w.client_id = d.client_id AND w.url = d.url) AS disabled",
             &[],
         )
         .await?
-        .into_iter()
-        .map(|r| Delivery {
-            id: r.get(0),
-            url: r.get(1),
-            event_id: r.get(2),
-            payload: r.get(3),
-            attempts: r.get(4),
-            secret: r.get(5),
-            disabled: r.get(6),
-        })
-        .collect()
+        .iter()
+        .map(Delivery::try_from_row)
+        .collect::<Result<_, _>>()?
     };
     futures::future::join_all(due.into_iter().map(|d| deliver(state, http, d))).await;
     Ok(())

@@ -59,16 +59,8 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     ok_or_unavailable(ready, body)
 }
 
-/// `SELECT 1` answered within 2 s.
 async fn database_answers(state: &AppState) -> bool {
-    tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        match state.pool.get().await {
-            Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await
-    .unwrap_or(false)
+    crate::store::answers(&state.pool, std::time::Duration::from_secs(2)).await
 }
 
 fn ok_or_unavailable(ok: bool, body: serde_json::Value) -> HttpResponse {

@@ -177,7 +177,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     );
     state.request_metrics.register(&mut registry);
     state.funnel.register(&mut registry);
-    if let Ok(q) = queues(&state).await {
+    if let Ok(q) = crate::telemetry::queues::queues(&state.pool).await {
         let gauge = |v: i64| {
             let g = Gauge::<i64>::default();
             g.set(v);
@@ -210,39 +210,4 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     encode(&mut out, &registry)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding the metrics: {e}")))?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(out))
-}
-
-/// The queues the operators watch, shared by every instance (from Postgres).
-pub struct Queues {
-    pub outbox_queued: i64,
-    pub outbox_oldest_seconds: f64,
-    /// SMS that failed for good in the last hour.
-    pub outbox_failed_last_hour: i64,
-    pub signatures_pending: i64,
-    pub webhooks_pending: i64,
-}
-
-/// All the queue figures in one statement (for `/metrics` and `/status`).
-pub async fn queues(state: &AppState) -> Result<Queues, crate::http::error::ApiError> {
-    use crate::store::Cached;
-    let db = state.pool.get().await?;
-    let row = db
-        .query_one_cached(
-            "SELECT (SELECT count(*) FROM sms_outbox WHERE status = 'queued'),
-                    (SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
-                       FROM sms_outbox WHERE status = 'queued'),
-                    (SELECT count(*) FROM sms_outbox WHERE status = 'failed'
-                       AND created_at > now() - interval '1 hour'),
-                    (SELECT count(*) FROM signature_requests WHERE status = 'pending'),
-                    (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
-            &[],
-        )
-        .await?;
-    Ok(Queues {
-        outbox_queued: row.get(0),
-        outbox_oldest_seconds: row.get(1),
-        outbox_failed_last_hour: row.get(2),
-        signatures_pending: row.get(3),
-        webhooks_pending: row.get(4),
-    })
 }

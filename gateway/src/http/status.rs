@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use crate::domain::Msisdn;
 use crate::http::state::AppState;
-use crate::store::Cached;
 
 /// The operators' status page / Trang trạng thái cho vận hành
 ///
@@ -79,34 +78,18 @@ async fn gather(state: &AppState) -> Result<Value, ApiError> {
             })
         })
         .collect();
-    let db = state.pool.get().await?;
-    let q = super::metrics::queues(state).await?;
-    // Newest first by id: ids are UUIDv7 (time-ordered), so the primary key hands out
-    // the newest rows without reading the table; created_at has no index of its own.
-    let recent_otp = db
-        .query_cached(
-            "SELECT created_at, msisdn, carrier, purpose, status FROM otp_challenges
-             ORDER BY id DESC LIMIT 20",
-            &[],
-        )
-        .await?;
-    let recent_signatures = db
-        .query_cached(
-            "SELECT created_at, msisdn, carrier, purpose, status FROM signature_requests
-             ORDER BY id DESC LIMIT 10",
-            &[],
-        )
-        .await?;
-    let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<Value> {
-        rows.iter()
+    let q = crate::telemetry::queues::queues(&state.pool).await?;
+    let (recent_otp, recent_signatures) =
+        crate::telemetry::queues::recent(&state.pool, 20, 10).await?;
+    let rows = |rows: Vec<crate::telemetry::queues::Recent>| -> Vec<Value> {
+        rows.into_iter()
             .map(|r| {
-                let msisdn: String = r.get(1);
                 json!({
-                    "at": r.get::<_, chrono::DateTime<chrono::Utc>>(0),
-                    "msisdn": Msisdn::parse(&msisdn).map(|m| m.masked()).unwrap_or_else(|_| "?".into()),
-                    "carrier": r.get::<_, String>(2),
-                    "purpose": r.get::<_, String>(3),
-                    "status": r.get::<_, String>(4),
+                    "at": r.created_at,
+                    "msisdn": Msisdn::parse(&r.msisdn).map(|m| m.masked()).unwrap_or_else(|_| "?".into()),
+                    "carrier": r.carrier,
+                    "purpose": r.purpose,
+                    "status": r.status,
                 })
             })
             .collect()

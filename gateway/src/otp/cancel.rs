@@ -5,10 +5,12 @@ use uuid::Uuid;
 
 use super::deps::Deps;
 use super::error::OtpError;
-use super::model::{view, OtpView, CHALLENGE_COLUMNS};
+use super::model::{view, OtpView};
 use super::sms::cancel_unsent_sms;
 use crate::audit;
 use crate::domain::Msisdn;
+use crate::store::tables::otp_challenges::{Challenge, CHALLENGE};
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 
 /// Ends a pending (or expired) verification.
@@ -20,11 +22,13 @@ pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpE
             &format!(
                 "UPDATE otp_challenges c SET status = 'canceled', updated_at = now()
                  WHERE c.id = $1 AND c.client_id = $2 AND c.status IN ('pending', 'expired')
-                 RETURNING {CHALLENGE_COLUMNS}"
+                 RETURNING {CHALLENGE}"
             ),
             &[&id, &client],
         )
-        .await?;
+        .await?
+        .map(|r| Challenge::try_from_row(&r))
+        .transpose()?;
     let Some(row) = row else {
         let existing = tx
             .query_opt_cached(
@@ -38,7 +42,7 @@ pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpE
         });
     };
     cancel_unsent_sms(&tx, id).await?;
-    let canceled_msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    let canceled_msisdn = Msisdn::parse(&row.msisdn).ok();
     audit::record(
         &tx,
         &deps.keys,
@@ -53,5 +57,5 @@ pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpE
     .await?;
     tx.commit().await?;
     tracing::info!(otp = %id, "OTP canceled");
-    view(&row, None)
+    view(row, None)
 }

@@ -11,6 +11,8 @@ use super::model::CheckView;
 use super::sms::cancel_unsent_sms;
 use crate::audit;
 use crate::domain::Msisdn;
+use crate::store::tables::otp_challenges::{Checked, CHECKED};
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 
 /// Counts the attempt and compares in constant time, under the row lock.
@@ -25,16 +27,15 @@ pub async fn check(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt_cached(
-            "SELECT status, attempts, max_attempts, code_mac, code_version, purpose, msisdn, account_ref,
-                    created_at, carrier, (expires_at <= now()) AS expired_now
-             FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE",
+            &format!(
+                "SELECT {CHECKED} FROM otp_challenges WHERE id = $1 AND client_id = $2 FOR UPDATE"
+            ),
             &[&id, &client],
         )
         .await?
         .ok_or(OtpError::NotFound)?;
-    let status: String = row.get("status");
-    let attempts: i32 = row.get("attempts");
-    let max_attempts: i32 = row.get("max_attempts");
+    let row = Checked::try_from_row(&row)?;
+    let (status, attempts, max_attempts) = (&row.status, row.attempts, row.max_attempts);
     let result = |valid: bool, status: &str, attempts: i32| CheckView {
         id,
         valid,
@@ -43,20 +44,20 @@ pub async fn check(
     };
     if status != "pending" {
         tx.rollback().await?;
-        return Ok(result(false, &status, attempts));
+        return Ok(result(false, status, attempts));
     }
-    if row.get::<_, bool>("expired_now") {
+    if row.expired_now {
         tx.execute_cached(
             "UPDATE otp_challenges SET status = 'expired', updated_at = now() WHERE id = $1",
             &[&id],
         )
         .await?;
         tx.commit().await?;
-        deps.funnel.otp("expired", row.get("carrier"), 1);
+        deps.funnel.otp("expired", &row.carrier, 1);
         return Ok(result(false, "expired", attempts));
     }
-    let account: Option<String> = row.get("account_ref");
-    if let Some(account) = &account {
+    let account = &row.account_ref;
+    if let Some(account) = account {
         if account_locked(&tx, client, account).await? {
             tx.rollback().await?;
             return Err(OtpError::AccountLocked);
@@ -64,11 +65,11 @@ pub async fn check(
     }
     let attempts = attempts + 1;
     let valid = deps.keys.verify_code(
-        row.get("code_mac"),
+        &row.code_mac,
         id,
-        row.get("code_version"),
-        row.get("purpose"),
-        row.get("msisdn"),
+        row.code_version,
+        &row.purpose,
+        &row.msisdn,
         candidate,
     );
     let new_status = if valid {
@@ -88,7 +89,7 @@ pub async fn check(
     if new_status != "pending" {
         cancel_unsent_sms(&tx, id).await?;
     }
-    if let (false, Some(account)) = (valid, &account) {
+    if let (false, Some(account)) = (valid, account) {
         count_failed_check(
             deps,
             &tx,
@@ -98,7 +99,7 @@ pub async fn check(
         )
         .await?;
     }
-    let checked_msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    let checked_msisdn = Msisdn::parse(&row.msisdn).ok();
     for event in ["otp.checked", "otp.locked"] {
         if event == "otp.locked" && new_status != "max_attempts_reached" {
             continue;
@@ -119,10 +120,10 @@ pub async fn check(
     tx.commit().await?;
     if valid {
         deps.conversion_counts
-            .approved(client, row.get("msisdn"), row.get("created_at"));
-        deps.funnel.otp("approved", row.get("carrier"), 1);
+            .approved(client, &row.msisdn, row.created_at);
+        deps.funnel.otp("approved", &row.carrier, 1);
     } else if new_status == "max_attempts_reached" {
-        deps.funnel.otp("locked", row.get("carrier"), 1);
+        deps.funnel.otp("locked", &row.carrier, 1);
     }
     tracing::info!(otp = %id, valid, status = new_status, "OTP checked");
     Ok(result(valid, new_status, attempts))

@@ -20,10 +20,12 @@ use uuid::Uuid;
 use super::admission::{self, Ask, Fate, Kind};
 use super::deps::Deps;
 use super::error::OtpError;
-use super::model::{replay, view, NewOtp, OtpView, Prepared, CHALLENGE_COLUMNS};
+use super::model::{replay, view, NewOtp, OtpView, Prepared};
 use super::snapshot;
 use crate::clients::ApiClient;
 use crate::failure::Failure;
+use crate::store::tables::otp_challenges::{Challenge, Keyed, CHALLENGE, KEYED};
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 
 /// One create: who asks, what, and the secrets made for it before it was queued.
@@ -147,7 +149,7 @@ async fn transaction(deps: &Deps, jobs: &[Job]) -> Result<Vec<Outcome>, Failure>
         .iter()
         .filter_map(|j| j.req.idempotency_key.clone().map(|k| (j.client.id, k)))
         .collect();
-    let mut existing: HashMap<(Uuid, String), tokio_postgres::Row> = HashMap::new();
+    let mut existing: HashMap<(Uuid, String), Keyed> = HashMap::new();
     if !keyed.is_empty() {
         let (clients, keys): (Vec<Uuid>, Vec<&str>) =
             keyed.iter().map(|(c, k)| (*c, k.as_str())).unzip();
@@ -155,7 +157,8 @@ async fn transaction(deps: &Deps, jobs: &[Job]) -> Result<Vec<Outcome>, Failure>
             .query_cached(EXISTING_KEYS_SQL.as_str(), &[&clients, &keys])
             .await?
         {
-            existing.insert((row.get("client_id"), row.get("idempotency_key")), row);
+            let row = Keyed::try_from_row(&row)?;
+            existing.insert((row.client_id, row.idempotency_key.clone()), row);
         }
     }
     let mut live = Vec::new();
@@ -164,7 +167,7 @@ async fn transaction(deps: &Deps, jobs: &[Job]) -> Result<Vec<Outcome>, Failure>
         if let Some(key) = &job.req.idempotency_key {
             let key = (job.client.id, key.clone());
             if let Some(row) = existing.get(&key) {
-                outcomes[i] = Some(Outcome::Answered(replay(row, &job.prepared.hash)));
+                outcomes[i] = Some(Outcome::Answered(replay(row.clone(), &job.prepared.hash)));
                 continue;
             }
             if !first_use.insert(key) {
@@ -303,7 +306,8 @@ async fn write(
         .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for r in &rows {
-        let v = view(r, None).map_err(|e| Failure::internal(format!("{e:#}")))?;
+        let v = view(Challenge::try_from_row(r)?, None)
+            .map_err(|e| Failure::internal(format!("{e:#}")))?;
         out.insert(v.id, v);
     }
     Ok(out)
@@ -312,7 +316,7 @@ async fn write(
 /// The challenges already created under the batch's Idempotency-Keys.
 static EXISTING_KEYS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT {CHALLENGE_COLUMNS}, c.request_hash, c.client_id, c.idempotency_key
+        "SELECT {CHALLENGE}, {KEYED}
          FROM unnest($1::uuid[], $2::text[]) AS k(client_id, key)
          JOIN otp_challenges c ON c.client_id = k.client_id AND c.idempotency_key = k.key"
     )
@@ -341,7 +345,7 @@ pub static INSERT_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::
                 client_ip
             FROM x
             ON CONFLICT (client_id, idempotency_key) DO NOTHING
-            RETURNING {CHALLENGE_COLUMNS}),
+            RETURNING {CHALLENGE}),
          o AS (
             INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender,
                 body_sealed, request_id, client_ip)
@@ -370,10 +374,11 @@ async fn find_created(deps: &Deps, client: Uuid, id: Uuid) -> Result<Option<OtpV
     let row = db
         .query_opt_cached(
             &format!(
-                "SELECT {CHALLENGE_COLUMNS} FROM otp_challenges c WHERE c.id = $1 AND c.client_id = $2"
+                "SELECT {CHALLENGE} FROM otp_challenges c WHERE c.id = $1 AND c.client_id = $2"
             ),
             &[&id, &client],
         )
         .await?;
-    row.map(|r| view(&r, None)).transpose()
+    row.map(|r| view(Challenge::try_from_row(&r)?, None))
+        .transpose()
 }

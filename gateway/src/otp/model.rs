@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::error::OtpError;
@@ -11,6 +10,7 @@ use crate::crypto::ServerKeys;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
 pub use crate::outbox::receipts::DeliveryView;
+use crate::store::tables::otp_challenges::{Challenge, Keyed};
 
 /// What the portal asked for, parsed.
 #[derive(Debug, Clone)]
@@ -70,33 +70,26 @@ pub struct CheckView {
     pub attempts_left: i32,
 }
 
-pub(crate) const CHALLENGE_COLUMNS: &str =
-    "c.id, c.status, c.msisdn, c.carrier, c.purpose, c.created_at, \
-     c.expires_at, c.resend_available_at, c.sends, c.max_sends, c.attempts, c.max_attempts, \
-     (c.expires_at <= now()) AS expired_now";
-
-pub(crate) fn view(row: &Row, delivery: Option<DeliveryView>) -> Result<OtpView, OtpError> {
-    let msisdn: String = row.get("msisdn");
-    let msisdn = Msisdn::parse(&msisdn)
+pub(crate) fn view(row: Challenge, delivery: Option<DeliveryView>) -> Result<OtpView, OtpError> {
+    let msisdn = Msisdn::parse(&row.msisdn)
         .map_err(|e| Failure::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
-    let mut status: String = row.get("status");
-    if status == "pending" && row.get::<_, bool>("expired_now") {
-        status = "expired".into();
-    }
-    let attempts: i32 = row.get("attempts");
-    let max_attempts: i32 = row.get("max_attempts");
+    let status = if row.status == "pending" && row.expired_now {
+        "expired".into()
+    } else {
+        row.status
+    };
     Ok(OtpView {
-        id: row.get("id"),
+        id: row.id,
         status,
         msisdn_masked: msisdn.masked(),
-        carrier: row.get("carrier"),
-        purpose: row.get("purpose"),
-        created_at: row.get("created_at"),
-        expires_at: row.get("expires_at"),
-        resend_available_at: row.get("resend_available_at"),
-        sends: row.get("sends"),
-        max_sends: row.get("max_sends"),
-        attempts_left: (max_attempts - attempts).max(0),
+        carrier: row.carrier,
+        purpose: row.purpose,
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        resend_available_at: row.resend_available_at,
+        sends: row.sends,
+        max_sends: row.max_sends,
+        attempts_left: (row.max_attempts - row.attempts).max(0),
         delivery,
     })
 }
@@ -118,15 +111,11 @@ pub(crate) fn request_hash(req: &NewOtp) -> Vec<u8> {
 
 /// The answer to a create whose Idempotency-Key names `existing` (a row with
 /// `request_hash`): the first answer again for the same request, 422 for another.
-pub(crate) fn replay(existing: &Row, hash: &[u8]) -> Result<(OtpView, bool), OtpError> {
-    if existing
-        .get::<_, Option<Vec<u8>>>("request_hash")
-        .as_deref()
-        != Some(hash)
-    {
+pub(crate) fn replay(existing: Keyed, hash: &[u8]) -> Result<(OtpView, bool), OtpError> {
+    if existing.request_hash.as_deref() != Some(hash) {
         return Err(OtpError::IdempotencyKeyReused);
     }
-    Ok((view(existing, None)?, true))
+    Ok((view(existing.challenge, None)?, true))
 }
 
 /// A create's secrets and derived values, made in the request's task (CPU work spread

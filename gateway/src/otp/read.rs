@@ -4,8 +4,11 @@ use uuid::Uuid;
 
 use super::deps::Deps;
 use super::error::OtpError;
-use super::model::{view, OtpView, CHALLENGE_COLUMNS};
-use crate::outbox::receipts::{delivery_of, LATEST_DELIVERY_COLUMNS, LATEST_DELIVERY_JOINS};
+use super::model::{view, OtpView};
+use crate::outbox::receipts::{delivery_of, LATEST_DELIVERY_JOINS};
+use crate::store::tables::otp_challenges::{Challenge, CHALLENGE};
+use crate::store::tables::sms_outbox::{LatestDelivery, LATEST_DELIVERY};
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 
 /// The verification `id` of `client`.
@@ -14,7 +17,7 @@ pub async fn get(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpErro
     let row = db
         .query_opt_cached(
             &format!(
-                "SELECT {CHALLENGE_COLUMNS}, {LATEST_DELIVERY_COLUMNS}
+                "SELECT {CHALLENGE}, {LATEST_DELIVERY}
                  FROM otp_challenges c
                  {LATEST_DELIVERY_JOINS}
                  WHERE c.id = $1 AND c.client_id = $2"
@@ -23,5 +26,6 @@ pub async fn get(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpErro
         )
         .await?
         .ok_or(OtpError::NotFound)?;
-    view(&row, delivery_of(&row))
+    let delivery = delivery_of(LatestDelivery::try_from_row(&row)?);
+    view(Challenge::try_from_row(&row)?, delivery)
 }

@@ -9,13 +9,15 @@ use uuid::Uuid;
 use super::admission::{self, Ask, Fate, Kind};
 use super::deps::Deps;
 use super::error::OtpError;
-use super::model::{view, OtpView, CHALLENGE_COLUMNS};
+use super::model::{view, OtpView};
 use super::sms::{cancel_unsent_sms, queue_sms};
 use super::snapshot;
 use crate::audit;
 use crate::clients::ApiClient;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
+use crate::store::tables::otp_challenges::{Challenge, Resent, CHALLENGE, RESENT};
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 
 /// Sends a new code for verification `id`. A transaction that lost a deadlock or
@@ -39,44 +41,36 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
     let row = tx
         .query_opt_cached(
             &format!(
-                "SELECT {CHALLENGE_COLUMNS}, c.locale, c.code_length, c.ttl_seconds, c.code_version,
-                    c.client_ip, c.account_ref,
-                    GREATEST(0, CEIL(EXTRACT(EPOCH FROM (c.resend_available_at - now()))))::bigint AS wait_secs
+                "SELECT {CHALLENGE}, {RESENT}
                  FROM otp_challenges c WHERE c.id = $1 AND c.client_id = $2 FOR UPDATE"
             ),
             &[&id, &client],
         )
         .await?
         .ok_or(OtpError::NotFound)?;
+    let row = Resent::try_from_row(&row)?;
     // The verification's own rules: still open, not too early, sends left.
-    let status: String = row.get("status");
+    let status = row.challenge.status.clone();
     // An expired code may be replaced ("Gửi lại OTP" after the time ran out).
     if status != "pending" && status != "expired" {
         return Err(OtpError::NotPending { status });
     }
-    let wait: i64 = row.get("wait_secs");
+    let wait = row.wait_secs;
     if wait > 0 {
         return Err(OtpError::ResendTooEarly {
             retry_after: wait as u64,
         });
     }
-    let sends: i32 = row.get("sends");
-    let max_sends: i32 = row.get("max_sends");
+    let (sends, max_sends) = (row.challenge.sends, row.challenge.max_sends);
     if sends >= max_sends {
         return Err(OtpError::MaxSendsReached { max_sends });
     }
-    let msisdn = Msisdn::parse(row.get("msisdn"))
+    let msisdn = Msisdn::parse(&row.challenge.msisdn)
         .map_err(|e| Failure::internal(format!("stored msisdn unreadable: {e}")))?;
-    let purpose: Purpose = row
-        .get::<_, &str>("purpose")
-        .parse()
-        .map_err(Failure::internal)?;
-    let locale: Locale = row
-        .get::<_, &str>("locale")
-        .parse()
-        .map_err(Failure::internal)?;
-    let client_ip: Option<std::net::IpAddr> = row.get("client_ip");
-    let account_ref: Option<String> = row.get("account_ref");
+    let purpose: Purpose = row.challenge.purpose.parse().map_err(Failure::internal)?;
+    let locale: Locale = row.locale.parse().map_err(Failure::internal)?;
+    let client_ip = row.client_ip;
+    let account_ref = row.account_ref;
 
     // The send's rules: the same as a create's.
     let ask = Ask {
@@ -100,9 +94,8 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
         }
     };
 
-    let code_length: i16 = row.get("code_length");
-    let ttl_seconds: i32 = row.get("ttl_seconds");
-    let version: i32 = row.get::<_, i32>("code_version") + 1;
+    let (code_length, ttl_seconds) = (row.code_length, row.ttl_seconds);
+    let version = row.code_version + 1;
     let code = deps.keys.random_code(code_length as usize)?;
     let mac = deps
         .keys
@@ -120,7 +113,7 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
                     status = 'pending', updated_at = now(),
                     expires_at = now() + make_interval(secs => ttl_seconds),
                     resend_available_at = now() + make_interval(secs => $4::float8 / 1000)
-                 WHERE c.id = $1 RETURNING {CHALLENGE_COLUMNS}"
+                 WHERE c.id = $1 RETURNING {CHALLENGE}"
             ),
             &[&id, &mac, &version, &resend_ms],
         )
@@ -160,5 +153,5 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
     deps.outbox_wake.notify_one();
     // The conversion guard counts verifications, not their codes: a resend adds none.
     tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
-    view(&updated, None)
+    view(Challenge::try_from_row(&updated)?, None)
 }

@@ -4,6 +4,8 @@
 //! instance queues a message, and on a poll interval (`outbox.poll_interval`) for the
 //! messages other instances queued.
 
+use crate::store::tables::sms_outbox::Claim;
+use crate::store::tables::FromRow;
 use crate::store::Cached;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -356,26 +358,26 @@ impl Dispatcher {
         let rows = tx.query_cached(&sql, &[&lease, &bound]).await?;
         tx.commit().await?;
         let max_age = self.settings.max_age.as_secs_f64();
-        Ok(rows
-            .into_iter()
-            .map(|r| Claimed {
-                id: r.get(0),
-                route: r.get(1),
-                msisdn: r.get(2),
-                sender: r.get(3),
-                body_sealed: r.get(4),
-                attempts: r.get(5),
-                client: r.get(6),
-                request_id: r.get(7),
-                ended: r.get(8),
-                valid_until: r
-                    .get::<_, Option<f64>>(9)
-                    .map(|secs| now + Duration::from_secs_f64(secs.max(0.0))),
-                too_old: r
-                    .get::<_, Option<f64>>(10)
-                    .is_some_and(|age| age >= max_age),
+        rows.iter()
+            .map(|r| {
+                let r = Claim::try_from_row(r)?;
+                Ok(Claimed {
+                    id: r.id,
+                    route: r.route,
+                    msisdn: r.msisdn,
+                    sender: r.sender,
+                    body_sealed: r.body_sealed,
+                    attempts: r.attempts,
+                    client: r.client_id,
+                    request_id: r.request_id,
+                    ended: r.ended,
+                    valid_until: r
+                        .valid_for
+                        .map(|secs| now + Duration::from_secs_f64(secs.max(0.0))),
+                    too_old: r.age.is_some_and(|age| age >= max_age),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The route a row of `route` goes out on now: itself when bound, its fallback when

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::tables::sms_outbox::LatestDelivery;
 use carrier_adapters::receipt::normalise_message_id;
 use carrier_adapters::smpp::{DeliveryReport, ReceiptSink};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use serde::Serialize;
-use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Cached;
@@ -162,7 +162,8 @@ pub struct DeliveryView {
 }
 
 /// The latest SMS of challenge `c` and its delivery, as lateral joins for a query that
-/// reads challenges (`c`); `delivery_of` reads the columns they add.
+/// reads challenges (`c`); `delivery_of` reads the columns they add
+/// (`store::tables::sms_outbox::LATEST_DELIVERY`).
 pub const LATEST_DELIVERY_JOINS: &str = "LEFT JOIN LATERAL (
         SELECT * FROM sms_outbox WHERE challenge_id = c.id ORDER BY id DESC LIMIT 1
      ) o ON true
@@ -186,34 +187,27 @@ pub const LATEST_DELIVERY_JOINS: &str = "LEFT JOIN LATERAL (
         WHERE p.outbox_id = o.id
      ) r ON true";
 
-/// The columns `LATEST_DELIVERY_JOINS` adds, for the select list.
-pub const LATEST_DELIVERY_COLUMNS: &str = "o.status AS o_status, o.route AS o_route, \
-     o.smsc_message_id, o.submitted_at, o.last_error, r.parts, r.delivered, r.bad_state, \
-     r.bad_error, r.last_at AS r_at";
-
-/// The delivery in a row read with `LATEST_DELIVERY_JOINS` (none before its first SMS).
-pub fn delivery_of(row: &Row) -> Option<DeliveryView> {
-    row.get::<_, Option<String>>("o_status")
-        .map(|outbox_status| {
-            let parts: i32 = row.get::<_, Option<i32>>("parts").unwrap_or(0);
-            let delivered: i32 = row.get::<_, Option<i32>>("delivered").unwrap_or(0);
-            let bad: Option<String> = row.get("bad_state");
-            let status = match (&bad, parts > 0 && delivered == parts) {
-                (Some(state), _) => state.clone(),
-                (None, true) => "delivered".to_owned(),
-                (None, false) => outbox_status,
-            };
-            DeliveryView {
-                status,
-                route: row.get("o_route"),
-                message_id: row.get("smsc_message_id"),
-                parts: parts.max(1),
-                submitted_at: row.get("submitted_at"),
-                receipt_at: row.get("r_at"),
-                error: row
-                    .get::<_, Option<String>>("bad_error")
-                    .filter(|e| !e.trim_start_matches('0').is_empty())
-                    .or(row.get("last_error")),
-            }
-        })
+/// The delivery in a row read with `LATEST_DELIVERY_JOINS` and its columns
+/// (`store::tables::sms_outbox::LATEST_DELIVERY`); none before its first SMS.
+pub fn delivery_of(row: LatestDelivery) -> Option<DeliveryView> {
+    let outbox_status = row.o_status?;
+    let parts = row.parts.unwrap_or(0);
+    let delivered = row.delivered.unwrap_or(0);
+    let status = match (row.bad_state, parts > 0 && delivered == parts) {
+        (Some(state), _) => state,
+        (None, true) => "delivered".to_owned(),
+        (None, false) => outbox_status,
+    };
+    Some(DeliveryView {
+        status,
+        route: row.o_route.unwrap_or_default(),
+        message_id: row.smsc_message_id,
+        parts: parts.max(1),
+        submitted_at: row.submitted_at,
+        receipt_at: row.r_at,
+        error: row
+            .bad_error
+            .filter(|e| !e.trim_start_matches('0').is_empty())
+            .or(row.last_error),
+    })
 }

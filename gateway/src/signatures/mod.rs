@@ -12,6 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::store::tables::signature_requests::{
+    ByApTransId, Due, Request, ToVerify, Withdrawal, BY_AP_TRANS_ID, DUE, REQUEST, TO_VERIFY,
+    WITHDRAWAL,
+};
+use crate::store::tables::FromRow;
 use base64::Engine;
 use carrier_adapters::mss::dialect::SignatureFormat;
 use carrier_adapters::mss::{
@@ -22,7 +27,6 @@ use carrier_adapters::signature::{self, VerifyError, Window};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -212,22 +216,18 @@ pub struct SignerIssuer {
     pub common_name: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, client_id, status, status_detail, carrier, msisdn, purpose, data_to_sign, created_at, \
-    expires_at, ended_at, signature_cms, certificate_der, signer, signed_at, callback_url";
-
-fn view(row: &Row) -> Result<SignatureView, SignatureError> {
-    let msisdn = Msisdn::parse(row.get("msisdn"))
+fn view(row: &Request) -> Result<SignatureView, SignatureError> {
+    let msisdn = Msisdn::parse(&row.msisdn)
         .map_err(|e| Failure::Internal(anyhow::anyhow!("stored msisdn unreadable: {e}")))?;
-    let signed = match row.get::<_, Option<Vec<u8>>>("signature_cms") {
+    let signed = match &row.signature_cms {
         Some(cms) => {
-            let cert: Vec<u8> = row.get("certificate_der");
-            let signer: Signer = serde_json::from_value(row.get("signer"))
+            let cert = row.certificate_der.as_deref().unwrap_or_default();
+            let signer: Signer = serde_json::from_value(row.signer.clone().unwrap_or_default())
                 .map_err(|e| Failure::Internal(anyhow::anyhow!("stored signer unreadable: {e}")))?;
             SignedView {
-                signature_cms: Some(base64::engine::general_purpose::STANDARD.encode(&cms)),
-                certificate_pem: Some(crate::mssp::pem_encode("CERTIFICATE", &cert)),
-                signed_at: row.get("signed_at"),
+                signature_cms: Some(base64::engine::general_purpose::STANDARD.encode(cms)),
+                certificate_pem: Some(crate::mssp::pem_encode("CERTIFICATE", cert)),
+                signed_at: row.signed_at,
                 subject: Some(signer.subject),
                 issuer: Some(signer.issuer),
                 not_before: Some(signer.not_before),
@@ -239,17 +239,16 @@ fn view(row: &Row) -> Result<SignatureView, SignatureError> {
         None => SignedView::default(),
     };
     Ok(SignatureView {
-        id: row.get("id"),
-        status: row.get("status"),
-        status_detail: row.get("status_detail"),
-        carrier: row.get("carrier"),
+        id: row.id,
+        status: row.status.clone(),
+        status_detail: row.status_detail.clone(),
+        carrier: row.carrier.clone(),
         msisdn_masked: msisdn.masked(),
-        purpose: row.get("purpose"),
-        data_to_sign: base64::engine::general_purpose::STANDARD
-            .encode(row.get::<_, Vec<u8>>("data_to_sign")),
-        created_at: row.get("created_at"),
-        expires_at: row.get("expires_at"),
-        ended_at: row.get("ended_at"),
+        purpose: row.purpose.clone(),
+        data_to_sign: base64::engine::general_purpose::STANDARD.encode(&row.data_to_sign),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        ended_at: row.ended_at,
         signed,
     })
 }
@@ -342,7 +341,7 @@ pub async fn create(
             data_to_sign, ap_trans_id, timeout_seconds, callback_url, expires_at, next_poll_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
             now() + make_interval(secs => $9::int), now() + make_interval(secs => $11::float8))
-         RETURNING {COLUMNS}"),
+         RETURNING {REQUEST}"),
         &[
             &id,
             &client,
@@ -358,6 +357,7 @@ pub async fn create(
         ],
     )
     .await?;
+    let inserted = Request::try_from_row(&inserted)?;
     crate::audit::record(
         &tx,
         &svc.keys,
@@ -495,12 +495,12 @@ pub async fn get(
     let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
-            &format!("SELECT {COLUMNS} FROM signature_requests WHERE id = $1 AND client_id = $2"),
+            &format!("SELECT {REQUEST} FROM signature_requests WHERE id = $1 AND client_id = $2"),
             &[&id, &client],
         )
         .await?
         .ok_or(SignatureError::NotFound)?;
-    view(&row)
+    view(&Request::try_from_row(&row)?)
 }
 
 /// `GET ?wait=N`: answers at once unless pending, else when the request ends on any
@@ -546,14 +546,16 @@ pub async fn cancel(
     let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
-            "SELECT status, carrier, ap_trans_id, mssp_trans_id, msisdn FROM signature_requests
-             WHERE id = $1 AND client_id = $2",
+            &format!(
+                "SELECT {WITHDRAWAL} FROM signature_requests WHERE id = $1 AND client_id = $2"
+            ),
             &[&id, &client],
         )
         .await?
         .ok_or(SignatureError::NotFound)?;
     drop(db);
-    let status: String = row.get(0);
+    let row = Withdrawal::try_from_row(&row)?;
+    let status = &row.status;
     // Ended here first: from now on no answer of the carrier can make it `signed`.
     if status != "pending"
         || !end(svc, id, "canceled", Some("canceled by the portal".into())).await?
@@ -562,16 +564,15 @@ pub async fn cancel(
         return Err(SignatureError::NotPending { status: now.status });
     }
     // Then withdrawn from the phone, where the carrier allows it.
-    let carrier: Option<carrier_adapters::Carrier> = row.get::<_, String>(1).parse().ok();
+    let carrier: Option<carrier_adapters::Carrier> = row.carrier.parse().ok();
     let mssp = carrier.and_then(|c| svc.mssps.get(&c).cloned());
-    let mssp_trans_id: Option<String> = row.get(3);
-    let detail = match (mssp, mssp_trans_id) {
+    let detail = match (mssp, row.mssp_trans_id.clone()) {
         (Some(mssp), Some(mssp_trans_id)) if mssp.route.cancel_at_carrier => {
             let receipt = MssMessage::ReceiptReq(ReceiptReq {
-                ap: ap_info(&mssp, svc, row.get(2)),
+                ap: ap_info(&mssp, svc, &row.ap_trans_id),
                 mssp: mssp_info(&mssp),
                 mssp_trans_id,
-                msisdn: row.get(4),
+                msisdn: row.msisdn.clone(),
                 status: Some(mss::Status::new(StatusCode::UserCancel)),
                 message: Some(Data {
                     value: "Giao dịch đã được hủy / The request was canceled".into(),
@@ -627,18 +628,18 @@ pub async fn end(
             &format!(
                 "UPDATE signature_requests SET status = $2, status_detail = $3, ended_at = now(),
                     updated_at = now(), claimed_until = NULL
-                 WHERE id = $1 AND status = 'pending' RETURNING {COLUMNS}"
+                 WHERE id = $1 AND status = 'pending' RETURNING {REQUEST}"
             ),
             &[&id, &status, &detail],
         )
         .await?;
-    let Some(row) = row else {
+    let Some(row) = row.map(|r| Request::try_from_row(&r)).transpose()? else {
         tx.rollback().await?;
         return Ok(false);
     };
     announce(svc, &tx, &row).await?;
     tx.commit().await?;
-    svc.funnel.signature(row.get("carrier"), status);
+    svc.funnel.signature(&row.carrier, status);
     tracing::info!(signature = %id, status, "signature request ended");
     Ok(true)
 }
@@ -682,18 +683,18 @@ async fn end_signed(
                 "UPDATE signature_requests SET status = 'signed', status_detail = NULL, ended_at = now(),
                     updated_at = now(), claimed_until = NULL, signature_cms = $2,
                     certificate_der = $3, signer = $4, signed_at = $5
-                 WHERE id = $1 AND status = 'pending' RETURNING {COLUMNS}"
+                 WHERE id = $1 AND status = 'pending' RETURNING {REQUEST}"
             ),
             &[&id, &verified.cms_der, &verified.certificate_der, &signer, &signed_at],
         )
         .await?;
-    let Some(row) = row else {
+    let Some(row) = row.map(|r| Request::try_from_row(&r)).transpose()? else {
         tx.rollback().await?;
         return Ok(false);
     };
     announce(svc, &tx, &row).await?;
     tx.commit().await?;
-    svc.funnel.signature(row.get("carrier"), "signed");
+    svc.funnel.signature(&row.carrier, "signed");
     tracing::info!(signature = %id, "signature verified and stored");
     Ok(true)
 }
@@ -702,29 +703,29 @@ async fn end_signed(
 async fn announce(
     svc: &SignatureService,
     tx: &deadpool_postgres::Transaction<'_>,
-    row: &Row,
+    row: &Request,
 ) -> Result<(), SignatureError> {
-    let id: Uuid = row.get("id");
-    let msisdn = Msisdn::parse(row.get("msisdn")).ok();
+    let id = row.id;
+    let msisdn = Msisdn::parse(&row.msisdn).ok();
     crate::audit::record(
         tx,
         &svc.keys,
         crate::audit::Event {
             event: "signature.ended",
-            client: Some(row.get("client_id")),
+            client: Some(row.client_id),
             msisdn: msisdn.as_ref(),
             subject: Some(id),
             detail: json!({
-                "status": row.get::<_, String>("status"),
-                "detail": row.get::<_, Option<String>>("status_detail"),
-                "carrier": row.get::<_, String>("carrier"),
+                "status": row.status,
+                "detail": row.status_detail,
+                "carrier": row.carrier,
             }),
         },
     )
     .await?;
     tx.execute_cached("SELECT pg_notify('signature_done', $1)", &[&id.to_string()])
         .await?;
-    if let Some(url) = row.get::<_, Option<String>>("callback_url") {
+    if let Some(url) = &row.callback_url {
         let view = view(row)?;
         let payload = SignatureEvent {
             kind: "signature.completed",
@@ -732,7 +733,7 @@ async fn announce(
             data: view,
         };
         let payload = serde_json::to_value(&payload).map_err(|e| Failure::Internal(e.into()))?;
-        crate::webhooks::enqueue(tx, row.get("client_id"), &url, &payload).await?;
+        crate::webhooks::enqueue(tx, row.client_id, url, &payload).await?;
     }
     Ok(())
 }
@@ -766,23 +767,23 @@ pub async fn apply_status(
     let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
-            "SELECT carrier, msisdn, data_to_sign, created_at, status FROM signature_requests WHERE id = $1",
+            &format!("SELECT {TO_VERIFY} FROM signature_requests WHERE id = $1"),
             &[&id],
         )
         .await?
         .ok_or(SignatureError::NotFound)?;
     drop(db);
-    if row.get::<_, String>("status") != "pending" {
+    let row = ToVerify::try_from_row(&row)?;
+    if row.status != "pending" {
         return Ok(());
     }
     let carrier: carrier_adapters::Carrier = row
-        .get::<_, String>("carrier")
+        .carrier
         .parse()
         .map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
     let msisdn =
-        Msisdn::parse(row.get("msisdn")).map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
-    let data: Vec<u8> = row.get("data_to_sign");
-    let created: DateTime<Utc> = row.get("created_at");
+        Msisdn::parse(&row.msisdn).map_err(|e| Failure::Internal(anyhow::anyhow!("{e}")))?;
+    let (data, created) = (row.data_to_sign, row.created_at);
     let Some(mssp) = svc.mssps.get(&carrier).cloned() else {
         end(
             svc,
@@ -877,21 +878,14 @@ pub async fn find_by_ap_trans_id(
     let db = svc.pool.get().await?;
     let row = db
         .query_opt_cached(
-            "SELECT id, mssp_trans_id FROM signature_requests WHERE ap_trans_id = $1 AND carrier = $2",
+            &format!("SELECT {BY_AP_TRANS_ID} FROM signature_requests WHERE ap_trans_id = $1 AND carrier = $2"),
             &[&ap_trans_id, &carrier.as_str()],
         )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
-}
-
-struct Due {
-    id: Uuid,
-    carrier: String,
-    ap_trans_id: String,
-    mssp_trans_id: Option<String>,
-    msisdn: String,
-    attempts: i32,
-    overdue: bool,
+    Ok(row
+        .map(|r| ByApTransId::try_from_row(&r))
+        .transpose()?
+        .map(|r| (r.id, r.mssp_trans_id)))
 }
 
 /// Polls pending requests (and sweeps those whose answer never came) on every instance,
@@ -918,29 +912,22 @@ async fn poll_once(svc: &SignatureService) -> anyhow::Result<()> {
     let due: Vec<Due> = {
         let db = svc.pool.get().await?;
         db.query_cached(
-            "UPDATE signature_requests s SET claimed_until = now() + interval '30 seconds'
+            &format!(
+                "UPDATE signature_requests s SET claimed_until = now() + interval '30 seconds'
              WHERE s.id IN (
                 SELECT id FROM signature_requests
                 WHERE status = 'pending' AND next_poll_at <= now()
                   AND (claimed_until IS NULL OR claimed_until < now())
                 ORDER BY next_poll_at LIMIT 32
                 FOR UPDATE SKIP LOCKED)
-             RETURNING s.id, s.carrier, s.ap_trans_id, s.mssp_trans_id, s.msisdn, s.poll_attempts,
-                (s.expires_at + make_interval(secs => $1::float8) < now()) AS overdue",
+             RETURNING {DUE}"
+            ),
             &[&grace],
         )
         .await?
-        .into_iter()
-        .map(|r| Due {
-            id: r.get(0),
-            carrier: r.get(1),
-            ap_trans_id: r.get(2),
-            mssp_trans_id: r.get(3),
-            msisdn: r.get(4),
-            attempts: r.get(5),
-            overdue: r.get(6),
-        })
-        .collect()
+        .iter()
+        .map(Due::try_from_row)
+        .collect::<Result<_, _>>()?
     };
     futures::future::join_all(due.into_iter().map(|d| poll_one(svc, d))).await;
     Ok(())
@@ -1052,7 +1039,7 @@ async fn reschedule(
         s.poll_max * 4
     } else {
         carrier_adapters::retry::Schedule::doubling(s.poll_min, s.poll_max)
-            .pause(due.attempts.clamp(0, 30) as u32 + 1)
+            .pause(due.poll_attempts.clamp(0, 30) as u32 + 1)
             .unwrap_or(s.poll_max)
     };
     let grace = s.expiry_grace.as_secs_f64();

@@ -48,6 +48,18 @@ pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
         .context("building the database pool")
 }
 
+/// Whether the database answers `SELECT 1` within `within`, a connection included.
+pub async fn answers(pool: &Pool, within: std::time::Duration) -> bool {
+    tokio::time::timeout(within, async {
+        match pool.get().await {
+            Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Creates the database named in `url` if it does not exist, connecting to the
 /// server's `postgres` database to do it.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
-//! Logging: text or JSON, filter from `RUST_LOG` or config. Secrets never reach these
+//! Logging (text or JSON, filter from `RUST_LOG` or config), the request id, the
+//! verification funnel and the shared queue figures ([`queues`]). Secrets never reach these
 //! logs (codes and keys are not logged; numbers are logged masked).
 
 pub mod funnel;
+pub mod queues;
 pub mod request_id;
 
 use tracing_subscriber::EnvFilter;

@@ -3,7 +3,9 @@
 //! with `Accept: application/json`. Numbers are masked; nothing secret is shown.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use askama::Template;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 
 use super::error::ApiError;
 use crate::domain::Msisdn;
@@ -54,139 +56,162 @@ pub async fn status(
     let resp = if wants_json {
         HttpResponse::Ok().json(body)
     } else {
+        let html = Page { status: &body }
+            .render()
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("status page: {e}")))?;
         HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
-            .body(html(&body))
+            .body(html)
     };
     Ok(resp)
 }
 
-async fn gather(state: &AppState) -> Result<Value, ApiError> {
-    let routes: Vec<Value> = state
+/// What the page shows, as JSON and as HTML.
+#[derive(Debug, Serialize)]
+struct Status {
+    routes: Vec<RouteStatus>,
+    outbox: OutboxStatus,
+    signature_requests_pending: i64,
+    webhooks_pending: i64,
+    recent_otp: Vec<Recent>,
+    recent_signatures: Vec<Recent>,
+}
+
+#[derive(Debug, Serialize)]
+struct RouteStatus {
+    route: String,
+    bound: usize,
+    binds: usize,
+    submits_per_second: f64,
+    submitted_total: u64,
+    window_in_use: usize,
+    errors: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct OutboxStatus {
+    queued: i64,
+    oldest_queued_seconds: f64,
+    failed_last_hour: i64,
+}
+
+/// A recent verification or signature request, its number masked.
+#[derive(Debug, Serialize)]
+struct Recent {
+    at: DateTime<Utc>,
+    msisdn: String,
+    carrier: String,
+    purpose: String,
+    status: String,
+}
+
+impl Recent {
+    /// As the JSON writes it.
+    fn at_rfc3339(&self) -> String {
+        self.at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+}
+
+/// The HTML page (askama: escaped, checked at compile time).
+#[derive(Template)]
+#[template(path = "status.html")]
+struct Page<'a> {
+    status: &'a Status,
+}
+
+async fn gather(state: &AppState) -> Result<Status, ApiError> {
+    let routes = state
         .binds
         .values()
         .map(|g| {
             let snaps = g.snapshots();
-            json!({
-                "route": g.route(),
-                "bound": g.bound_count(),
-                "binds": snaps.len(),
-                "submits_per_second": snaps.iter().map(|b| b.submits_per_second).sum::<f64>(),
-                "submitted_total": snaps.iter().map(|b| b.submitted_total).sum::<u64>(),
-                "window_in_use": snaps.iter().map(|b| b.window_in_use).sum::<usize>(),
-                "errors": snaps.iter().map(|b| b.errors_by_status.values().sum::<u64>()).sum::<u64>(),
-            })
+            RouteStatus {
+                route: g.route().to_owned(),
+                bound: g.bound_count(),
+                binds: snaps.len(),
+                submits_per_second: snaps.iter().map(|b| b.submits_per_second).sum(),
+                submitted_total: snaps.iter().map(|b| b.submitted_total).sum(),
+                window_in_use: snaps.iter().map(|b| b.window_in_use).sum(),
+                errors: snaps
+                    .iter()
+                    .map(|b| b.errors_by_status.values().sum::<u64>())
+                    .sum(),
+            }
         })
         .collect();
     let q = crate::telemetry::queues::queues(&state.pool).await?;
     let (recent_otp, recent_signatures) =
         crate::telemetry::queues::recent(&state.pool, 20, 10).await?;
-    let rows = |rows: Vec<crate::telemetry::queues::Recent>| -> Vec<Value> {
+    let masked = |rows: Vec<crate::telemetry::queues::Recent>| -> Vec<Recent> {
         rows.into_iter()
-            .map(|r| {
-                json!({
-                    "at": r.created_at,
-                    "msisdn": Msisdn::parse(&r.msisdn).map(|m| m.masked()).unwrap_or_else(|_| "?".into()),
-                    "carrier": r.carrier,
-                    "purpose": r.purpose,
-                    "status": r.status,
-                })
+            .map(|r| Recent {
+                at: r.created_at,
+                msisdn: Msisdn::parse(&r.msisdn)
+                    .map(|m| m.masked())
+                    .unwrap_or_else(|_| "?".into()),
+                carrier: r.carrier,
+                purpose: r.purpose,
+                status: r.status,
             })
             .collect()
     };
-    Ok(json!({
-        "routes": routes,
-        "outbox": {
-            "queued": q.outbox_queued,
-            "oldest_queued_seconds": (q.outbox_oldest_seconds * 10.0).round() / 10.0,
-            "failed_last_hour": q.outbox_failed_last_hour,
+    Ok(Status {
+        routes,
+        outbox: OutboxStatus {
+            queued: q.outbox_queued,
+            oldest_queued_seconds: (q.outbox_oldest_seconds * 10.0).round() / 10.0,
+            failed_last_hour: q.outbox_failed_last_hour,
         },
-        "signature_requests_pending": q.signatures_pending,
-        "webhooks_pending": q.webhooks_pending,
-        "recent_otp": rows(recent_otp),
-        "recent_signatures": rows(recent_signatures),
-    }))
+        signature_requests_pending: q.signatures_pending,
+        webhooks_pending: q.webhooks_pending,
+        recent_otp: masked(recent_otp),
+        recent_signatures: masked(recent_signatures),
+    })
 }
 
-fn esc(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn table(out: &mut String, columns: &[&str], rows: &[Value]) {
-    out.push_str("<table><tr>");
-    for c in columns {
-        out.push_str(&format!("<th>{c}</th>"));
+    #[test]
+    fn the_page_escapes_what_it_shows_and_lists_both_tables() {
+        let recent = |status: &str| Recent {
+            at: DateTime::parse_from_rfc3339("2026-12-03T08:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            msisdn: "097****567".into(),
+            carrier: "viettel".into(),
+            purpose: "login".into(),
+            status: status.into(),
+        };
+        let status = Status {
+            routes: vec![RouteStatus {
+                route: "vi<b>ettel".into(),
+                bound: 1,
+                binds: 2,
+                submits_per_second: 1.5,
+                submitted_total: 7,
+                window_in_use: 0,
+                errors: 0,
+            }],
+            outbox: OutboxStatus {
+                queued: 3,
+                oldest_queued_seconds: 0.4,
+                failed_last_hour: 0,
+            },
+            signature_requests_pending: 0,
+            webhooks_pending: 0,
+            recent_otp: vec![recent("<script>alert(1)</script>")],
+            recent_signatures: vec![recent("signed")],
+        };
+        let html = Page { status: &status }.render().unwrap();
+        assert!(
+            html.contains("vi&#60;b&#62;ettel") || html.contains("vi&lt;b&gt;ettel"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("Recent OTPs") && html.contains("Recent signature requests"));
+        assert!(html.contains("2026-12-03T08:00:00Z"), "{html}");
+        assert!(html.contains("3 queued (oldest 0.4 s)"), "{html}");
     }
-    out.push_str("</tr>");
-    for r in rows {
-        out.push_str("<tr>");
-        for c in columns {
-            out.push_str(&format!("<td>{}</td>", esc(&r[*c])));
-        }
-        out.push_str("</tr>");
-    }
-    out.push_str("</table>");
-}
-
-fn html(b: &Value) -> String {
-    let mut out = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"10\"><title>Gateway status</title>\
-         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}\
-         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}</style>\
-         </head><body><h1>Gateway status</h1><p>This instance; refreshes every 10 s.</p><h2>Carriers</h2>",
-    );
-    table(
-        &mut out,
-        &[
-            "route",
-            "bound",
-            "binds",
-            "submits_per_second",
-            "submitted_total",
-            "window_in_use",
-            "errors",
-        ],
-        b["routes"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default(),
-    );
-    out.push_str(&format!(
-        "<h2>Queues</h2><p>Outbox: {} queued (oldest {} s), {} failed in the last hour. \
-         Signature requests pending: {}. Webhooks pending: {}.</p>",
-        esc(&b["outbox"]["queued"]),
-        esc(&b["outbox"]["oldest_queued_seconds"]),
-        esc(&b["outbox"]["failed_last_hour"]),
-        esc(&b["signature_requests_pending"]),
-        esc(&b["webhooks_pending"]),
-    ));
-    out.push_str("<h2>Recent OTPs</h2>");
-    let cols = ["at", "msisdn", "carrier", "purpose", "status"];
-    table(
-        &mut out,
-        &cols,
-        b["recent_otp"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default(),
-    );
-    out.push_str("<h2>Recent signature requests</h2>");
-    table(
-        &mut out,
-        &cols,
-        b["recent_signatures"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default(),
-    );
-    out.push_str("</body></html>\n");
-    out
 }

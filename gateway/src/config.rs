@@ -378,40 +378,19 @@ pub struct LogSettings {
 }
 
 impl Default for Settings {
+    /// No carrier: every `[smpp.X]` and `[mss.X]` route comes from the file or the
+    /// environment (`gateway demo`, and `gateway demo --print-config` for a standalone
+    /// simulator, give the simulator's).
     fn default() -> Self {
-        let route = |name: &str, port: u16| {
-            (
-                name.to_owned(),
-                SmppRoute {
-                    port,
-                    system_id: name.to_owned(),
-                    ..SmppRoute::default()
-                },
-            )
-        };
         Settings {
             server: ServerSettings::default(),
             database: DatabaseSettings::default(),
             otp: OtpSettings::default(),
             outbox: OutboxSettings::default(),
-            // The bundled simulator's standalone layout.
-            smpp: BTreeMap::from([
-                route("viettel", 2775),
-                route("vinaphone", 2776),
-                route("mobifone", 2777),
-                route("aggregator", 2778),
-            ]),
+            smpp: BTreeMap::new(),
             default_route: "aggregator".into(),
             signatures: SignatureSettings::default(),
-            mss: ["viettel", "vinaphone", "mobifone"]
-                .into_iter()
-                .map(|c| {
-                    (
-                        c.to_owned(),
-                        MssRoute::simulator(c, "http://127.0.0.1:8081"),
-                    )
-                })
-                .collect(),
+            mss: BTreeMap::new(),
             webhooks: WebhookSettings::default(),
             limits: LimitSettings::default(),
             admin: AdminSettings::default(),
@@ -551,6 +530,7 @@ where
     }
 }
 
+#[cfg(feature = "demo")]
 impl MssRoute {
     /// The bundled simulator's MSSP of `carrier` at `base`.
     pub fn simulator(carrier: &str, base: &str) -> MssRoute {
@@ -653,11 +633,13 @@ impl Default for OutboxSettings {
 
 impl Default for SmppRoute {
     fn default() -> Self {
+        // host, port and password have no default: a route names its SMSC and its
+        // credentials, or is refused (`Settings::validate`).
         SmppRoute {
-            host: "127.0.0.1".into(),
-            port: 2775,
+            host: String::new(),
+            port: 0,
             system_id: String::new(),
-            password: SecretString::from("sim-pass"),
+            password: SecretString::from(""),
             system_type: String::new(),
             version: SmppVersion::V34,
             sender: "DVCQG".into(),
@@ -818,10 +800,31 @@ impl Settings {
         if !(1..=1000).contains(&self.outbox.max_attempts) {
             bail!("outbox.max_attempts must be 1..=1000");
         }
-        if !self.smpp.contains_key(&self.default_route) {
+        if !self.smpp.is_empty() && !self.smpp.contains_key(&self.default_route) {
             bail!(
                 "default_route {:?} names no [smpp.*] route",
                 self.default_route
+            );
+        }
+        let incomplete: Vec<String> = self
+            .smpp
+            .iter()
+            .filter_map(|(name, route)| {
+                let missing: Vec<&str> = [
+                    ("host", route.host.is_empty()),
+                    ("port", route.port == 0),
+                    ("password", route.password.expose_secret().is_empty()),
+                ]
+                .into_iter()
+                .filter_map(|(key, missing)| missing.then_some(key))
+                .collect();
+                (!missing.is_empty()).then(|| format!("smpp.{name} lacks {}", missing.join(", ")))
+            })
+            .collect();
+        if !incomplete.is_empty() {
+            bail!(
+                "{} (a route names its SMSC and credentials: nothing of it is taken from the simulator's layout)",
+                incomplete.join("; ")
             );
         }
         for (name, route) in &self.smpp {
@@ -915,6 +918,18 @@ impl Settings {
             Some((k, v)) => (k.as_str(), v),
             None => (self.default_route.as_str(), &self.smpp[&self.default_route]),
         }
+    }
+
+    /// The bundled simulator's standalone layout (`carrier-sim` with its defaults: SMSCs
+    /// on 127.0.0.1:2775-2778, HTTP on 127.0.0.1:8081), as `simulator_toml` writes it.
+    #[cfg(feature = "demo")]
+    pub fn standalone_simulator_toml() -> String {
+        let smscs: Vec<(String, SocketAddr)> = ["viettel", "vinaphone", "mobifone", "aggregator"]
+            .iter()
+            .zip(2775u16..)
+            .map(|(name, port)| (name.to_string(), SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect();
+        simulator_toml(SocketAddr::from(([127, 0, 0, 1], 8081)), &smscs, 1, 10)
     }
 
     /// Points every route at a running simulator (demo and tests).
@@ -1106,9 +1121,16 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "demo")]
     fn defaults_are_valid_and_route_every_carrier() {
-        let s = Settings::default();
-        s.validate().unwrap();
+        // The defaults hold no carrier; the standalone simulator's layout routes them all.
+        let d = Settings::default();
+        d.validate().unwrap();
+        assert!(d.smpp.is_empty() && d.mss.is_empty());
+        let path = std::env::temp_dir().join(format!("gw-standalone-{}.toml", std::process::id()));
+        std::fs::write(&path, Settings::standalone_simulator_toml()).unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        std::fs::remove_file(&path).unwrap();
         assert_eq!(s.route_for(Carrier::Viettel).0, "viettel");
         assert_eq!(s.route_for(Carrier::Mobifone).0, "mobifone");
         assert_eq!(s.route_for(Carrier::Gmobile).0, "aggregator");
@@ -1128,6 +1150,7 @@ max_attempts = 3
 [smpp.viettel]
 host = "10.1.2.3"
 port = 3000
+password = "pw-12345"
 sender = "BRAND"
 "#,
         )
@@ -1137,13 +1160,28 @@ sender = "BRAND"
         assert_eq!(s.otp.resend_interval, Duration::from_secs(45));
         assert_eq!(s.otp.max_attempts, 3);
         assert_eq!(s.otp.max_sends, 5, "unset values keep their defaults");
-        // Naming routes replaces the built-in simulator routes.
+        // Only the routes named are there.
         assert_eq!(s.smpp.len(), 1);
         let (name, route) = s.route_for(Carrier::Mobifone);
         assert_eq!(name, "viettel");
         assert_eq!(route.system_id, "viettel");
         assert_eq!(route.sender, "BRAND");
         assert_eq!(route.port, 3000);
+    }
+
+    #[test]
+    fn an_smpp_route_must_name_its_smsc_and_credentials() {
+        let path = std::env::temp_dir().join(format!("gw-smpp-{}.toml", std::process::id()));
+        // Before, this took the simulator's 127.0.0.1:2775 and its password.
+        std::fs::write(&path, "[smpp.viettel]\nsender = \"BRAND\"\n[smpp.aggregator]\nhost = \"10.0.0.9\"\nport = 2775\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("smpp.viettel lacks host, port, password"),
+            "{text}"
+        );
+        assert!(text.contains("smpp.aggregator lacks password"), "{text}");
     }
 
     #[test]

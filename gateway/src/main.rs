@@ -53,6 +53,10 @@ enum Cmd {
         listen: std::net::SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: std::net::SocketAddr,
+        /// Print the `[smpp.*]` and `[mss.*]` tables for a standalone `carrier-sim` with
+        /// its default ports (for `gateway serve --config`), and exit.
+        #[arg(long)]
+        print_config: bool,
     },
 }
 
@@ -379,9 +383,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         #[cfg(feature = "demo")]
-        Cmd::Demo { listen, sim_listen } => {
-            demo::run(settings, demo::DemoArgs { listen, sim_listen }).await
+        Cmd::Demo {
+            print_config: true, ..
+        } => {
+            print!("{}", gateway::config::Settings::standalone_simulator_toml());
+            Ok(())
         }
+        #[cfg(feature = "demo")]
+        Cmd::Demo {
+            listen, sim_listen, ..
+        } => demo::run(settings, demo::DemoArgs { listen, sim_listen }).await,
     }
 }
 

@@ -57,6 +57,13 @@ impl Application {
         let secret = settings.otp.hmac_key.clone().context(
             "otp.hmac_key is not set: set GATEWAY__OTP__HMAC_KEY to the same secret of at least 32 bytes on every instance",
         )?;
+        if settings.smpp.is_empty() {
+            anyhow::bail!(
+                "no [smpp.*] route is configured, so no SMS could be sent: name each carrier's \
+                 SMSC in the configuration file (`gateway demo --print-config` writes one for \
+                 a standalone carrier-sim), or run `gateway demo`"
+            );
+        }
         let keys = Arc::new(ServerKeys::from_secret(&secret)?);
         if settings.database.create {
             store::ensure_database(&settings.database.url).await?;

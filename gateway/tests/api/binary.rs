@@ -184,6 +184,21 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
     let out = gateway(&db).arg("serve").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY__OTP__HMAC_KEY"));
+    // Nor without a carrier: no SMSC is taken from the simulator's layout.
+    let out = gateway(&db)
+        .arg("serve")
+        .env(
+            "GATEWAY__OTP__HMAC_KEY",
+            "a-test-server-key-of-more-than-32-bytes",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no [smpp.*] route") && stderr.contains("demo --print-config"),
+        "{stderr}"
+    );
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let sim = simulator::start(
@@ -209,6 +224,14 @@ async fn serve_migrate_and_client_add_work_from_the_environment_and_logs_hold_no
         cmd.env(
             format!("GATEWAY__SMPP__{upper}__PORT"),
             addr.port().to_string(),
+        )
+        .env(
+            format!("GATEWAY__SMPP__{upper}__HOST"),
+            addr.ip().to_string(),
+        )
+        .env(
+            format!("GATEWAY__SMPP__{upper}__PASSWORD"),
+            simulator::config::DEFAULT_PASSWORD,
         );
     }
     let mut child = Running(cmd.spawn().unwrap());

@@ -39,9 +39,18 @@ fn serve(db: &Db, port: u16, sim: &simulator::RunningSimulator) -> Running {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (name, addr) in &sim.smsc_addrs {
+        let upper = name.to_uppercase();
         cmd.env(
-            format!("GATEWAY__SMPP__{}__PORT", name.to_uppercase()),
+            format!("GATEWAY__SMPP__{upper}__PORT"),
             addr.port().to_string(),
+        )
+        .env(
+            format!("GATEWAY__SMPP__{upper}__HOST"),
+            addr.ip().to_string(),
+        )
+        .env(
+            format!("GATEWAY__SMPP__{upper}__PASSWORD"),
+            simulator::config::DEFAULT_PASSWORD,
         );
     }
     Running(cmd.spawn().unwrap())

@@ -297,6 +297,25 @@ mod tests {
 
     fn settings(phone_max: i64, ip_max: i64, seq_max: i64, quota: Option<i64>) -> Settings {
         let mut s = Settings::default();
+        // A route per network and the aggregator for the rest (the defaults hold none).
+        for (name, port) in [
+            ("viettel", 2775),
+            ("vinaphone", 2776),
+            ("mobifone", 2777),
+            ("aggregator", 2778),
+        ] {
+            s.smpp.insert(
+                name.to_owned(),
+                crate::config::SmppRoute {
+                    host: "10.0.0.1".into(),
+                    port,
+                    system_id: name.to_owned(),
+                    password: secrecy::SecretString::from("pw"),
+                    ..Default::default()
+                },
+            );
+        }
+        s.validate().unwrap();
         s.limits.phone_purpose = vec![WindowLimit {
             window: Duration::from_secs(600),
             max: phone_max,

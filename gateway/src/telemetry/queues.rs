@@ -55,24 +55,26 @@ pub async fn recent(
     signatures: i64,
 ) -> Result<(Vec<Recent>, Vec<Recent>), Failure> {
     let db = pool.get().await?;
-    let read = |rows: Vec<tokio_postgres::Row>| {
-        rows.iter()
-            .map(Recent::try_from_row)
-            .collect::<Result<Vec<_>, _>>()
+    let latest = |sql: &'static str, limit: i64| {
+        let db = &db;
+        async move {
+            db.query_cached(sql, &[&limit])
+                .await?
+                .iter()
+                .map(Recent::try_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        }
     };
-    let recent_otp = db
-        .query_cached(
+    Ok(tokio::try_join!(
+        latest(
             "SELECT created_at, msisdn, carrier, purpose, status FROM otp_challenges
              ORDER BY id DESC LIMIT $1",
-            &[&otp],
-        )
-        .await?;
-    let recent_signatures = db
-        .query_cached(
+            otp,
+        ),
+        latest(
             "SELECT created_at, msisdn, carrier, purpose, status FROM signature_requests
              ORDER BY id DESC LIMIT $1",
-            &[&signatures],
-        )
-        .await?;
-    Ok((read(recent_otp)?, read(recent_signatures)?))
+            signatures,
+        ),
+    )?)
 }

@@ -11,7 +11,7 @@ use carrier_adapters::mss::{
 use carrier_adapters::Carrier;
 use secrecy::ExposeSecret;
 
-use super::SignatureService;
+use super::service::SignatureService;
 use crate::mssp::MsspClient;
 use crate::store::Cached;
 
@@ -84,7 +84,7 @@ pub async fn receive(
             reason: reason.to_owned(),
         })
     };
-    let found = match super::find_by_ap_trans_id(svc, carrier, &resp.ap.ap_trans_id).await {
+    let found = match super::view::find_by_ap_trans_id(svc, carrier, &resp.ap.ap_trans_id).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "callback lookup failed");
@@ -129,7 +129,7 @@ pub async fn receive(
     };
     match first {
         Ok(true) => {
-            if let Err(e) = super::apply_status(svc, id, &resp).await {
+            if let Err(e) = super::verify::apply_status(svc, id, &resp).await {
                 tracing::error!(signature = %id, error = %e, "callback not applied");
                 // Let the carrier retry: forget that we saw it.
                 if let Ok(db) = svc.pool.get().await {

@@ -5,7 +5,8 @@
 use carrier_adapters::identity::{self, IdKind};
 use uuid::Uuid;
 
-use super::{SignatureError, SignatureService};
+use super::error::SignatureError;
+use super::service::SignatureService;
 use crate::domain::Msisdn;
 use crate::failure::Failure;
 

@@ -11,6 +11,7 @@ pub mod retry;
 pub mod signature;
 pub mod smpp;
 pub mod sms_text;
+pub mod template;
 
 pub use numbering::{Carrier, Msisdn, MsisdnError};
 

@@ -4,7 +4,12 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
+use carrier_adapters::template::{valid_brandname, Template};
+
 use crate::crypto::{hash_api_key, new_api_key};
+use crate::domain::{Locale, Purpose};
 
 /// The API client a request was authenticated as, with its policy (read with the key on
 /// every request, so that a change made on one instance or by the CLI holds at once).
@@ -16,6 +21,8 @@ pub struct ApiClient {
     pub allowed_purposes: Option<Vec<String>>,
     /// Brandname per carrier (`viettel` → `UBND-HN`).
     pub sender_ids: std::collections::BTreeMap<String, String>,
+    /// The SMS templates registered with each carrier for the client's brandname.
+    pub sms_templates: Templates,
     /// Override of `limits.client_daily_sms`.
     pub daily_sms_quota: Option<i64>,
     /// Overrides of `limits.client_requests_per_second` and `limits.client_burst`.
@@ -43,9 +50,36 @@ impl ApiClient {
     }
 }
 
+/// Carrier → `purpose:locale` → the template registered with that carrier (checked
+/// when it was set: see `template::Template::parse`).
+pub type Templates = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The key of a template in a carrier's map.
+pub fn template_key(purpose: Purpose, locale: Locale) -> String {
+    format!("{}:{}", purpose.as_str(), locale.as_str())
+}
+
+impl ApiClient {
+    /// The template registered with `carrier` for this purpose and language, if any.
+    pub fn template_for(&self, carrier: &str, purpose: Purpose, locale: Locale) -> Option<&str> {
+        self.sms_templates
+            .get(carrier)?
+            .get(&template_key(purpose, locale))
+            .map(String::as_str)
+    }
+
+    /// Whether the client registered any template with `carrier`: from then on it
+    /// sends there only what it registered.
+    pub fn registered_with(&self, carrier: &str) -> bool {
+        self.sms_templates
+            .get(carrier)
+            .is_some_and(|t| !t.is_empty())
+    }
+}
+
 /// The client of an API key that is neither revoked nor of a disabled client.
 pub const CLIENT_BY_KEY_SQL: &str =
-    "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.daily_sms_quota,
+    "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.sms_templates, c.daily_sms_quota,
             c.requests_per_second, c.request_burst
      FROM api_keys k JOIN api_clients c ON c.id = k.client_id
      WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
@@ -67,6 +101,7 @@ pub async fn by_key(
         name: row.get("name"),
         allowed_purposes: policy.allowed_purposes,
         sender_ids: policy.sender_ids,
+        sms_templates: policy.sms_templates,
         daily_sms_quota: policy.daily_sms_quota,
         requests_per_second: policy.requests_per_second.map(|v| v as u32),
         request_burst: policy.request_burst.map(|v| v as u32),
@@ -252,6 +287,8 @@ pub struct PolicyChange {
     pub purposes: Option<Option<Vec<String>>>,
     /// Carrier → brandname; an empty brandname removes the carrier's own sender.
     pub senders: Vec<(String, String)>,
+    /// (carrier, purpose, locale, template); an empty template removes it.
+    pub templates: Vec<(String, String, String, String)>,
     /// `Some(None)`: back to the configured default.
     pub daily_sms_quota: Option<Option<i64>>,
     pub requests_per_second: Option<Option<u32>>,
@@ -263,6 +300,9 @@ pub struct PolicyChange {
 pub struct Policy {
     pub allowed_purposes: Option<Vec<String>>,
     pub sender_ids: std::collections::BTreeMap<String, String>,
+    /// Shown once there is one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sms_templates: Templates,
     pub daily_sms_quota: Option<i64>,
     pub requests_per_second: Option<i32>,
     pub request_burst: Option<i32>,
@@ -272,18 +312,6 @@ pub struct Policy {
 /// them).
 fn known_purpose(p: &str) -> bool {
     crate::domain::Purpose::ALL.iter().any(|k| k.as_str() == p)
-}
-
-/// A brandname: 1 to 11 characters of letters, digits, space and `.-_&`, as carriers
-/// register alphanumeric senders; or a number of up to 15 digits.
-pub fn valid_sender(s: &str) -> bool {
-    let numeric = !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit());
-    let alphanumeric = !s.is_empty()
-        && s.len() <= 11
-        && s.trim() == s
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b" .-_&".contains(&b));
-    numeric || alphanumeric
 }
 
 /// Applies `change` to client `name` in one transaction and audits it; returns the
@@ -307,9 +335,29 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
             parsed.as_str()
         );
         anyhow::ensure!(
-            sender.is_empty() || valid_sender(sender),
+            sender.is_empty() || valid_brandname(sender),
             "sender {sender:?} must be 1..=11 letters, digits, space or .-_&, or up to 15 digits"
         );
+    }
+    for (carrier, purpose, locale, template) in &change.templates {
+        let parsed: crate::domain::Carrier = carrier.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            parsed.as_str() == carrier,
+            "write the carrier as {:?}",
+            parsed.as_str()
+        );
+        anyhow::ensure!(
+            Purpose::ALL.iter().any(|p| p.as_str() == purpose),
+            "unknown purpose {purpose:?}; known: {}",
+            Purpose::ALL.map(|k| k.as_str()).join(", ")
+        );
+        locale
+            .parse::<Locale>()
+            .map_err(|e| anyhow::anyhow!("{e}; known: vi, en"))?;
+        if !template.is_empty() {
+            Template::parse(template)
+                .map_err(|e| anyhow::anyhow!("template {carrier}:{purpose}:{locale}: {e}"))?;
+        }
     }
     if let Some(Some(quota)) = change.daily_sms_quota {
         anyhow::ensure!(quota >= 0, "the daily SMS quota cannot be negative");
@@ -359,6 +407,38 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
             .await?;
         }
     }
+    if !change.templates.is_empty() {
+        let stored: serde_json::Value = tx
+            .query_one(
+                "SELECT sms_templates FROM api_clients WHERE id = $1",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        let mut templates: Templates =
+            serde_json::from_value(stored).context("stored sms_templates unreadable")?;
+        for (carrier, purpose, locale, template) in &change.templates {
+            let key = format!("{purpose}:{locale}");
+            if template.is_empty() {
+                if let Some(of_carrier) = templates.get_mut(carrier) {
+                    of_carrier.remove(&key);
+                    if of_carrier.is_empty() {
+                        templates.remove(carrier);
+                    }
+                }
+            } else {
+                templates
+                    .entry(carrier.clone())
+                    .or_default()
+                    .insert(key, template.clone());
+            }
+        }
+        tx.execute(
+            "UPDATE api_clients SET sms_templates = $2 WHERE id = $1",
+            &[&id, &serde_json::to_value(&templates)?],
+        )
+        .await?;
+    }
     if let Some(quota) = change.daily_sms_quota {
         tx.execute(
             "UPDATE api_clients SET daily_sms_quota = $2 WHERE id = $1",
@@ -404,7 +484,8 @@ pub async fn policy(pool: &Pool, name: &str) -> anyhow::Result<Policy> {
 async fn policy_in(db: &impl deadpool_postgres::GenericClient, id: Uuid) -> anyhow::Result<Policy> {
     let row = db
         .query_one(
-            "SELECT allowed_purposes, sender_ids, daily_sms_quota, requests_per_second, request_burst
+            "SELECT allowed_purposes, sender_ids, sms_templates, daily_sms_quota,
+                    requests_per_second, request_burst
              FROM api_clients WHERE id = $1",
             &[&id],
         )
@@ -420,6 +501,8 @@ impl Policy {
             allowed_purposes: row.try_get("allowed_purposes")?,
             sender_ids: serde_json::from_value(row.try_get("sender_ids")?)
                 .context("stored sender_ids unreadable")?,
+            sms_templates: serde_json::from_value(row.try_get("sms_templates")?)
+                .context("stored sms_templates unreadable")?,
             daily_sms_quota: row.try_get("daily_sms_quota")?,
             requests_per_second: row.try_get("requests_per_second")?,
             request_burst: row.try_get("request_burst")?,

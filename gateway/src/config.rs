@@ -366,6 +366,11 @@ pub struct SmppRoute {
     /// A session bound this long starts the back-off over.
     #[serde(with = "humantime_serde")]
     pub stable_after: Duration,
+    /// The carrier blocks SMS that are not a template registered for the brandname: a
+    /// client must have registered one for the purpose and language (`gateway client
+    /// set --template`) or its create is refused at once. (A client that registered any
+    /// template with a carrier is held to its templates there, whatever this says.)
+    pub require_registered_templates: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -656,6 +661,7 @@ impl Default for SmppRoute {
             reconnect_max_answering: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
+            require_registered_templates: false,
         }
     }
 }

@@ -125,6 +125,13 @@ enum ClientCmd {
         /// Repeat for several carriers.
         #[arg(long = "sender")]
         senders: Vec<String>,
+        /// The SMS template registered with a carrier for the brandname, per purpose and
+        /// language: `viettel:login:vi=Ma OTP dang nhap Cong DVC: {code}. Hieu luc
+        /// {minutes} phut.` (parameters `{code}`, `{minutes}`, `{seconds}`); an empty
+        /// template removes it. Once a client has a template with a carrier, it sends
+        /// there only what it registered. Repeat for several.
+        #[arg(long = "template")]
+        templates: Vec<String>,
         /// SMS per UTC day, or `default` for `limits.client_daily_sms`.
         #[arg(long)]
         daily_sms: Option<String>,
@@ -217,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
                     name,
                     purposes,
                     senders,
+                    templates,
                     daily_sms,
                     rps,
                     burst,
@@ -237,6 +245,23 @@ async fn main() -> anyhow::Result<()> {
                         s.split_once('=')
                             .map(|(c, b)| (c.trim().to_ascii_lowercase(), b.trim().to_owned()))
                             .with_context(|| format!("--sender {s:?}: write CARRIER=BRANDNAME"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                templates: templates
+                    .iter()
+                    .map(|t| {
+                        let (key, template) = t.split_once('=').with_context(|| {
+                            format!("--template {t:?}: write CARRIER:PURPOSE:LOCALE=TEMPLATE")
+                        })?;
+                        let mut key = key.trim().split(':').map(str::to_ascii_lowercase);
+                        match (key.next(), key.next(), key.next(), key.next()) {
+                            (Some(c), Some(p), Some(l), None) => {
+                                Ok((c, p, l, template.trim().to_owned()))
+                            }
+                            _ => anyhow::bail!(
+                                "--template {t:?}: write CARRIER:PURPOSE:LOCALE=TEMPLATE"
+                            ),
+                        }
                     })
                     .collect::<anyhow::Result<_>>()?,
                 daily_sms_quota: daily_sms

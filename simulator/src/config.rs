@@ -58,6 +58,7 @@ impl SimConfig {
             networks,
             receipt_delay: Duration::from_millis(500),
             faults: Default::default(),
+            brandnames: Default::default(),
         };
         SimConfig {
             http: HttpConfig {

@@ -502,6 +502,44 @@ async fn put_faults(
     }
 }
 
+async fn get_brandnames(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+    match smsc_named(&state, &path) {
+        Ok(smsc) => HttpResponse::Ok().json(smsc.brandnames()),
+        Err(resp) => *resp,
+    }
+}
+
+/// `PUT /smsc/{name}/brandnames` `{"enforce": true, "brandnames": {"UBND-HN": ["Ma OTP {code}"]}}`:
+/// what the carrier has registered; `{}` clears it (and enforces nothing).
+async fn put_brandnames(
+    state: web::Data<State>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let smsc = match smsc_named(&state, &path) {
+        Ok(smsc) => smsc,
+        Err(resp) => return *resp,
+    };
+    let invalid = |detail: String| {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-brandnames",
+            "Invalid brandnames",
+            detail,
+        )
+    };
+    match serde_json::from_slice::<crate::smsc::Brandnames>(&body) {
+        Ok(b) => match smsc.set_brandnames(b) {
+            Ok(()) => {
+                tracing::info!(smsc = %smsc.name(), "brandname registry set");
+                HttpResponse::Ok().json(smsc.brandnames())
+            }
+            Err(e) => invalid(e),
+        },
+        Err(e) => invalid(e.to_string()),
+    }
+}
+
 /// The web handset: a person picks a number and sees its SMS arrive, answers SIM
 /// signature prompts on a PIN pad, and changes the subscriber's behaviour and the SMSCs'
 /// faults. Plain HTML and a little JavaScript over this API.
@@ -666,6 +704,8 @@ pub fn serve(
             .route("/ported/{msisdn}", web::delete().to(delete_ported))
             .route("/smsc/{name}/faults", web::get().to(get_faults))
             .route("/smsc/{name}/faults", web::put().to(put_faults))
+            .route("/smsc/{name}/brandnames", web::get().to(get_brandnames))
+            .route("/smsc/{name}/brandnames", web::put().to(put_brandnames))
             .route(
                 "/carriers/{carrier}/owner-check",
                 web::post().to(owner_check),

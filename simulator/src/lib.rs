@@ -78,7 +78,8 @@ pub async fn start(
             })?;
         let addr = listener.local_addr()?;
         let name = smsc_config.name.clone();
-        let smsc = Smsc::new(smsc_config, handsets.clone(), registry.clone());
+        let smsc = Smsc::new(smsc_config, handsets.clone(), registry.clone())
+            .map_err(anyhow::Error::msg)?;
         smscs.push(smsc.clone());
         smsc_addrs.push((name, addr));
         tasks.push(tokio::spawn(smsc.serve(listener, shutdown.clone())));

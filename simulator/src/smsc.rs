@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use carrier_adapters::receipt::{self, ReceiptState};
 use carrier_adapters::smpp::frame::{Frame, FrameCodec};
+use carrier_adapters::template::{self, Template};
 use carrier_adapters::{sms_text, Carrier, Msisdn};
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
@@ -51,6 +52,56 @@ pub struct SmscConfig {
     /// Scripted misbehaviour (also settable at run time: `PUT /smsc/{name}/faults`).
     #[serde(default)]
     pub faults: SmscFaults,
+    /// Brandnames and their templates registered with this carrier (also settable at
+    /// run time: `PUT /smsc/{name}/brandnames`).
+    #[serde(default)]
+    pub brandnames: Brandnames,
+}
+
+/// The status an enforcing SMSC answers a text that is not one of its brandname's
+/// registered templates with: a vendor-specific command_status (0x400-0x4FF), as
+/// carriers' brandname gateways answer their own policy refusals.
+pub const TEMPLATE_NOT_REGISTERED: u32 = 0x0000_0401;
+
+/// What a carrier has registered: each brandname and the templates it may send. An
+/// enforcing SMSC refuses a submit from any other sender (`ESME_RINVSRCADR`) and a text
+/// that is none of its sender's templates (`TEMPLATE_NOT_REGISTERED`); one that does not
+/// enforce takes anything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Brandnames {
+    pub enforce: bool,
+    /// Brandname → its templates (`{code}`, `{minutes}`, `{seconds}` as parameters).
+    pub brandnames: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// `Brandnames`, checked: each brandname valid and each template parsed.
+#[derive(Debug, Clone, Default)]
+struct Registered {
+    enforce: bool,
+    brandnames: std::collections::BTreeMap<String, Vec<Template>>,
+}
+
+impl Brandnames {
+    fn check(&self) -> Result<Registered, String> {
+        let mut brandnames = std::collections::BTreeMap::new();
+        for (name, templates) in &self.brandnames {
+            if !template::valid_brandname(name) {
+                return Err(format!(
+                    "brandname {name:?} must be 1..=11 letters, digits, space or .-_&, or up to 15 digits"
+                ));
+            }
+            let parsed = templates
+                .iter()
+                .map(|t| Template::parse(t).map_err(|e| format!("{name}: {t:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            brandnames.insert(name.clone(), parsed);
+        }
+        Ok(Registered {
+            enforce: self.enforce,
+            brandnames,
+        })
+    }
 }
 
 /// What a misbehaving SMSC does. Everything off by default.
@@ -123,6 +174,7 @@ pub struct Smsc {
     held_receipts: Mutex<VecDeque<DeliverSm>>,
     submitted: AtomicU64,
     faults: Mutex<SmscFaults>,
+    registered: Mutex<(Brandnames, Registered)>,
     /// Parts of concatenated messages waiting for the rest: (from, to, reference).
     concat: Mutex<std::collections::HashMap<PartsKey, Vec<Option<Vec<u8>>>>>,
     /// Start of the current one-second window and submits in it (throttling fault).
@@ -151,10 +203,14 @@ impl Smsc {
         config: SmscConfig,
         handsets: Arc<Handsets>,
         registry: Arc<crate::registry::Registry>,
-    ) -> Arc<Smsc> {
+    ) -> Result<Arc<Smsc>, String> {
+        let registered = config
+            .brandnames
+            .check()
+            .map_err(|e| format!("[smsc] {}: brandnames: {e}", config.name))?;
         // Start ids from the clock so that ids differ across simulator restarts.
         let base = (Utc::now().timestamp_millis() as u64 & 0xFFFF_FFFF) << 16;
-        Arc::new(Smsc {
+        Ok(Arc::new(Smsc {
             handsets,
             registry,
             next_message_id: AtomicU64::new(base),
@@ -163,10 +219,11 @@ impl Smsc {
             held_receipts: Mutex::new(VecDeque::new()),
             submitted: AtomicU64::new(0),
             faults: Mutex::new(config.faults.clone()),
+            registered: Mutex::new((config.brandnames.clone(), registered)),
             concat: Mutex::new(std::collections::HashMap::new()),
             window: Mutex::new((std::time::Instant::now(), 0)),
             config,
-        })
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -179,6 +236,35 @@ impl Smsc {
 
     pub fn set_faults(&self, faults: SmscFaults) {
         *lock(&self.faults) = faults;
+    }
+
+    pub fn brandnames(&self) -> Brandnames {
+        lock(&self.registered).0.clone()
+    }
+
+    /// Replaces the registry; refused (and nothing changed) if a brandname or template
+    /// is not one a carrier would register.
+    pub fn set_brandnames(&self, brandnames: Brandnames) -> Result<(), String> {
+        let checked = brandnames.check()?;
+        *lock(&self.registered) = (brandnames, checked);
+        Ok(())
+    }
+
+    /// A sender this SMSC does not take (enforcing, and not registered).
+    fn unregistered_sender(&self, sender: &str) -> bool {
+        let r = lock(&self.registered);
+        r.1.enforce && !r.1.brandnames.contains_key(sender)
+    }
+
+    /// A whole text that is none of its sender's templates (enforcing).
+    fn unregistered_text(&self, sender: &str, text: &str) -> bool {
+        let r = lock(&self.registered);
+        r.1.enforce
+            && !r
+                .1
+                .brandnames
+                .get(sender)
+                .is_some_and(|ts| ts.iter().any(|t| t.matches(text)))
     }
 
     /// Whether one more submit fits under the throttling fault's TPS.
@@ -501,7 +587,8 @@ impl Smsc {
 
     /// Validates a submit; returns what to deliver.
     fn accept_submit(&self, submit: &SubmitSm) -> Result<PendingDelivery, CommandStatus> {
-        if submit.source_addr.as_str().is_empty() {
+        let sender = submit.source_addr.as_str();
+        if sender.is_empty() || self.unregistered_sender(sender) {
             return Err(CommandStatus::EsmeRinvsrcadr);
         }
         let destination = Msisdn::parse(submit.destination_addr.as_str())
@@ -572,6 +659,14 @@ impl Smsc {
             }
             _ => Some(decode(&payload)?),
         };
+        // The template is checked on the whole text: a concatenated message's on its
+        // last part (the parts before it were taken; the carrier drops them with it).
+        if let Some(text) = &text {
+            if self.unregistered_text(sender, text) {
+                tracing::info!(smsc = %self.config.name, sender, "text is no registered template of the brandname: refused");
+                return Err(CommandStatus::Other(TEMPLATE_NOT_REGISTERED));
+            }
+        }
         // A relative validity_period bounds how long the message may wait for its
         // delivery; an absolute one is taken as no bound; anything else is refused.
         let validity = submit.validity_period.to_string();

@@ -45,6 +45,13 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("this client may not ask for purpose {purpose:?}")]
     PurposeNotAllowed { purpose: String },
+    #[error("{detail}")]
+    TemplateUnregistered {
+        carrier: String,
+        brandname: String,
+        template: String,
+        detail: String,
+    },
     #[error("method not allowed; this path takes {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("service temporarily unavailable")]
@@ -101,6 +108,9 @@ pub const PROBLEMS: &[ProblemKind] = &[
     ProblemKind { slug: "idempotency-key-reused", title: "Idempotency key reused", status: 422,
         en: "This Idempotency-Key was used with a different request body.",
         vi: "Idempotency-Key này đã dùng cho một yêu cầu khác." },
+    ProblemKind { slug: "template-not-registered", title: "SMS template not registered", status: 422,
+        en: "The network that serves the number blocks SMS that are not registered for the brandname, and this client registered no template for the purpose and language there; `carrier`, `brandname` and `template` (`purpose:locale`) say which (`gateway client set --template`).",
+        vi: "Nhà mạng đang phục vụ số này chặn tin nhắn chưa đăng ký mẫu cho brandname, và ứng dụng chưa đăng ký mẫu cho mục đích và ngôn ngữ này; `carrier`, `brandname` và `template` cho biết mẫu nào cần đăng ký." },
     ProblemKind { slug: "resend-too-early", title: "Too early to resend", status: 429,
         en: "A new code can be sent after `retry_after` seconds (\"Gửi lại OTP\" waits).",
         vi: "Chỉ được gửi lại mã sau `retry_after` giây (nút \"Gửi lại OTP\" chờ)." },
@@ -139,6 +149,9 @@ impl ApiError {
             ApiError::NotPending { .. } => ("verification-not-pending", "Verification not pending"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::PurposeNotAllowed { .. } => ("purpose-not-allowed", "Purpose not allowed"),
+            ApiError::TemplateUnregistered { .. } => {
+                ("template-not-registered", "SMS template not registered")
+            }
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -202,6 +215,18 @@ impl From<OtpError> for ApiError {
             OtpError::NotPending { status } => ApiError::NotPending { status },
             OtpError::ResendTooEarly { retry_after } => ApiError::ResendTooEarly { retry_after },
             OtpError::MaxSendsReached { max_sends } => ApiError::MaxSendsReached { max_sends },
+            e @ OtpError::TemplateUnregistered(_) => {
+                let detail = e.to_string();
+                let OtpError::TemplateUnregistered(u) = e else {
+                    unreachable!()
+                };
+                ApiError::TemplateUnregistered {
+                    carrier: u.carrier.as_str().to_owned(),
+                    brandname: u.brandname,
+                    template: crate::clients::template_key(u.purpose, u.locale),
+                    detail,
+                }
+            }
             OtpError::Limited(e) => e.into(),
             OtpError::Failure(e) => e.into(),
         }
@@ -238,7 +263,9 @@ impl ResponseError for ApiError {
             | ApiError::RateLimited { .. }
             | ApiError::AccountLocked => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotPending { .. } => StatusCode::CONFLICT,
-            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyReused | ApiError::TemplateUnregistered { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::PurposeNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -267,6 +294,17 @@ impl ResponseError for ApiError {
         }
         if let ApiError::InvalidMsisdn(_) = self {
             body["field"] = json!("msisdn");
+        }
+        if let ApiError::TemplateUnregistered {
+            carrier,
+            brandname,
+            template,
+            ..
+        } = self
+        {
+            body["carrier"] = json!(carrier);
+            body["brandname"] = json!(brandname);
+            body["template"] = json!(template);
         }
         let mut resp = HttpResponse::build(status);
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
@@ -334,6 +372,12 @@ mod tests {
             ApiError::IdempotencyKeyReused,
             ApiError::PurposeNotAllowed {
                 purpose: String::new(),
+            },
+            ApiError::TemplateUnregistered {
+                carrier: String::new(),
+                brandname: String::new(),
+                template: String::new(),
+                detail: String::new(),
             },
             ApiError::MethodNotAllowed { allow: "GET" },
             ApiError::Unavailable(anyhow::anyhow!("x")),

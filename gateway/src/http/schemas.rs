@@ -28,6 +28,18 @@ pub struct Problem {
     /// Seconds to wait before trying again (`429`), also sent as `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
+    /// The network that would block the SMS (`template-not-registered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "viettel")]
+    carrier: Option<String>,
+    /// The brandname it would be sent from there (`template-not-registered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "UBND-HN")]
+    brandname: Option<String>,
+    /// The template that is missing, `purpose:locale` (`template-not-registered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "login:vi")]
+    template: Option<String>,
 }
 
 /// The `type` of a problem: one of `error::PROBLEMS`.
@@ -131,6 +143,11 @@ fn problem_response(status: u16) -> Response {
         match p.slug {
             "invalid-field" => example["field"] = "purpose".into(),
             "invalid-msisdn" => example["field"] = "msisdn".into(),
+            "template-not-registered" => {
+                example["carrier"] = "viettel".into();
+                example["brandname"] = "UBND-HN".into();
+                example["template"] = "login:vi".into();
+            }
             _ => {}
         }
         if status == 429 {
@@ -165,6 +182,7 @@ fn example_detail(slug: &str) -> &'static str {
         "invalid-field" => "purpose must be one of register, login, change_phone, add_method, reset_password; got \"signup\"",
         "invalid-msisdn" => "not a Vietnamese mobile number: 0123",
         "idempotency-key-reused" => "Idempotency-Key was used with a different request",
+        "template-not-registered" => "viettel blocks SMS that are not registered for brandname UBND-HN: no template for login (vi) is registered with it",
         "resend-too-early" => "a new code can be sent in 42 s",
         "max-sends-reached" => "this verification already sent 3 codes; start a new one",
         "rate-limited" => "too many codes sent to this number; try again later",

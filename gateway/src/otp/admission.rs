@@ -3,7 +3,8 @@
 //! database's), and the only place the rules live: a create batch, a lone create and a
 //! resend are all decided here, so each rule exists once.
 //!
-//! The rules, in order: the number's windows (per purpose), the end user's address's
+//! The rules, in order: a template registered with the serving network (where one is
+//! needed), the number's windows (per purpose), the end user's address's
 //! windows, the account lockout, the consecutive-numbers guard, the conversion guard,
 //! the client's daily quota. A send admitted counts for the requests after it, as the
 //! database would count it once written.
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use crate::clients::ApiClient;
 use crate::config::Settings;
-use crate::domain::{Carrier, Msisdn, Purpose};
+use crate::domain::{Carrier, Locale, Msisdn, Purpose};
 use crate::guards::{Blocked, ConversionWindow};
 use crate::limits::Limited;
 
@@ -33,6 +34,7 @@ pub struct Ask<'a> {
     pub client: &'a ApiClient,
     pub msisdn: &'a Msisdn,
     pub purpose: Purpose,
+    pub locale: Locale,
     /// The end user's address (a resend: the one the verification was created for).
     pub client_ip: Option<IpAddr>,
     pub account_ref: Option<&'a str>,
@@ -91,6 +93,18 @@ pub enum Fate {
     /// A pumping guard (audited as `guard.blocked`).
     Guarded(Blocked),
     AccountLocked,
+    /// The serving network takes only registered templates, and the client has none
+    /// for this purpose and language there.
+    Unregistered(Unregistered),
+}
+
+/// A send the serving network would block: no template registered for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unregistered {
+    pub carrier: Carrier,
+    pub brandname: String,
+    pub purpose: Purpose,
+    pub locale: Locale,
 }
 
 /// The advisory lock that serialises sends to one number for one purpose.
@@ -191,6 +205,28 @@ pub fn admit(settings: &Settings, snapshot: &mut Snapshot, asks: &[Ask]) -> Vec<
 
 /// One ask against the snapshot.
 fn decide(settings: &Settings, s: &Snapshot, ask: &Ask) -> Fate {
+    let e164 = ask.msisdn.e164();
+    let carrier = s
+        .ported
+        .get(e164)
+        .copied()
+        .unwrap_or_else(|| ask.msisdn.carrier());
+    let (route, route_cfg) = settings.route_for(carrier);
+    let sender = ask.client.sender_for(carrier.as_str(), &route_cfg.sender);
+    let registered = ask
+        .client
+        .template_for(carrier.as_str(), ask.purpose, ask.locale)
+        .is_some();
+    let held_to_templates =
+        route_cfg.require_registered_templates || ask.client.registered_with(carrier.as_str());
+    if held_to_templates && !registered {
+        return Fate::Unregistered(Unregistered {
+            carrier,
+            brandname: sender.to_owned(),
+            purpose: ask.purpose,
+            locale: ask.locale,
+        });
+    }
     let limits = &settings.limits;
     let none = Vec::new();
     let phone = s.phone_ages.get(&pair(ask)).unwrap_or(&none);
@@ -209,7 +245,6 @@ fn decide(settings: &Settings, s: &Snapshot, ask: &Ask) -> Fate {
         }
     }
     let g = settings.guards_for(Some(&ask.client.name));
-    let e164 = ask.msisdn.e164();
     if let Some(key) = block_key(settings, ask) {
         let others = s
             .block_numbers
@@ -235,19 +270,10 @@ fn decide(settings: &Settings, s: &Snapshot, ask: &Ask) -> Fate {
             return Fate::Limited(e);
         }
     }
-    let carrier = s
-        .ported
-        .get(e164)
-        .copied()
-        .unwrap_or_else(|| ask.msisdn.carrier());
-    let (route, route_cfg) = settings.route_for(carrier);
     Fate::Admitted(Admitted {
         carrier,
         route: route.to_owned(),
-        sender: ask
-            .client
-            .sender_for(carrier.as_str(), &route_cfg.sender)
-            .to_owned(),
+        sender: sender.to_owned(),
     })
 }
 
@@ -289,6 +315,7 @@ mod tests {
             name: format!("client-{i}"),
             allowed_purposes: None,
             sender_ids: Default::default(),
+            sms_templates: Default::default(),
             daily_sms_quota: quota,
             requests_per_second: None,
             request_burst: None,
@@ -376,12 +403,19 @@ mod tests {
             seen in proptest::collection::vec((0u8..4, 0u8..2, 0.0f64..900.0), 0..6),
             locked_account in 0u8..3,
             asks in proptest::collection::vec(
-                (0u8..2, 0u8..4, 0u8..2, proptest::option::of(0u8..3), proptest::option::of(0u8..3), any::<bool>()),
+                (0u8..2, 0u8..4, 0u8..2, proptest::option::of(0u8..3), proptest::option::of(0u8..3), any::<bool>(), any::<bool>()),
                 1..12,
             ),
         ) {
             let settings = settings(phone_max, ip_max, seq_max, quota);
-            let clients = [client(0, None), client(1, own_quota)];
+            // Client 1 registered one template with Viettel: its other sends there are
+            // refused.
+            let mut registered = client(1, own_quota);
+            registered.sms_templates.insert(
+                "viettel".into(),
+                [("login:vi".to_owned(), "Ma {code}".to_owned())].into(),
+            );
+            let clients = [client(0, None), registered];
             let numbers: Vec<Msisdn> = ["0981000001", "0981000002", "0981000050", "0911000001"]
                 .iter()
                 .map(|n| Msisdn::parse(n).unwrap())
@@ -394,11 +428,12 @@ mod tests {
             let accounts = ["acct-a", "acct-b", "acct-c"];
             let asks: Vec<Ask> = asks
                 .iter()
-                .map(|&(c, n, p, ip, acct, resend)| Ask {
+                .map(|&(c, n, p, ip, acct, resend, english)| Ask {
                     kind: if resend { Kind::Resend } else { Kind::Create },
                     client: &clients[c as usize],
                     msisdn: &numbers[n as usize],
                     purpose: purposes[p as usize],
+                    locale: if english { Locale::En } else { Locale::Vi },
                     client_ip: ip.map(|i| ips[i as usize]),
                     account_ref: acct.map(|a| accounts[a as usize]),
                 })
@@ -445,6 +480,7 @@ mod tests {
             client: &c,
             msisdn: &n,
             purpose: Purpose::Login,
+            locale: Locale::Vi,
             client_ip: ip,
             account_ref: acct,
         };
@@ -487,6 +523,69 @@ mod tests {
         assert!(matches!(
             &admit(&settings, &mut s, &[ask(None, None)])[0],
             Fate::Limited(l) if l.retry_after == 10
+        ));
+    }
+
+    /// Where a template is needed and none is registered, the send is refused before
+    /// any window counts it; a registered one is sent from the client's brandname.
+    #[test]
+    fn a_network_that_takes_only_registered_templates() {
+        let mut settings = settings(5, 5, 5, None);
+        settings
+            .smpp
+            .get_mut("vinaphone")
+            .unwrap()
+            .require_registered_templates = true;
+        let mut c = client(0, None);
+        let viettel = Msisdn::parse("0981000001").unwrap();
+        let vinaphone = Msisdn::parse("0911000001").unwrap();
+        let ask = |c: &'_ ApiClient, n: &'_ Msisdn, locale| {
+            admit(
+                &settings,
+                &mut Snapshot::default(),
+                &[Ask {
+                    kind: Kind::Create,
+                    client: c,
+                    msisdn: n,
+                    purpose: Purpose::Login,
+                    locale,
+                    client_ip: None,
+                    account_ref: None,
+                }],
+            )
+            .remove(0)
+        };
+        // Nothing registered: Viettel takes the built-in text, VinaPhone refuses it.
+        assert!(matches!(ask(&c, &viettel, Locale::Vi), Fate::Admitted(_)));
+        assert_eq!(
+            ask(&c, &vinaphone, Locale::Vi),
+            Fate::Unregistered(Unregistered {
+                carrier: Carrier::Vinaphone,
+                brandname: settings.smpp["vinaphone"].sender.clone(),
+                purpose: Purpose::Login,
+                locale: Locale::Vi,
+            })
+        );
+        // A template for login in Vietnamese on each: English stays refused on both.
+        c.sender_ids.insert("viettel".into(), "UBND-HN".into());
+        for carrier in ["viettel", "vinaphone"] {
+            c.sms_templates.insert(
+                carrier.into(),
+                [("login:vi".to_owned(), "Ma {code}".to_owned())].into(),
+            );
+        }
+        assert!(matches!(
+            ask(&c, &viettel, Locale::Vi),
+            Fate::Admitted(Admitted { ref sender, .. }) if sender == "UBND-HN"
+        ));
+        assert!(matches!(ask(&c, &vinaphone, Locale::Vi), Fate::Admitted(_)));
+        assert!(matches!(
+            ask(&c, &viettel, Locale::En),
+            Fate::Unregistered(Unregistered { carrier: Carrier::Viettel, ref brandname, .. }) if brandname == "UBND-HN"
+        ));
+        assert!(matches!(
+            ask(&c, &vinaphone, Locale::En),
+            Fate::Unregistered(_)
         ));
     }
 }

@@ -132,6 +132,7 @@ fn ask(job: &Job) -> Ask<'_> {
         client: &job.client,
         msisdn: &job.req.msisdn,
         purpose: job.req.purpose,
+        locale: job.req.locale,
         client_ip: job.req.client_ip,
         account_ref: job.req.account_ref.as_deref(),
     }
@@ -259,7 +260,7 @@ async fn write(
         client_ips.push(req.client_ip);
         routes.push(to.route.as_str());
         senders.push(to.sender.as_str());
-        sealed.push(job.prepared.sealed.clone());
+        sealed.push(job.prepared.sealed_on(to.carrier.as_str()).to_vec());
         request_ids.push(job.prepared.request_id.clone());
         masked.push(req.msisdn.masked());
         lookup_keys.push(deps.keys.lookup_key(req.msisdn.e164()));

@@ -25,6 +25,12 @@ pub enum OtpError {
     ResendTooEarly { retry_after: u64 },
     #[error("this verification already sent {max_sends} codes; start a new one")]
     MaxSendsReached { max_sends: i32 },
+    /// The serving network takes only registered templates and none is registered.
+    #[error(
+        "{} blocks SMS that are not registered for brandname {}: no template for {} ({}) is registered with it",
+        .0.carrier, .0.brandname, .0.purpose, .0.locale.as_str()
+    )]
+    TemplateUnregistered(super::admission::Unregistered),
     /// A limit or a pumping guard refused the send.
     #[error(transparent)]
     Limited(#[from] Limited),

@@ -75,11 +75,11 @@ impl OtpService {
     /// Creates a verification: through this instance's create batcher (requests
     /// arriving together share one transaction), or as a batch of one when batching is
     /// off. The code is made and sealed here, in the request's task, before it is
-    /// queued; it never leaves except as its MAC and sealed SMS text.
+    /// queued; it never leaves except as its MAC and sealed SMS texts.
     #[tracing::instrument(name = "otp.create", skip_all, fields(client = %client.id, purpose = req.purpose.as_str()))]
     pub async fn create(&self, client: &ApiClient, req: NewOtp) -> create::Reply {
         client.allow_purpose(req.purpose.as_str())?;
-        let prepared = model::prepare(&self.deps.keys, &req)?;
+        let prepared = model::prepare(&self.deps.keys, client, &req)?;
         let job = create::Job {
             client: client.clone(),
             req,
@@ -101,7 +101,7 @@ impl OtpService {
             let prepared = client
                 .allow_purpose(req.purpose.as_str())
                 .map_err(OtpError::from)
-                .and_then(|()| model::prepare(&self.deps.keys, &req));
+                .and_then(|()| model::prepare(&self.deps.keys, &client, &req));
             match prepared {
                 Ok(prepared) => {
                     at.push(replies.len());

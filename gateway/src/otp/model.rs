@@ -6,6 +6,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::error::OtpError;
+use carrier_adapters::template::Template;
+
+use crate::clients::{template_key, ApiClient};
 use crate::crypto::ServerKeys;
 use crate::domain::{sms_text, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
@@ -120,29 +123,88 @@ pub(crate) fn replay(existing: Keyed, hash: &[u8]) -> Result<(OtpView, bool), Ot
 
 /// A create's secrets and derived values, made in the request's task (CPU work spread
 /// over the HTTP workers) before it is queued: the code itself is dropped here and
-/// never leaves this function except as its MAC and sealed SMS text.
+/// never leaves this function except as its MAC and sealed SMS texts.
 #[derive(Clone)]
 pub(crate) struct Prepared {
     pub id: Uuid,
     pub mac: Vec<u8>,
+    /// The SMS in the gateway's own words.
     pub sealed: Vec<u8>,
+    /// The SMS in each template the client registered for this purpose and language,
+    /// by carrier: which one goes is known once admission has found the serving network.
+    pub sealed_for: Vec<(String, Vec<u8>)>,
     pub hash: Vec<u8>,
     /// The X-Request-Id of the request, stored with its SMS.
     pub request_id: Option<String>,
 }
 
-pub(crate) fn prepare(keys: &ServerKeys, req: &NewOtp) -> Result<Prepared, OtpError> {
+impl Prepared {
+    /// The sealed SMS for the serving network.
+    pub fn sealed_on(&self, carrier: &str) -> &[u8] {
+        self.sealed_for
+            .iter()
+            .find(|(c, _)| c == carrier)
+            .map_or(&self.sealed, |(_, s)| s)
+    }
+}
+
+/// The SMS carrying `code`: in the template `client` registered with `carrier` for the
+/// purpose and language, else in the gateway's own words.
+pub(crate) fn text_for(
+    client: &ApiClient,
+    carrier: &str,
+    purpose: Purpose,
+    locale: Locale,
+    code: &str,
+    ttl_seconds: u32,
+) -> Result<String, Failure> {
+    match client.template_for(carrier, purpose, locale) {
+        Some(source) => Ok(Template::parse(source)
+            .map_err(|e| {
+                Failure::internal(format!(
+                    "stored template {carrier}:{}: {e}",
+                    template_key(purpose, locale)
+                ))
+            })?
+            .render(code, ttl_seconds)),
+        None => Ok(sms_text(purpose, locale, code, ttl_seconds)),
+    }
+}
+
+pub(crate) fn prepare(
+    keys: &ServerKeys,
+    client: &ApiClient,
+    req: &NewOtp,
+) -> Result<Prepared, OtpError> {
     let id = Uuid::now_v7();
     let code = keys.random_code(req.code_length as usize)?;
     let mac = keys.code_mac(id, 1, req.purpose.as_str(), req.msisdn.e164(), &code);
     let text = sms_text(req.purpose, req.locale, &code, req.ttl_seconds);
-    drop(code);
     let sealed = keys.seal(&text, req.msisdn.e164())?;
     drop(text);
+    let mut sealed_for = Vec::new();
+    for carrier in client.sms_templates.keys() {
+        if client
+            .template_for(carrier, req.purpose, req.locale)
+            .is_some()
+        {
+            let text = text_for(
+                client,
+                carrier,
+                req.purpose,
+                req.locale,
+                &code,
+                req.ttl_seconds,
+            )?;
+            sealed_for.push((carrier.clone(), keys.seal(&text, req.msisdn.e164())?));
+        }
+    }
+    drop(code);
     Ok(Prepared {
         id,
         mac,
         sealed,
+        sealed_for,
         hash: request_hash(req),
         request_id: crate::telemetry::request_id::current(),
     })

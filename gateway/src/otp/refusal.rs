@@ -10,7 +10,7 @@ use super::error::OtpError;
 use crate::audit;
 use crate::domain::{Msisdn, Purpose};
 
-/// Audits a refusal (`otp.rate_limited`, `guard.blocked`) and returns the error to
+/// Audits a refusal (`otp.rate_limited`, `guard.blocked`, `otp.template_unregistered`) and returns the error to
 /// answer with. `subject` is the verification of a resend.
 pub(super) async fn refused(
     deps: &Deps,
@@ -54,6 +54,29 @@ pub(super) async fn refused(
         .await
         .into(),
         Fate::AccountLocked => OtpError::AccountLocked,
+        Fate::Unregistered(u) => {
+            let recorded = audit::record(
+                &db,
+                &deps.keys,
+                audit::Event {
+                    event: "otp.template_unregistered",
+                    client: Some(client),
+                    msisdn: Some(msisdn),
+                    subject,
+                    detail: json!({
+                        "purpose": purpose.as_str(),
+                        "carrier": u.carrier.as_str(),
+                        "brandname": u.brandname,
+                        "template": crate::clients::template_key(u.purpose, u.locale),
+                    }),
+                },
+            )
+            .await;
+            match recorded {
+                Ok(()) => OtpError::TemplateUnregistered(u),
+                Err(e) => e.into(),
+            }
+        }
         Fate::Admitted(_) => OtpError::Failure(crate::failure::Failure::internal(
             "an admitted send was handled as refused",
         )),

@@ -14,7 +14,7 @@ use super::sms::{cancel_unsent_sms, queue_sms};
 use super::snapshot;
 use crate::audit;
 use crate::clients::ApiClient;
-use crate::domain::{sms_text, Locale, Msisdn, Purpose};
+use crate::domain::{Locale, Msisdn, Purpose};
 use crate::failure::Failure;
 use crate::store::tables::otp_challenges::{Challenge, Resent, CHALLENGE, RESENT};
 use crate::store::tables::FromRow;
@@ -78,6 +78,7 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
         client: api_client,
         msisdn: &msisdn,
         purpose,
+        locale,
         client_ip,
         account_ref: account_ref.as_deref(),
     };
@@ -100,7 +101,14 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
     let mac = deps
         .keys
         .code_mac(id, version, purpose.as_str(), msisdn.e164(), &code);
-    let text = sms_text(purpose, locale, &code, ttl_seconds as u32);
+    let text = super::model::text_for(
+        api_client,
+        to.carrier.as_str(),
+        purpose,
+        locale,
+        &code,
+        ttl_seconds as u32,
+    )?;
     drop(code);
     let sealed = deps.keys.seal(&text, msisdn.e164())?;
     drop(text);

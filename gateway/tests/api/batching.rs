@@ -206,6 +206,7 @@ async fn a_batch_admits_exactly_what_its_requests_one_by_one_admit() {
                 name: name.into(),
                 allowed_purposes: None,
                 sender_ids: Default::default(),
+                sms_templates: Default::default(),
                 daily_sms_quota: quota,
                 requests_per_second: None,
                 request_burst: None,

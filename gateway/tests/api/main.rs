@@ -25,4 +25,5 @@ mod revocation;
 mod signatures;
 mod smpp;
 mod soap;
+mod templates;
 mod tenants;

@@ -49,21 +49,7 @@ struct Bench {
     signature: Report,
     one_instance: Report,
     two_instances: Report,
-    pending_signatures: Option<Pending>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Pending {
-    pub requested: u64,
-    /// Requests the gateway did not answer 202, and the first such answer.
-    pub refused: u64,
-    pub first_refusal: Option<String>,
-    pub pending_in_database: i64,
-    /// This step's requests that were no longer pending when counted, by
-    /// `status: status_detail`, so that a shortfall explains itself.
-    pub not_pending: std::collections::BTreeMap<String, i64>,
-    pub create_rate_per_s: f64,
-    pub gateway_rss_mib: f64,
+    pending_signatures: Option<crate::pending::Pending>,
 }
 
 /// pgbench: one single-row INSERT per transaction (uuid key, text, numeric, jsonb),

@@ -5,13 +5,30 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use serde::Serialize;
+
 use crate::numbers;
 use crate::stack::Stack;
+
+/// What holding many requests pending showed.
+#[derive(Debug, Serialize)]
+pub struct Pending {
+    pub requested: u64,
+    /// Requests the gateway did not answer 202, and the first such answer.
+    pub refused: u64,
+    pub first_refusal: Option<String>,
+    pub pending_in_database: i64,
+    /// This step's requests that were no longer pending when counted, by
+    /// `status: status_detail`, so that a shortfall explains itself.
+    pub not_pending: std::collections::BTreeMap<String, i64>,
+    pub create_rate_per_s: f64,
+    pub gateway_rss_mib: f64,
+}
 
 /// Registers `n` Viettel subscribers who never answer, requests a signature of each
 /// (5-minute timeout), and reports how many are pending, how fast they were created and
 /// the gateway's RSS once they are all pending.
-pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<crate::bench::Pending> {
+pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<Pending> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(2))
@@ -109,7 +126,7 @@ pub async fn hold(stack: &Stack, n: u64) -> anyhow::Result<crate::bench::Pending
     // Let the sweeper run over them once or twice before reading the memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = crate::stack::rss_mib(stack.gateway_pid()).unwrap_or(f64::NAN);
-    Ok(crate::bench::Pending {
+    Ok(Pending {
         requested: n,
         refused,
         first_refusal,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -371,6 +372,10 @@ pub struct SmppRoute {
     /// set --template`) or its create is refused at once. (A client that registered any
     /// template with a carrier is held to its templates there, whatever this says.)
     pub require_registered_templates: bool,
+    /// Most submit_sm per second per brandname, where the carrier limits it
+    /// (`{ "UBND-HN" = 10 }`): every part of a concatenated SMS counts, across all binds
+    /// of the route. This instance's share, as `tps` is.
+    pub sender_tps: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -662,6 +667,7 @@ impl Default for SmppRoute {
             reconnect_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
             require_registered_templates: false,
+            sender_tps: BTreeMap::new(),
         }
     }
 }
@@ -683,8 +689,13 @@ pub enum BindType {
 }
 
 impl SmppRoute {
-    /// The sessions one "bind" of this route opens.
-    pub fn esme_configs(&self, route: &str) -> Vec<EsmeConfig> {
+    /// The sessions one "bind" of this route opens, sharing `sender_tps` (made once per
+    /// route with `sender_limits`).
+    pub fn esme_configs(
+        &self,
+        route: &str,
+        sender_tps: &Arc<carrier_adapters::smpp::SenderTps>,
+    ) -> Vec<EsmeConfig> {
         let modes: &[BindMode] = match self.bind_type {
             BindType::Transceiver => &[BindMode::Transceiver],
             BindType::TransmitterReceiver => &[BindMode::Transmitter, BindMode::Receiver],
@@ -693,9 +704,15 @@ impl SmppRoute {
             .iter()
             .map(|mode| EsmeConfig {
                 mode: *mode,
+                sender_tps: sender_tps.clone(),
                 ..self.esme_config(route)
             })
             .collect()
+    }
+
+    /// The route's brandname limits, to share among its binds.
+    pub fn sender_limits(&self) -> Arc<carrier_adapters::smpp::SenderTps> {
+        Arc::new(carrier_adapters::smpp::SenderTps::new(&self.sender_tps))
     }
 
     pub fn esme_config(&self, route: &str) -> EsmeConfig {
@@ -717,6 +734,7 @@ impl SmppRoute {
             reconnect_max_answering: self.reconnect_max_answering,
             reconnect_max: self.reconnect_max,
             stable_after: self.stable_after,
+            sender_tps: Default::default(),
         }
     }
 }

@@ -89,8 +89,9 @@ impl Application {
         let mut binds = BTreeMap::new();
         for (name, route) in &settings.smpp {
             let mut group = Vec::with_capacity(route.binds);
+            let sender_tps = route.sender_limits();
             for _ in 0..route.binds {
-                for config in route.esme_configs(name) {
+                for config in route.esme_configs(name, &sender_tps) {
                     let (esme, task) = Esme::start(config, sink.clone(), smpp_shutdown.clone());
                     group.push(esme);
                     smpp_workers.push(task);

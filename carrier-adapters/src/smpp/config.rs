@@ -58,4 +58,51 @@ pub struct EsmeConfig {
     /// A session that stays bound this long resets the back-off; one that dies sooner
     /// (an SMSC dropping every session after a few PDUs) keeps it growing.
     pub stable_after: Duration,
+    /// Most parts per second per brandname, shared by every bind of the route.
+    pub sender_tps: std::sync::Arc<SenderTps>,
+}
+
+/// Limits a carrier sets per brandname (sender), in submit_sm per second: each part of
+/// a concatenated message is one. One value is shared by all binds of a route, so the
+/// limit holds for the route on this instance whatever bind a part goes out on (like
+/// `tps`, it is this instance's share).
+#[derive(Default)]
+pub struct SenderTps {
+    limits: std::collections::BTreeMap<String, (u32, governor::DefaultDirectRateLimiter)>,
+}
+
+impl SenderTps {
+    /// From brandname → parts per second (a 0 is no limit).
+    pub fn new(limits: &std::collections::BTreeMap<String, u32>) -> SenderTps {
+        SenderTps {
+            limits: limits
+                .iter()
+                .filter_map(|(sender, &tps)| {
+                    let quota = governor::Quota::per_second(std::num::NonZeroU32::new(tps)?);
+                    Some((sender.clone(), (tps, governor::RateLimiter::direct(quota))))
+                })
+                .collect(),
+        }
+    }
+
+    /// Waits until one more part from `sender` fits under its limit (at once for a
+    /// brandname without one).
+    pub async fn until_ready(&self, sender: &str) {
+        if let Some((_, limiter)) = self.limits.get(sender) {
+            limiter.until_ready().await;
+        }
+    }
+
+    /// The limit of `sender`, if it has one.
+    pub fn limit(&self, sender: &str) -> Option<u32> {
+        self.limits.get(sender).map(|(tps, _)| *tps)
+    }
+}
+
+impl std::fmt::Debug for SenderTps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.limits.iter().map(|(s, (tps, _))| (s, tps)))
+            .finish()
+    }
 }

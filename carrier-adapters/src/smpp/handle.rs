@@ -100,6 +100,7 @@ pub struct Esme {
     response_timeout: Duration,
     tps: Option<u32>,
     limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    sender_tps: Arc<crate::smpp::SenderTps>,
     throttle: Arc<std::sync::Mutex<Throttle>>,
     stats: Arc<BindStats>,
     /// Concatenation reference numbers, one per multi-part message.
@@ -153,6 +154,7 @@ impl Esme {
             response_timeout: config.response_timeout,
             tps: config.tps,
             limiter,
+            sender_tps: config.sender_tps.clone(),
             throttle: Arc::new(std::sync::Mutex::new(Throttle {
                 until: None,
                 pause: THROTTLE_MIN,
@@ -253,8 +255,8 @@ impl Esme {
 
     /// Submits a message and returns the SMSC's message id of each part: one part when
     /// it fits, else UDH-concatenated parts (GSM-7 153 / UCS2 67 characters each), each
-    /// with its own id and receipt. Waits for the bind's TPS limit, its window and any
-    /// throttling pause before each part.
+    /// with its own id and receipt. Waits for the brandname's and the bind's TPS limits,
+    /// its window and any throttling pause before each part.
     pub async fn submit(&self, sms: &OutgoingSms) -> Result<Vec<String>, SubmitError> {
         let reference = self
             .next_reference
@@ -323,6 +325,8 @@ impl Esme {
         if let Some(pause) = pause.filter(|p| !p.is_zero()) {
             tokio::time::sleep(pause).await;
         }
+        // The brandname's limit first: a part waiting for it holds no slot of the bind's.
+        self.sender_tps.until_ready(&sms.source).await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }

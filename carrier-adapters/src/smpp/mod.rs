@@ -14,7 +14,7 @@ pub mod pool;
 pub mod session;
 pub mod stats;
 
-pub use config::{BindMode, EsmeConfig, SmppVersion};
+pub use config::{BindMode, EsmeConfig, SenderTps, SmppVersion};
 pub use handle::{Esme, SubmitError};
 pub use pdu::{DeliveryReport, OutgoingSms};
 pub use pool::BindGroup;

@@ -383,6 +383,7 @@ mod tests {
             reconnect_max_answering: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
+            sender_tps: Default::default(),
         }
     }
 

@@ -29,6 +29,13 @@ pub async fn carriers(state: web::Data<AppState>) -> HttpResponse {
             json!({
                 "route": group.route(),
                 "bound_binds": group.bound_count(),
+                // The carrier's limits per brandname (parts per second, this instance).
+                "sender_tps": state
+                    .settings
+                    .smpp
+                    .get(group.route())
+                    .map(|r| r.sender_tps.clone())
+                    .unwrap_or_default(),
                 "binds": group.snapshots(),
             })
         })

@@ -254,6 +254,69 @@ async fn a_ported_number_goes_to_the_network_that_serves_it() {
     assert_eq!(messages[0]["carrier"], "mobifone");
 }
 
+/// A carrier's limit per brandname holds across the route's binds and counts every part:
+/// 6 two-part SMS at 4 parts per second take at least 2 s (the first 4 parts at once,
+/// then one every 250 ms), where a limit per message would let them all go in 0.5 s.
+#[tokio::test]
+async fn a_brandnames_tps_counts_every_part_across_the_binds() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            let route = s.smpp.get_mut("vinaphone").unwrap();
+            route.binds = 2;
+            route.sender_tps = [("UBND-HN".to_owned(), 4)].into();
+        })),
+        ..Options::default()
+    })
+    .await;
+    gateway::clients::set_policy(
+        &app.pool,
+        "test-portal",
+        &gateway::clients::PolicyChange {
+            senders: vec![("vinaphone".into(), "UBND-HN".into())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let n = format!("088{:07}", 2_000_000 + i * 100);
+        // 10 digits and 899 s: two UCS2 parts.
+        let resp = app
+            .post("/v1/otp")
+            .json(&json!({"msisdn": n, "purpose": "add_method", "code_length": 10, "ttl_seconds": 899}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        ids.push(
+            resp.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        let d = app.wait_delivery_status(id, "delivered").await;
+        assert_eq!(d["parts"], 2, "{d}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2000),
+        "12 parts at 4 per second went out in {took:?}"
+    );
+    let vina = app.route_health("vinaphone").await;
+    let submitted: u64 = vina["binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["submitted_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(submitted, 12, "{vina}");
+    assert_eq!(vina["sender_tps"], json!({"UBND-HN": 4}), "{vina}");
+}
+
 #[tokio::test]
 async fn a_text_longer_than_one_sms_goes_in_parts_and_is_delivered_when_all_are() {
     let app = app().await;
@@ -488,8 +551,9 @@ impl carrier_adapters::smpp::ReceiptSink for Acknowledge {
 async fn asking_whether_a_bind_is_up_does_not_delay_its_submits() {
     let app = app().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let config = app.settings.smpp["viettel"]
-        .esme_configs("viettel")
+    let route = &app.settings.smpp["viettel"];
+    let config = route
+        .esme_configs("viettel", &route.sender_limits())
         .remove(0);
     let (esme, task) = carrier_adapters::smpp::Esme::start(
         config,

@@ -20,6 +20,9 @@ pub struct SimConfig {
     pub smsc: Vec<SmscConfig>,
     #[serde(default = "default_mssps")]
     pub mssp: Vec<MsspConfig>,
+    /// The simulated Zalo Notification Service (`/zns` on the HTTP port).
+    #[serde(default)]
+    pub zns: crate::zns::ZnsConfig,
 }
 
 fn default_mssps() -> Vec<MsspConfig> {
@@ -72,6 +75,7 @@ impl SimConfig {
                 smsc_config("aggregator", smsc[3], Carrier::ALL.to_vec()),
             ],
             mssp: default_mssps(),
+            zns: Default::default(),
         }
     }
 

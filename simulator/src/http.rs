@@ -20,6 +20,7 @@ pub struct State {
     pub smscs: Vec<Arc<Smsc>>,
     pub registry: Arc<Registry>,
     pub mssps: Vec<Arc<Mssp>>,
+    pub zns: Arc<crate::zns::Zns>,
 }
 
 impl State {
@@ -667,10 +668,13 @@ pub fn serve(
     state: State,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let zns = web::Data::new(state.zns.clone());
     let data = web::Data::new(state);
     let server: Server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(zns.clone())
+            .configure(crate::zns_http::routes)
             .app_data(web::PayloadConfig::new(crate::mssp::MAX_SOAP_BYTES))
             .route("/", web::get().to(handset_page))
             .route("/health", web::get().to(health))

@@ -1,6 +1,7 @@
 //! The bundled carriers: one SMSC per network (Viettel, VinaPhone, MobiFone, and an
-//! aggregator for the others) speaking SMPP 3.4/5.0, and virtual handsets that show what
-//! each number received.
+//! aggregator for the others) speaking SMPP 3.4/5.0, the carriers' MSSPs and CAs for SIM
+//! signatures, Zalo's notification service (ZNS), and virtual handsets that show what
+//! each number received, by SMS and in Zalo.
 //!
 //! Every server takes a listener and a shutdown token, so tests run it on port 0 and the
 //! gateway's demo runs it in-process.
@@ -12,6 +13,8 @@ pub mod mssp;
 pub mod pki;
 pub mod registry;
 pub mod smsc;
+pub mod zns;
+mod zns_http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub struct RunningSimulator {
     pub handsets: Arc<Handsets>,
     pub registry: Arc<registry::Registry>,
     pub mssps: Vec<Arc<mssp::Mssp>>,
+    pub zns: Arc<zns::Zns>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,11 +116,13 @@ pub async fn start(
             mssp.config.carrier.as_str()
         ));
     }
+    let zns = zns::Zns::new(config.zns);
     let state = http::State {
         handsets: handsets.clone(),
         smscs,
         registry: registry.clone(),
         mssps: mssps.clone(),
+        zns: zns.clone(),
     };
     tasks.push(http::serve(http_listener, state, shutdown)?);
     tracing::info!(%http_addr, ?smsc_addrs, "carrier simulator listening");
@@ -126,6 +132,7 @@ pub async fn start(
         handsets,
         registry,
         mssps,
+        zns,
         tasks,
     })
 }

@@ -170,6 +170,40 @@ async fn a_person_reads_the_sms_and_signs_with_the_pin_on_the_web_handset() {
         "0828123088"
     );
     browser.screenshot("1-handset-sms").await;
+    // Beside the SMS, the phone's Zalo inbox: a ZNS message sent as any ZNS client does.
+    let token: Value = http
+        .post(format!("{}/zns/oauth/v4/oa/access_token", demo.sim))
+        .header("secret_key", "sim-zalo-app-secret")
+        .form(&[
+            ("app_id", "1234567890123456789"),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "sim-zalo-refresh-token"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent: Value = http
+        .post(format!("{}/zns/message/template", demo.sim))
+        .header("access_token", token["access_token"].as_str().unwrap())
+        .json(&json!({"phone": "0828123088", "template_id": "230001",
+            "template_data": {"otp": "777111", "minutes": "5"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["error"], 0, "{sent}");
+    browser
+        .wait_text(
+            "#zalo-inbox .sms .text",
+            "the Zalo message on the handset",
+            |t| t.contains("777111"),
+        )
+        .await;
     let code: String = sms
         .split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() >= 4)

@@ -4,3 +4,4 @@ mod mssp;
 mod pki;
 mod smsc;
 mod web;
+mod zns;

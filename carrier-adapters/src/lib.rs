@@ -12,6 +12,7 @@ pub mod signature;
 pub mod smpp;
 pub mod sms_text;
 pub mod template;
+pub mod zns;
 
 pub use numbering::{Carrier, Msisdn, MsisdnError};
 

@@ -17,7 +17,6 @@ use std::time::Duration;
 use carrier_adapters::Msisdn;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 /// The codes the simulated ZNS answers with.
 pub mod code {
@@ -250,16 +249,7 @@ fn token() -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
 }
 
-/// `X-ZEvent-Signature` of a callback: `mac=` and the hex SHA-256 of the app id, the
-/// body as sent, the event's timestamp and the app's secret key, concatenated.
-pub fn event_signature(app_id: &str, body: &str, timestamp: &str, secret_key: &str) -> String {
-    let mut h = sha2::Sha256::new();
-    h.update(app_id.as_bytes());
-    h.update(body.as_bytes());
-    h.update(timestamp.as_bytes());
-    h.update(secret_key.as_bytes());
-    format!("mac={}", hex::encode(h.finalize()))
-}
+pub use carrier_adapters::zns::event_signature;
 
 impl Zns {
     pub fn new(config: ZnsConfig) -> Arc<Zns> {

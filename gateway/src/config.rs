@@ -40,6 +40,32 @@ pub struct Settings {
     pub guards: GuardSettings,
     pub guards_by_client: BTreeMap<String, GuardSettings>,
     pub log: LogSettings,
+    /// The Zalo Official Account's app that sends ZNS; none: no Zalo channel.
+    pub zalo: Option<ZaloSettings>,
+}
+
+/// A Zalo OA app (`[zalo]`): every key but `request_timeout` is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZaloSettings {
+    /// ZNS API base (`https://business.openapi.zalo.me`).
+    pub api_base: String,
+    /// OAuth base (`https://oauth.zaloapp.com`).
+    pub oauth_base: String,
+    pub app_id: String,
+    pub oa_id: String,
+    /// The app's secret key: OAuth, and the key delivery events are signed with.
+    pub secret_key: SecretString,
+    /// The refresh token to start from when the database holds none. Each refresh
+    /// gives a new one, which the gateway keeps (sealed) in the database: this one is
+    /// read once.
+    pub refresh_token: SecretString,
+    #[serde(with = "humantime_serde", default = "default_zalo_timeout")]
+    pub request_timeout: Duration,
+}
+
+fn default_zalo_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Price tables, loaded into Postgres at start (an entry is identified by carrier, item
@@ -408,6 +434,7 @@ impl Default for Settings {
             guards: GuardSettings::default(),
             guards_by_client: BTreeMap::new(),
             log: LogSettings::default(),
+            zalo: None,
         }
     }
 }
@@ -932,6 +959,17 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json");
         }
+        if let Some(z) = &self.zalo {
+            for (key, url) in [
+                ("zalo.api_base", &z.api_base),
+                ("zalo.oauth_base", &z.oauth_base),
+            ] {
+                reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            }
+            if z.app_id.trim().is_empty() || z.oa_id.trim().is_empty() {
+                bail!("zalo.app_id and zalo.oa_id must be given");
+            }
+        }
         Ok(())
     }
 
@@ -971,6 +1009,16 @@ impl Settings {
             route.owner_check_key = SecretString::from(mssp.config.owner_check_key.clone());
             self.mss.insert(carrier.to_owned(), route);
         }
+        let zns = &sim.zns.config;
+        self.zalo = Some(ZaloSettings {
+            api_base: format!("{base}/zns"),
+            oauth_base: format!("{base}/zns/oauth"),
+            app_id: zns.app_id.clone(),
+            oa_id: zns.oa_id.clone(),
+            secret_key: SecretString::from(zns.secret_key.clone()),
+            refresh_token: SecretString::from(zns.refresh_token.clone()),
+            request_timeout: default_zalo_timeout(),
+        });
         for (name, addr) in &sim.smsc_addrs {
             let route = self.smpp.entry(name.clone()).or_default();
             route.host = addr.ip().to_string();

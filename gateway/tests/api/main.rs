@@ -27,3 +27,4 @@ mod smpp;
 mod soap;
 mod templates;
 mod tenants;
+mod zalo;

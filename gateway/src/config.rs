@@ -1029,7 +1029,7 @@ impl Settings {
     }
 }
 
-/// The `[smpp.*]` and `[mss.*]` tables of a configuration that points at a standalone
+/// The `[smpp.*]`, `[mss.*]` and `[zalo]` tables of a configuration that points at a standalone
 /// `carrier-sim` (HTTP at `http`, the SMSCs at `smscs`), with `binds` sessions of `window`
 /// each per route: what `loadgen` gives the gateway it starts. Append it after the file's
 /// top-level keys.
@@ -1084,9 +1084,22 @@ pub fn simulator_toml(
         );
         mss.insert(carrier.to_owned(), Value::Table(route));
     }
+    let zns = simulator::zns::ZnsConfig::default();
+    let mut zalo = Table::new();
+    for (key, value) in [
+        ("api_base", format!("{base}/zns")),
+        ("oauth_base", format!("{base}/zns/oauth")),
+        ("app_id", zns.app_id),
+        ("oa_id", zns.oa_id),
+        ("secret_key", zns.secret_key),
+        ("refresh_token", zns.refresh_token),
+    ] {
+        zalo.insert(key.into(), text(&value));
+    }
     let mut doc = Table::new();
     doc.insert("smpp".into(), Value::Table(smpp));
     doc.insert("mss".into(), Value::Table(mss));
+    doc.insert("zalo".into(), Value::Table(zalo));
     toml::to_string(&doc).expect("a table of strings and numbers serialises")
 }
 
@@ -1119,6 +1132,9 @@ mod tests {
         );
         assert_eq!(route.system_id, "mobifone");
         assert_eq!(s.route_for(Carrier::Reddi).0, "aggregator");
+        let zalo = s.zalo.as_ref().expect("the simulator's ZNS");
+        assert_eq!(zalo.api_base, "http://127.0.0.1:18081/zns");
+        assert_eq!(zalo.app_id, simulator::zns::ZnsConfig::default().app_id);
         for carrier in ["viettel", "vinaphone", "mobifone"] {
             let want = MssRoute::simulator(carrier, "http://127.0.0.1:18081");
             let got = &s.mss[carrier];

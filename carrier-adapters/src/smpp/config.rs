@@ -85,12 +85,33 @@ impl SenderTps {
         }
     }
 
-    /// Waits until one more part from `sender` fits under its limit (at once for a
-    /// brandname without one).
-    pub async fn until_ready(&self, sender: &str) {
-        if let Some((_, limiter)) = self.limits.get(sender) {
-            limiter.until_ready().await;
+    /// Takes `parts` submits of `sender`'s limit, waiting until they fit, but not past
+    /// `until`: then false (the parts taken so far are spent, and nothing may be sent).
+    /// At once for a brandname without a limit.
+    pub async fn take(
+        &self,
+        sender: &str,
+        parts: usize,
+        until: Option<std::time::Instant>,
+    ) -> bool {
+        let Some((_, limiter)) = self.limits.get(sender) else {
+            return true;
+        };
+        for _ in 0..parts {
+            match until {
+                Some(until) => {
+                    let wait = tokio::time::Instant::from_std(until);
+                    if tokio::time::timeout_at(wait, limiter.until_ready())
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                None => limiter.until_ready().await,
+            }
         }
+        true
     }
 
     /// The limit of `sender`, if it has one.

@@ -38,6 +38,10 @@ pub enum SubmitError {
     Invalid(String),
     #[error("the message's validity ended before it could be submitted")]
     Expired,
+    /// The brandname's limit left no room before the caller's `wait_until`: nothing
+    /// was sent.
+    #[error("brandname {sender} is at its TPS limit")]
+    SenderBusy { sender: String },
 }
 
 impl SubmitError {
@@ -46,7 +50,8 @@ impl SubmitError {
         match self {
             SubmitError::NotBound { .. }
             | SubmitError::Timeout { .. }
-            | SubmitError::ConnectionLost(_) => true,
+            | SubmitError::ConnectionLost(_)
+            | SubmitError::SenderBusy { .. } => true,
             SubmitError::Rejected { status, .. } => matches!(
                 status,
                 CommandStatus::EsmeRthrottled
@@ -68,7 +73,8 @@ impl SubmitError {
             SubmitError::NotBound { .. }
             | SubmitError::ConnectionLost(_)
             | SubmitError::Invalid(_)
-            | SubmitError::Expired => false,
+            | SubmitError::Expired
+            | SubmitError::SenderBusy { .. } => false,
         }
     }
 
@@ -81,6 +87,7 @@ impl SubmitError {
             SubmitError::ConnectionLost(_) => "connection_lost".into(),
             SubmitError::Invalid(_) => "invalid_message".into(),
             SubmitError::Expired => "validity_ended".into(),
+            SubmitError::SenderBusy { .. } => "sender_tps".into(),
         }
     }
 }
@@ -255,13 +262,25 @@ impl Esme {
 
     /// Submits a message and returns the SMSC's message id of each part: one part when
     /// it fits, else UDH-concatenated parts (GSM-7 153 / UCS2 67 characters each), each
-    /// with its own id and receipt. Waits for the brandname's and the bind's TPS limits,
-    /// its window and any throttling pause before each part.
+    /// with its own id and receipt. Takes the brandname's limit for every part first (up
+    /// to `wait_until`), then waits for the bind's TPS limit, its window and any
+    /// throttling pause before each part.
     pub async fn submit(&self, sms: &OutgoingSms) -> Result<Vec<String>, SubmitError> {
         let reference = self
             .next_reference
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parts = crate::sms_text::split(&sms.text, reference);
+        // The brandname's limit for the whole message first: a message is sent whole or
+        // not at all, and no part waits for it holding a slot of the bind's window.
+        if !self
+            .sender_tps
+            .take(&sms.source, parts.len(), sms.wait_until)
+            .await
+        {
+            return Err(SubmitError::SenderBusy {
+                sender: sms.source.clone(),
+            });
+        }
         let udhi = parts.len() > 1;
         let mut ids = Vec::with_capacity(parts.len());
         for part in &parts {
@@ -325,8 +344,6 @@ impl Esme {
         if let Some(pause) = pause.filter(|p| !p.is_zero()) {
             tokio::time::sleep(pause).await;
         }
-        // The brandname's limit first: a part waiting for it holds no slot of the bind's.
-        self.sender_tps.until_ready(&sms.source).await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }

@@ -28,6 +28,10 @@ pub struct OutgoingSms {
     /// pause); a part whose time is up is not sent ([`SubmitError::Expired`]). `None`
     /// leaves the SMSC's default.
     pub valid_until: Option<std::time::Instant>,
+    /// The latest a wait for the brandname's limit (`SenderTps`) may end: past it nothing
+    /// of the message is sent ([`SubmitError::SenderBusy`]), so that a caller holding
+    /// the message on a lease gives it back before the lease ends. `None`: no bound.
+    pub wait_until: Option<std::time::Instant>,
 }
 /// A delivery receipt as read off a `deliver_sm`.
 #[derive(Debug, Clone, PartialEq, Eq)]

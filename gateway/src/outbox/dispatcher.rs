@@ -466,6 +466,9 @@ impl Dispatcher {
             text: sms_text::encode(&text),
             request_receipt: true,
             valid_until: row.valid_until,
+            // A brandname at its carrier's limit gives the row back well inside the
+            // claim's lease, unsent, rather than be sent again by the next claim.
+            wait_until: Some(std::time::Instant::now() + self.settings.claim_timeout / 4),
         };
         drop(text);
         match group.submit(&sms).await {
@@ -488,6 +491,16 @@ impl Dispatcher {
                 status: "expired",
                 reason: "challenge_expired".into(),
             },
+            Err(e @ SubmitError::SenderBusy { .. }) => {
+                // Nothing of it went out: back to the queue, no attempt spent.
+                tracing::debug!(outbox = row.id, route = %row.route, "brandname at its TPS limit; queued again");
+                Outcome::Retry {
+                    id: row.id,
+                    after: REQUEUE_AFTER,
+                    error: e.label(),
+                    counted: false,
+                }
+            }
             Err(e) if e.is_transient() && !e.carrier_caused() => {
                 // The bind was down or died with the request in flight: back to the
                 // queue without spending an attempt. If the SMSC had taken it before the

@@ -317,6 +317,64 @@ async fn a_brandnames_tps_counts_every_part_across_the_binds() {
     assert_eq!(vina["sender_tps"], json!({"UBND-HN": 4}), "{vina}");
 }
 
+/// A brandname at its limit longer than a claim's lease: its SMS go back to the queue
+/// unsent, inside the lease, instead of waiting past it and being claimed and sent a
+/// second time. Every OTP arrives, once.
+#[tokio::test]
+async fn a_brandname_at_its_limit_gives_rows_back_before_their_lease_ends() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            s.outbox.claim_timeout = Duration::from_secs(2);
+            s.smpp.get_mut("viettel").unwrap().sender_tps = [("UBND-HN".to_owned(), 2)].into();
+        })),
+        ..Options::default()
+    })
+    .await;
+    gateway::clients::set_policy(
+        &app.pool,
+        "test-portal",
+        &gateway::clients::PolicyChange {
+            senders: vec![("viettel".into(), "UBND-HN".into())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let numbers: Vec<String> = (0..10)
+        .map(|i| format!("098{:07}", 3_000_000 + i * 100))
+        .collect();
+    let mut ids = Vec::new();
+    for n in &numbers {
+        ids.push(
+            app.create_otp(n, "login").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        app.wait_delivery_status(id, "delivered").await;
+    }
+    // Give a second claim the time it would need to send anything again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &numbers {
+        let e164 = format!("84{}", &n[1..]);
+        assert_eq!(
+            app.handset(&e164).await.len(),
+            1,
+            "{e164} got its OTP more than once"
+        );
+    }
+    let vina = app.route_health("viettel").await;
+    let submitted: u64 = vina["binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["submitted_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(submitted, 10, "{vina}");
+}
+
 #[tokio::test]
 async fn a_text_longer_than_one_sms_goes_in_parts_and_is_delivered_when_all_are() {
     let app = app().await;
@@ -573,6 +631,7 @@ async fn asking_whether_a_bind_is_up_does_not_delay_its_submits() {
         text: carrier_adapters::sms_text::encode("Ma OTP: 123456"),
         request_receipt: true,
         valid_until: Some(Instant::now() + Duration::from_secs(300)),
+        wait_until: None,
     };
     // Written at once, answered within the simulator's own time: far inside 10 s (it
     // took minutes behind the 200 000 queued checks).

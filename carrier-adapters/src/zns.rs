@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-/// `POST {api}/message/template`, header `access_token`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `POST {api}/message/template`, header `access_token`. Its `Debug` leaves out the
+/// template data (it holds the code) and masks the number.
+#[derive(Clone, Serialize, PartialEq)]
 pub struct SendRequest {
     /// The number as Zalo takes it: `84…`, no `+`.
     pub phone: String,
@@ -21,6 +22,23 @@ pub struct SendRequest {
     pub template_data: BTreeMap<String, String>,
     /// Ours, echoed in the delivery event: which send this is.
     pub tracking_id: String,
+}
+
+impl std::fmt::Debug for SendRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = crate::Msisdn::parse(&self.phone)
+            .map(|m| m.masked())
+            .unwrap_or_else(|_| "(not a number)".into());
+        f.debug_struct("SendRequest")
+            .field("phone", &masked)
+            .field("template_id", &self.template_id)
+            .field(
+                "template_data",
+                &self.template_data.keys().collect::<Vec<_>>(),
+            )
+            .field("tracking_id", &self.tracking_id)
+            .finish()
+    }
 }
 
 /// A send Zalo took.
@@ -167,13 +185,22 @@ pub fn parse_status(body: &[u8]) -> Result<Result<Delivery, Refusal>, Unreadable
     }))
 }
 
-/// A new pair of tokens from `POST {oauth}/v4/oa/access_token`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A new pair of tokens from `POST {oauth}/v4/oa/access_token` (its `Debug` shows
+/// neither).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Tokens {
     pub access_token: String,
     /// Works once: it must be kept in place of the one used.
     pub refresh_token: String,
     pub expires_in_seconds: u64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("expires_in_seconds", &self.expires_in_seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a refresh gave no tokens.
@@ -331,6 +358,27 @@ mod tests {
         }
         assert!(parse_send(b"<html>busy</html>").is_err());
         assert!(parse_send(br#"{"error":0,"data":{}}"#).is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_code_token_or_number() {
+        let req = SendRequest {
+            phone: "84971234567".into(),
+            template_id: "1".into(),
+            template_data: [("otp".to_owned(), "482913".to_owned())].into(),
+            tracking_id: "t".into(),
+        };
+        let shown = format!("{req:?}");
+        assert!(
+            !shown.contains("482913") && !shown.contains("971234567"),
+            "{shown}"
+        );
+        let t = Tokens {
+            access_token: "AAA-secret".into(),
+            refresh_token: "RRR-secret".into(),
+            expires_in_seconds: 1,
+        };
+        assert!(!format!("{t:?}").contains("secret"));
     }
 
     #[test]

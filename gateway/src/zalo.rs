@@ -2,7 +2,8 @@
 //! token refreshed as Zalo requires. A refresh token works once, so the one Zalo gave
 //! last is kept in the database (sealed), and an instance refreshes only while holding
 //! its row: two instances never spend the same refresh token, and a restart goes on
-//! from the last one.
+//! from the last one. A different refresh token in the configuration (an operator's new
+//! one, after Zalo refused the stored one) takes over from it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub enum ZaloError {
     #[error("ZNS did not answer: {0}")]
     Unavailable(String),
     /// Zalo refused the refresh token: nothing can be sent until an operator gives a
-    /// new one.
+    /// new one (`[zalo].refresh_token`: a different one takes over from the stored one).
     #[error("Zalo refused the refresh token: {0}")]
     RefreshRefused(String),
     #[error(transparent)]
@@ -134,10 +135,11 @@ impl ZaloClient {
 
     /// The body of a 2xx answer.
     async fn answer(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, ZaloError> {
+        // Without the URL: a status query's holds the phone number.
         let resp = req
             .send()
             .await
-            .map_err(|e| ZaloError::Unavailable(format!("{e}")))?;
+            .map_err(|e| ZaloError::Unavailable(e.without_url().to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(ZaloError::Unavailable(format!("HTTP {status}")));
@@ -145,7 +147,7 @@ impl ZaloClient {
         resp.bytes()
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| ZaloError::Unavailable(format!("{e}")))
+            .map_err(|e| ZaloError::Unavailable(e.without_url().to_string()))
     }
 
     /// A usable access token: this instance's, else the database's, else a new one.
@@ -167,17 +169,28 @@ impl ZaloClient {
         let app_id = &self.settings.app_id;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
-        // The configured refresh token, the first time only.
-        let seed = self.keys.seal(
-            self.settings.refresh_token.expose_secret(),
-            &aad(app_id, "refresh"),
-        )?;
-        tx.execute_cached(
-            "INSERT INTO zalo_tokens (app_id, refresh_token_sealed) VALUES ($1, $2)
-             ON CONFLICT (app_id) DO NOTHING",
-            &[app_id, &seed],
-        )
-        .await?;
+        // The configured refresh token starts the chain the first time, and again once
+        // when an operator configures a new one (Zalo refused the stored one, or it was
+        // lost); an instance still configured with an older one does not bring it back.
+        // Otherwise the stored one, which Zalo gave last, is used.
+        let configured = self.settings.refresh_token.expose_secret();
+        let seed_hash = crate::crypto::sha256(configured.as_bytes());
+        let seed = self.keys.seal(configured, &aad(app_id, "refresh"))?;
+        let taken_over = tx
+            .execute_cached(
+                "INSERT INTO zalo_tokens AS t (app_id, refresh_token_sealed, seed_hash)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (app_id) DO UPDATE SET refresh_token_sealed = EXCLUDED.refresh_token_sealed,
+                    seed_hash = EXCLUDED.seed_hash, retired_seeds = t.retired_seeds || t.seed_hash,
+                    access_token_sealed = NULL, access_expires_at = NULL, refreshed_at = now()
+                 WHERE t.seed_hash <> EXCLUDED.seed_hash
+                   AND NOT (EXCLUDED.seed_hash = ANY (t.retired_seeds))",
+                &[app_id, &seed, &seed_hash],
+            )
+            .await?;
+        if taken_over == 1 {
+            tracing::info!(app_id = %app_id, "Zalo refresh token from the configuration in use");
+        }
         let row = tx
             .query_one_cached(
                 "SELECT access_token_sealed, refresh_token_sealed,

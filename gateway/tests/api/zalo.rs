@@ -120,7 +120,84 @@ async fn refusals_keep_their_meaning_and_an_outage_is_not_a_refusal() {
         c.send(&otp("84971234567", "down")).await,
         Err(ZaloError::Unavailable(_))
     ));
-    // Back: the refresh token kept through all that still works.
+    // Back: the refresh token kept through all that still works (the access token run
+    // out, a restarted instance must refresh with it).
     app.put_sim("/zns/faults", &json!({})).await;
-    c.send(&otp("84971234567", "back")).await.unwrap();
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
+        .await
+        .unwrap();
+    client(&app)
+        .send(&otp("84971234567", "back"))
+        .await
+        .unwrap();
+}
+
+/// Zalo refuses the stored refresh token (spent elsewhere, or its commit lost): nothing
+/// is sent until an operator configures a new one, which then takes over, once. An
+/// instance still configured with the old one does not bring it back.
+#[tokio::test]
+async fn a_new_refresh_token_in_the_configuration_takes_over_once() {
+    let app = spawn_app().await;
+    let keys = ServerKeys::from_secret(app.settings.otp.hmac_key.as_ref().unwrap()).unwrap();
+    let old = client(&app);
+    old.send(&otp("84971234567", "first")).await.unwrap();
+    // Someone spends the stored refresh token: take it out as the gateway sealed it.
+    let zalo = app.settings.zalo.clone().unwrap();
+    let db = app.pool.get().await.unwrap();
+    let sealed: Vec<u8> = db
+        .query_one("SELECT refresh_token_sealed FROM zalo_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let stored = keys
+        .open(&sealed, &format!("zalo_tokens:{}:refresh", zalo.app_id))
+        .unwrap();
+    let refresh = |token: String| {
+        let zalo = zalo.clone();
+        async move {
+            let tokens: serde_json::Value = reqwest::Client::new()
+                .post(format!("{}/v4/oa/access_token", zalo.oauth_base))
+                .header(
+                    "secret_key",
+                    secrecy::ExposeSecret::expose_secret(&zalo.secret_key),
+                )
+                .form(&carrier_adapters::zns::refresh_form(&zalo.app_id, &token))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            tokens["refresh_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let operators = refresh(stored).await;
+    db.execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
+        .await
+        .unwrap();
+    let restarted = client(&app);
+    assert!(matches!(
+        restarted.send(&otp("84971234567", "refused")).await,
+        Err(ZaloError::RefreshRefused(_))
+    ));
+    // The operator's new token.
+    let mut settings = app.settings.zalo.clone().unwrap();
+    settings.refresh_token = secrecy::SecretString::from(operators);
+    let keys = Arc::new(keys);
+    let new = ZaloClient::new(settings, app.pool.clone(), keys.clone()).unwrap();
+    new.send(&otp("84971234567", "taken over")).await.unwrap();
+    // An instance still configured with the first token uses the chain, after the
+    // access token has run out too.
+    db.execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
+        .await
+        .unwrap();
+    client(&app)
+        .send(&otp("84971234567", "old configuration"))
+        .await
+        .unwrap();
+    new.send(&otp("84971234567", "and again")).await.unwrap();
 }

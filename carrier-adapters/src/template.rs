@@ -56,7 +56,7 @@ pub enum TemplateError {
     Empty,
     #[error("unknown parameter {{{0}}}; known: {{code}}, {{minutes}}, {{seconds}}")]
     UnknownParameter(String),
-    #[error("an unclosed or stray brace at character {0}")]
+    #[error("an unclosed or stray brace at character {0} (counted from 0)")]
     Brace(usize),
     #[error("the template needs {{code}}")]
     NoCode,
@@ -70,23 +70,30 @@ pub enum TemplateError {
     TooLong(usize),
 }
 
-/// Letters of Vietnamese and English (Latin with its diacritics), digits, spaces and
-/// the punctuation of ordinary text.
+/// The letters of Vietnamese beyond ASCII, lower case (precomposed, NFC).
+const VIETNAMESE: &str = "àáảãạăằắẳẵặâầấẩẫậđèéẻẽẹêềếểễệìíỉĩịòóỏõọôồốổỗộơờớởỡợùúủũụưừứửữựỳýỷỹỵ";
+
+/// Letters of Vietnamese and English, digits, spaces and the punctuation of ordinary
+/// text.
 fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || " .,:;!?()-/'\"%&+#@*_=\n".contains(c)
-        || (c.is_alphabetic()
-            && matches!(c as u32, 0x00C0..=0x024F | 0x0300..=0x036F | 0x1E00..=0x1EFF))
+        || c.to_lowercase().all(|l| VIETNAMESE.contains(l))
 }
 
 impl Template {
+    /// Reads a template, in its composed form (NFC: a letter typed as a base and a
+    /// combining mark is the one precomposed letter), which `source` then gives.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        use unicode_normalization::UnicodeNormalization;
+        let source: String = source.nfc().collect();
+        let source = source.as_str();
         if source.trim().is_empty() {
             return Err(TemplateError::Empty);
         }
         let mut segments = Vec::new();
         let mut text = String::new();
-        let mut chars = source.char_indices();
+        let mut chars = source.chars().enumerate();
         while let Some((at, c)) = chars.next() {
             match c {
                 '{' => {
@@ -255,6 +262,7 @@ mod tests {
             ("Ma {otp}", UnknownParameter("otp".into())),
             ("Ma {code", Brace(3)),
             ("Ma } {code}", Brace(3)),
+            ("Mã } {code}", Brace(3)),
             ("Hieu luc {minutes} phut", NoCode),
             ("{code} {code}", Repeated("code")),
             ("Ma {code}{minutes}", Adjacent),

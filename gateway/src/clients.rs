@@ -339,6 +339,8 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
             "sender {sender:?} must be 1..=11 letters, digits, space or .-_&, or up to 15 digits"
         );
     }
+    // Each template checked, and kept as read: composed (NFC), as the SMSC sees the text.
+    let mut templates = Vec::with_capacity(change.templates.len());
     for (carrier, purpose, locale, template) in &change.templates {
         let parsed: crate::domain::Carrier = carrier.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
@@ -354,10 +356,15 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
         locale
             .parse::<Locale>()
             .map_err(|e| anyhow::anyhow!("{e}; known: vi, en"))?;
-        if !template.is_empty() {
+        let template = if template.is_empty() {
+            String::new()
+        } else {
             Template::parse(template)
-                .map_err(|e| anyhow::anyhow!("template {carrier}:{purpose}:{locale}: {e}"))?;
-        }
+                .map_err(|e| anyhow::anyhow!("template {carrier}:{purpose}:{locale}: {e}"))?
+                .source()
+                .to_owned()
+        };
+        templates.push((carrier, purpose, locale, template));
     }
     if let Some(Some(quota)) = change.daily_sms_quota {
         anyhow::ensure!(quota >= 0, "the daily SMS quota cannot be negative");
@@ -407,7 +414,7 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
             .await?;
         }
     }
-    if !change.templates.is_empty() {
+    if !templates.is_empty() {
         let stored: serde_json::Value = tx
             .query_one(
                 "SELECT sms_templates FROM api_clients WHERE id = $1",
@@ -415,27 +422,27 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
             )
             .await?
             .get(0);
-        let mut templates: Templates =
+        let mut stored_templates: Templates =
             serde_json::from_value(stored).context("stored sms_templates unreadable")?;
-        for (carrier, purpose, locale, template) in &change.templates {
+        for (carrier, purpose, locale, template) in &templates {
             let key = format!("{purpose}:{locale}");
             if template.is_empty() {
-                if let Some(of_carrier) = templates.get_mut(carrier) {
+                if let Some(of_carrier) = stored_templates.get_mut(carrier.as_str()) {
                     of_carrier.remove(&key);
                     if of_carrier.is_empty() {
-                        templates.remove(carrier);
+                        stored_templates.remove(carrier.as_str());
                     }
                 }
             } else {
-                templates
-                    .entry(carrier.clone())
+                stored_templates
+                    .entry(carrier.to_string())
                     .or_default()
                     .insert(key, template.clone());
             }
         }
         tx.execute(
             "UPDATE api_clients SET sms_templates = $2 WHERE id = $1",
-            &[&id, &serde_json::to_value(&templates)?],
+            &[&id, &serde_json::to_value(&stored_templates)?],
         )
         .await?;
     }

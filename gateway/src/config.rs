@@ -888,6 +888,14 @@ impl Settings {
             if route.sender.is_empty() || route.sender.len() > 11 {
                 bail!("smpp.{name}.sender must be 1..=11 characters");
             }
+            for (brandname, tps) in &route.sender_tps {
+                if !carrier_adapters::template::valid_brandname(brandname) {
+                    bail!("smpp.{name}.sender_tps: {brandname:?} is not a brandname");
+                }
+                if *tps == 0 {
+                    bail!("smpp.{name}.sender_tps.{brandname} must be at least 1 (leave it out for no limit)");
+                }
+            }
             if !(1..=1000).contains(&route.window) {
                 bail!("smpp.{name}.window must be 1..=1000");
             }
@@ -1287,5 +1295,42 @@ sender = "BRAND"
         let mut s = Settings::default();
         s.otp.hmac_key = Some(SecretString::from("short"));
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn brandname_limits_and_the_zalo_table_are_checked() {
+        let route = || SmppRoute {
+            host: "10.0.0.9".into(),
+            port: 2775,
+            system_id: "x".into(),
+            password: SecretString::from("pw"),
+            ..SmppRoute::default()
+        };
+        let mut s = Settings::default();
+        s.otp.hmac_key = Some(SecretString::from("0123456789abcdef0123456789abcdef"));
+        s.smpp.insert("aggregator".into(), route());
+        s.validate().unwrap();
+        for (brandname, tps, why) in [
+            ("A NAME TOO LONG", 5, "is not a brandname"),
+            ("UBND-HN", 0, "at least 1"),
+        ] {
+            let mut bad = s.clone();
+            let mut r = route();
+            r.sender_tps = [(brandname.to_owned(), tps)].into();
+            bad.smpp.insert("aggregator".into(), r);
+            let err = format!("{:#}", bad.validate().unwrap_err());
+            assert!(err.contains(why), "{err}");
+        }
+        let mut bad = s.clone();
+        bad.zalo = Some(ZaloSettings {
+            api_base: "not a url".into(),
+            oauth_base: "https://oauth.zaloapp.com".into(),
+            app_id: "1".into(),
+            oa_id: "2".into(),
+            secret_key: SecretString::from("k"),
+            refresh_token: SecretString::from("r"),
+            request_timeout: Duration::from_secs(5),
+        });
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("zalo.api_base"));
     }
 }

@@ -260,7 +260,11 @@ async fn write(
         client_ips.push(req.client_ip);
         routes.push(to.route.as_str());
         senders.push(to.sender.as_str());
-        sealed.push(job.prepared.sealed_on(to.carrier.as_str()).to_vec());
+        sealed.push(
+            job.prepared
+                .sealed_on(&job.client, to.carrier.as_str(), req)?
+                .to_vec(),
+        );
         request_ids.push(job.prepared.request_id.clone());
         masked.push(req.msisdn.masked());
         lookup_keys.push(deps.keys.lookup_key(req.msisdn.e164()));

@@ -139,12 +139,28 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// The sealed SMS for the serving network.
-    pub fn sealed_on(&self, carrier: &str) -> &[u8] {
-        self.sealed_for
-            .iter()
-            .find(|(c, _)| c == carrier)
-            .map_or(&self.sealed, |(_, s)| s)
+    /// The sealed SMS for the serving network: in the client's template there, else
+    /// in the gateway's words. A template the client registered there but that could
+    /// not be read is a fault of ours for this send alone (the others of a batch go on).
+    pub fn sealed_on(
+        &self,
+        client: &ApiClient,
+        carrier: &str,
+        req: &NewOtp,
+    ) -> Result<&[u8], Failure> {
+        match self.sealed_for.iter().find(|(c, _)| c == carrier) {
+            Some((_, sealed)) => Ok(sealed),
+            None if client
+                .template_for(carrier, req.purpose, req.locale)
+                .is_some() =>
+            {
+                Err(Failure::internal(format!(
+                    "the stored template {carrier}:{} cannot be read",
+                    template_key(req.purpose, req.locale)
+                )))
+            }
+            None => Ok(&self.sealed),
+        }
     }
 }
 
@@ -188,15 +204,20 @@ pub(crate) fn prepare(
             .template_for(carrier, req.purpose, req.locale)
             .is_some()
         {
-            let text = text_for(
+            // One that cannot be read fails only the sends it would carry (`sealed_on`).
+            match text_for(
                 client,
                 carrier,
                 req.purpose,
                 req.locale,
                 &code,
                 req.ttl_seconds,
-            )?;
-            sealed_for.push((carrier.clone(), keys.seal(&text, req.msisdn.e164())?));
+            ) {
+                Ok(text) => {
+                    sealed_for.push((carrier.clone(), keys.seal(&text, req.msisdn.e164())?))
+                }
+                Err(e) => tracing::error!(error = %e, "stored template unreadable"),
+            }
         }
     }
     drop(code);

@@ -309,3 +309,32 @@ async fn templates_a_carrier_would_refuse_are_not_registered() {
         json!({"vinaphone": {"login:en": "Your DVC code: {code}"}})
     );
 }
+
+/// A stored template that cannot be read (written around `client set`, or by a version
+/// with other rules) fails only the sends it would carry.
+#[tokio::test]
+async fn an_unreadable_stored_template_fails_only_its_own_network() {
+    let app = spawn_app().await;
+    register(&app, &[], &[("viettel", "login:vi", LOGIN_VI)]).await;
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE api_clients SET sms_templates = sms_templates
+                || '{\"mobifone\": {\"login:vi\": \"no code here\"}}'::jsonb",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, problem) = create(&app, json!({"msisdn": "0901234567", "purpose": "login"})).await;
+    assert_eq!(status, 500, "{problem}");
+    assert_eq!(problem["type"], "/problems/internal");
+    app.create_otp("0971234567", "login").await;
+    let code = app.wait_for_code("84971234567", 1).await;
+    assert!(app.handset("84971234567").await[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&code));
+    assert_eq!(app.count("otp_challenges").await, 1);
+}

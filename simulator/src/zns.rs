@@ -34,6 +34,9 @@ pub mod code {
     pub const REFRESH_TOKEN_INVALID: i32 = -14014;
 }
 
+/// Messages whose status the simulator remembers (a long load run forgets the oldest).
+const MAX_MESSAGES: usize = 200_000;
+
 /// Longest value of a template parameter (Zalo's limit for a code-type parameter).
 pub const MAX_PARAMETER_LEN: usize = 30;
 
@@ -174,7 +177,11 @@ struct Inner {
     without_zalo: BTreeSet<String>,
     quota: u32,
     sent_today: u32,
+    /// The UTC day `sent_today` counts.
+    today: Option<chrono::NaiveDate>,
     messages: HashMap<String, Sent>,
+    /// Message ids, oldest first: the oldest are forgotten beyond `MAX_MESSAGES`.
+    order: std::collections::VecDeque<String>,
     inbox: HashMap<String, Vec<ZaloMessage>>,
     faults: ZnsFaults,
     webhook: Option<String>,
@@ -441,6 +448,11 @@ impl Zns {
             );
         }
         let development = req.mode.as_deref() == Some("development");
+        let day = Utc::now().date_naive();
+        if inner.today != Some(day) {
+            inner.today = Some(day);
+            inner.sent_today = 0;
+        }
         if !development {
             if inner.sent_today >= inner.quota {
                 return Answer::err(code::OUT_OF_QUOTA, "Out of quota");
@@ -457,6 +469,12 @@ impl Zns {
                 delivered_at: None,
             },
         );
+        inner.order.push_back(msg_id.clone());
+        while inner.order.len() > MAX_MESSAGES {
+            if let Some(old) = inner.order.pop_front() {
+                inner.messages.remove(&old);
+            }
+        }
         let deliver = !inner.faults.no_delivery;
         let remaining = inner.quota.saturating_sub(inner.sent_today);
         let quota = inner.quota;
@@ -494,11 +512,12 @@ impl Zns {
             if let Some(sent) = inner.messages.get_mut(&message.msg_id) {
                 sent.delivered_at = Some(now);
             }
-            inner
-                .inbox
-                .entry(e164.to_owned())
-                .or_default()
-                .push(message.clone());
+            // As the SMS inbox, the newest 200 per phone.
+            let inbox = inner.inbox.entry(e164.to_owned()).or_default();
+            inbox.push(message.clone());
+            if inbox.len() > 200 {
+                inbox.remove(0);
+            }
             (inner.webhook.clone(), inner.faults.lose_callbacks)
         };
         tracing::debug!(msg_id = %message.msg_id, "ZNS message delivered to the Zalo app");

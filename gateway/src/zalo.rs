@@ -37,6 +37,8 @@ crate::failure_from!(ZaloError);
 
 /// Refresh this long before Zalo says the token ends.
 const EARLY: Duration = Duration::from_secs(60);
+/// A token Zalo refuses is refreshed only if it is at least this old.
+const REFRESH_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 pub struct ZaloClient {
     settings: ZaloSettings,
@@ -194,7 +196,8 @@ impl ZaloClient {
         let row = tx
             .query_one_cached(
                 "SELECT access_token_sealed, refresh_token_sealed,
-                        extract(epoch FROM access_expires_at - now())::float8 AS left_s
+                        extract(epoch FROM access_expires_at - now())::float8 AS left_s,
+                        extract(epoch FROM now() - refreshed_at)::float8 AS age_s
                  FROM zalo_tokens WHERE app_id = $1 FOR UPDATE",
                 &[app_id],
             )
@@ -208,6 +211,16 @@ impl ZaloClient {
             if Some(token.as_str()) != stale && !usable.is_zero() {
                 tx.commit().await?;
                 return Ok((token, Instant::now() + usable));
+            }
+            // Zalo refuses a token it gave moments ago (it revoked the app's tokens):
+            // another refresh would only spend one more; Zalo's answer stands for now.
+            let age: f64 = row.get("age_s");
+            if Some(token.as_str()) == stale && age < REFRESH_AGAIN_AFTER.as_secs_f64() {
+                tx.commit().await?;
+                return Err(ZaloError::Refused(Refusal::AccessToken {
+                    code: -124,
+                    message: "Zalo refuses the access token it gave moments ago".into(),
+                }));
             }
         }
         let refresh_sealed: Vec<u8> = row.get("refresh_token_sealed");

@@ -107,13 +107,27 @@ async fn refusals_keep_their_meaning_and_an_outage_is_not_a_refusal() {
         c.send(&pending).await,
         Err(ZaloError::Refused(Refusal::Template { .. }))
     ));
-    // Zalo revokes the tokens: the client refreshes once, then gives Zalo's answer.
+    // Zalo revokes the tokens: Zalo's answer is given, and a token it gave moments ago
+    // is not refreshed again and again (each refresh would spend one).
+    let refreshed = || async {
+        let db = app.pool.get().await.unwrap();
+        let at: chrono::DateTime<chrono::Utc> = db
+            .query_one("SELECT refreshed_at FROM zalo_tokens", &[])
+            .await
+            .unwrap()
+            .get(0);
+        at
+    };
+    let before = refreshed().await;
     app.put_sim("/zns/faults", &json!({"revoke_tokens": true}))
         .await;
-    assert!(matches!(
-        c.send(&otp("84971234567", "revoked")).await,
-        Err(ZaloError::Refused(Refusal::AccessToken { .. }))
-    ));
+    for i in 0..3 {
+        assert!(matches!(
+            c.send(&otp("84971234567", &format!("revoked-{i}"))).await,
+            Err(ZaloError::Refused(Refusal::AccessToken { .. }))
+        ));
+    }
+    assert_eq!(refreshed().await, before, "refreshed during the revocation");
     app.put_sim("/zns/faults", &json!({"unavailable": true}))
         .await;
     assert!(matches!(

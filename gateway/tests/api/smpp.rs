@@ -36,6 +36,16 @@ impl TestApp {
     }
 }
 
+/// A counter of `/v1/health/carriers`'s route, summed over its binds.
+fn sum_over_binds(route: &Value, counter: &str) -> u64 {
+    route["binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[counter].as_u64().unwrap())
+        .sum()
+}
+
 async fn app() -> TestApp {
     spawn_app_with(Options {
         tweak: Some(Box::new(|s| {
@@ -201,19 +211,9 @@ async fn several_binds_per_route_share_the_load_within_their_tps() {
         app.wait_delivery_status(id, "delivered").await;
     }
     let vina = app.route_health("vinaphone").await;
-    let submitted: u64 = vina["binds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["submitted_total"].as_u64().unwrap())
-        .sum();
+    let submitted = sum_over_binds(&vina, "submitted_total");
     assert_eq!(submitted, 12, "{vina}");
-    let receipts: u64 = vina["binds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["receipts_total"].as_u64().unwrap())
-        .sum();
+    let receipts = sum_over_binds(&vina, "receipts_total");
     assert_eq!(receipts, 12, "{vina}");
 }
 
@@ -307,12 +307,7 @@ async fn a_brandnames_tps_counts_every_part_across_the_binds() {
         "12 parts at 4 per second went out in {took:?}"
     );
     let vina = app.route_health("vinaphone").await;
-    let submitted: u64 = vina["binds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["submitted_total"].as_u64().unwrap())
-        .sum();
+    let submitted = sum_over_binds(&vina, "submitted_total");
     assert_eq!(submitted, 12, "{vina}");
     assert_eq!(vina["sender_tps"], json!({"UBND-HN": 4}), "{vina}");
 }
@@ -366,12 +361,7 @@ async fn a_brandname_at_its_limit_gives_rows_back_before_their_lease_ends() {
         );
     }
     let vina = app.route_health("viettel").await;
-    let submitted: u64 = vina["binds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["submitted_total"].as_u64().unwrap())
-        .sum();
+    let submitted = sum_over_binds(&vina, "submitted_total");
     assert_eq!(submitted, 10, "{vina}");
 }
 

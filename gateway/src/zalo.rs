@@ -83,56 +83,55 @@ impl ZaloClient {
         &self.settings
     }
 
-    /// Sends a template message. A token Zalo no longer takes is refreshed and the send
-    /// made once more.
+    /// Sends a template message.
     pub async fn send(&self, req: &SendRequest) -> Result<Accepted, ZaloError> {
         let url = format!("{}/message/template", self.settings.api_base);
-        let token = self.access_token(None).await?;
-        match self.post_send(&url, &token, req).await? {
-            Err(Refusal::AccessToken { .. }) => {
-                let token = self.access_token(Some(&token)).await?;
-                self.post_send(&url, &token, req)
-                    .await?
-                    .map_err(ZaloError::Refused)
-            }
-            other => other.map_err(ZaloError::Refused),
-        }
-    }
-
-    async fn post_send(
-        &self,
-        url: &str,
-        token: &str,
-        req: &SendRequest,
-    ) -> Result<Result<Accepted, Refusal>, ZaloError> {
-        let body = self
-            .answer(self.http.post(url).header("access_token", token).json(req))
-            .await?;
-        zns::parse_send(&body).map_err(|e| ZaloError::Unavailable(e.to_string()))
+        self.with_token(
+            |token| self.http.post(&url).header("access_token", token).json(req),
+            zns::parse_send,
+        )
+        .await
     }
 
     /// Where a sent message is.
     pub async fn status(&self, msg_id: &str, phone: &str) -> Result<Delivery, ZaloError> {
         let url = format!("{}/message/status", self.settings.api_base);
         let query = [("message_id", msg_id), ("phone", phone)];
-        let mut token = self.access_token(None).await?;
-        for attempt in 0..2 {
-            let body = self
-                .answer(
-                    self.http
-                        .get(&url)
-                        .header("access_token", &token)
-                        .query(&query),
-                )
-                .await?;
-            match zns::parse_status(&body).map_err(|e| ZaloError::Unavailable(e.to_string()))? {
-                Err(Refusal::AccessToken { .. }) if attempt == 0 => {
-                    token = self.access_token(Some(&token)).await?;
-                }
-                other => return other.map_err(ZaloError::Refused),
+        self.with_token(
+            |token| {
+                self.http
+                    .get(&url)
+                    .header("access_token", token)
+                    .query(&query)
+            },
+            zns::parse_status,
+        )
+        .await
+    }
+
+    /// Makes a call with the access token and reads Zalo's answer; a token Zalo no
+    /// longer takes is refreshed and the call made once more.
+    async fn with_token<T>(
+        &self,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+        parse: impl Fn(&[u8]) -> Result<Result<T, Refusal>, zns::Unreadable>,
+    ) -> Result<T, ZaloError> {
+        let call = |token: String| {
+            let req = request(&token);
+            let parse = &parse;
+            async move {
+                let body = self.answer(req).await?;
+                parse(&body).map_err(|e| ZaloError::Unavailable(e.to_string()))
             }
+        };
+        let token = self.access_token(None).await?;
+        match call(token.clone()).await? {
+            Err(Refusal::AccessToken { .. }) => {
+                let token = self.access_token(Some(&token)).await?;
+                call(token).await?.map_err(ZaloError::Refused)
+            }
+            other => other.map_err(ZaloError::Refused),
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     /// The body of a 2xx answer.

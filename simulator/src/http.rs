@@ -609,7 +609,7 @@ async fn answer_prompt(
     HttpResponse::Ok().json(answer)
 }
 
-fn problem(status: StatusCode, kind: &str, title: &str, detail: String) -> HttpResponse {
+pub(crate) fn problem(status: StatusCode, kind: &str, title: &str, detail: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("application/problem+json")
         .json(json!({
@@ -620,7 +620,7 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: String) -> HttpR
         }))
 }
 
-fn parse_msisdn(raw: &str) -> Result<Msisdn, Box<HttpResponse>> {
+pub(crate) fn parse_msisdn(raw: &str) -> Result<Msisdn, Box<HttpResponse>> {
     Msisdn::parse(raw).map_err(|e| {
         Box::new(problem(
             StatusCode::BAD_REQUEST,

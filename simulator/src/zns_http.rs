@@ -9,17 +9,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::http::{parse_msisdn, problem};
 use crate::zns::{SendRequest, Zns, ZnsFaults, ZnsTemplate};
-
-fn problem(status: StatusCode, kind: &str, detail: String) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/problem+json")
-        .json(json!({
-            "type": format!("/problems/{kind}"),
-            "status": status.as_u16(),
-            "detail": detail,
-        }))
-}
 
 fn access_token(req: &HttpRequest) -> Option<&str> {
     req.headers()
@@ -156,6 +147,7 @@ async fn put_template(
             return problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-template",
+                "Invalid template",
                 e.to_string(),
             )
         }
@@ -167,6 +159,7 @@ async fn put_template(
         Ok(t) if t.params().is_empty() => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-template",
+            "Invalid template",
             "a ZNS template names at least one parameter, as <otp>".into(),
         ),
         Ok(t) => {
@@ -176,21 +169,14 @@ async fn put_template(
         Err(e) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-template",
+            "Invalid template",
             e.to_string(),
         ),
     }
 }
 
 fn e164(raw: &str) -> Result<String, Box<HttpResponse>> {
-    carrier_adapters::Msisdn::parse(raw)
-        .map(|m| m.e164().to_owned())
-        .map_err(|e| {
-            Box::new(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid-msisdn",
-                e.to_string(),
-            ))
-        })
+    parse_msisdn(raw).map(|m| m.e164().to_owned())
 }
 
 async fn get_user(zns: web::Data<Arc<Zns>>, path: web::Path<String>) -> HttpResponse {
@@ -224,6 +210,7 @@ async fn put_user(
         Err(e) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-user",
+            "Invalid user",
             e.to_string(),
         ),
     }
@@ -242,6 +229,7 @@ async fn put_faults(zns: web::Data<Arc<Zns>>, body: web::Bytes) -> HttpResponse 
         Err(e) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-faults",
+            "Invalid faults",
             e.to_string(),
         ),
     }
@@ -268,6 +256,7 @@ async fn put_webhook(zns: web::Data<Arc<Zns>>, body: web::Bytes) -> HttpResponse
             problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-webhook",
+                "Invalid webhook",
                 "url must be an absolute URL".into(),
             )
         }
@@ -278,6 +267,7 @@ async fn put_webhook(zns: web::Data<Arc<Zns>>, body: web::Bytes) -> HttpResponse
         Err(e) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-webhook",
+            "Invalid webhook",
             e.to_string(),
         ),
     }
@@ -300,6 +290,7 @@ async fn put_quota(zns: web::Data<Arc<Zns>>, body: web::Bytes) -> HttpResponse {
         Err(e) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-quota",
+            "Invalid quota",
             e.to_string(),
         ),
     }

@@ -175,16 +175,29 @@ pub(crate) fn text_for(
     ttl_seconds: u32,
 ) -> Result<String, Failure> {
     match client.template_for(carrier, purpose, locale) {
-        Some(source) => Ok(Template::parse(source)
-            .map_err(|e| {
-                Failure::internal(format!(
-                    "stored template {carrier}:{}: {e}",
-                    template_key(purpose, locale)
-                ))
-            })?
-            .render(code, ttl_seconds)),
+        Some(source) => render(source, carrier, purpose, locale, code, ttl_seconds),
         None => Ok(sms_text(purpose, locale, code, ttl_seconds)),
     }
+}
+
+/// `code` in a stored template (checked when it was set; a fault of ours if it no
+/// longer reads).
+fn render(
+    source: &str,
+    carrier: &str,
+    purpose: Purpose,
+    locale: Locale,
+    code: &str,
+    ttl_seconds: u32,
+) -> Result<String, Failure> {
+    Template::parse(source)
+        .map(|t| t.render(code, ttl_seconds))
+        .map_err(|e| {
+            Failure::internal(format!(
+                "stored template {carrier}:{}: {e}",
+                template_key(purpose, locale)
+            ))
+        })
 }
 
 pub(crate) fn prepare(
@@ -200,24 +213,20 @@ pub(crate) fn prepare(
     drop(text);
     let mut sealed_for = Vec::new();
     for carrier in client.sms_templates.keys() {
-        if client
-            .template_for(carrier, req.purpose, req.locale)
-            .is_some()
-        {
-            // One that cannot be read fails only the sends it would carry (`sealed_on`).
-            match text_for(
-                client,
-                carrier,
-                req.purpose,
-                req.locale,
-                &code,
-                req.ttl_seconds,
-            ) {
-                Ok(text) => {
-                    sealed_for.push((carrier.clone(), keys.seal(&text, req.msisdn.e164())?))
-                }
-                Err(e) => tracing::error!(error = %e, "stored template unreadable"),
-            }
+        let Some(source) = client.template_for(carrier, req.purpose, req.locale) else {
+            continue;
+        };
+        // One that cannot be read fails only the sends it would carry (`sealed_on`).
+        match render(
+            source,
+            carrier,
+            req.purpose,
+            req.locale,
+            &code,
+            req.ttl_seconds,
+        ) {
+            Ok(text) => sealed_for.push((carrier.clone(), keys.seal(&text, req.msisdn.e164())?)),
+            Err(e) => tracing::error!(error = %e, "stored template unreadable"),
         }
     }
     drop(code);

@@ -491,21 +491,12 @@ impl Dispatcher {
                 status: "expired",
                 reason: "challenge_expired".into(),
             },
-            Err(e @ SubmitError::SenderBusy { .. }) => {
-                // Nothing of it went out: back to the queue, no attempt spent.
-                tracing::debug!(outbox = row.id, route = %row.route, "brandname at its TPS limit; queued again");
-                Outcome::Retry {
-                    id: row.id,
-                    after: REQUEUE_AFTER,
-                    error: e.label(),
-                    counted: false,
-                }
-            }
             Err(e) if e.is_transient() && !e.carrier_caused() => {
-                // The bind was down or died with the request in flight: back to the
-                // queue without spending an attempt. If the SMSC had taken it before the
-                // bind died, the retry is a duplicate; at most the bind's window of them.
-                tracing::info!(outbox = row.id, route = %row.route, error = %e, "bind lost under the submit; queued again");
+                // Not the SMSC's doing: the bind was down or died with the request in
+                // flight, or the brandname stayed at its limit (nothing sent). Back to
+                // the queue without spending an attempt. If the SMSC had taken it before
+                // the bind died, the retry is a duplicate; at most the bind's window.
+                tracing::info!(outbox = row.id, route = %row.route, error = %e, "not submitted; queued again");
                 Outcome::Retry {
                     id: row.id,
                     after: REQUEUE_AFTER,

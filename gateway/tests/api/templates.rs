@@ -43,6 +43,19 @@ async fn register(app: &TestApp, senders: &[(&str, &str)], templates: &[(&str, &
     .unwrap();
 }
 
+/// The brandname UBND-HN and its login and register templates (Vietnamese) on Viettel.
+async fn register_with_viettel(app: &TestApp) {
+    register(
+        app,
+        &[("viettel", "UBND-HN")],
+        &[
+            ("viettel", "login:vi", LOGIN_VI),
+            ("viettel", "register:vi", REGISTER_VI),
+        ],
+    )
+    .await;
+}
+
 async fn create(app: &TestApp, body: Value) -> (u16, Value) {
     let resp = app.post("/v1/otp").json(&body).send().await.unwrap();
     let status = resp.status().as_u16();
@@ -70,15 +83,7 @@ async fn a_code_goes_in_the_template_registered_with_the_serving_network() {
         ..Options::default()
     })
     .await;
-    register(
-        &app,
-        &[("viettel", "UBND-HN")],
-        &[
-            ("viettel", "login:vi", LOGIN_VI),
-            ("viettel", "register:vi", REGISTER_VI),
-        ],
-    )
-    .await;
+    register_with_viettel(&app).await;
     // Viettel's SMSC takes only what is registered with it: the same brandname and
     // templates.
     app.put_sim(
@@ -148,15 +153,7 @@ async fn a_send_the_network_would_block_is_refused_at_once() {
         })),
     })
     .await;
-    register(
-        &app,
-        &[("viettel", "UBND-HN")],
-        &[
-            ("viettel", "login:vi", LOGIN_VI),
-            ("viettel", "register:vi", REGISTER_VI),
-        ],
-    )
-    .await;
+    register_with_viettel(&app).await;
     let before = app.count("sms_outbox").await;
     let mobifone_sender = app.settings.smpp["mobifone"].sender.clone();
     for (body, carrier, brandname, key) in [

@@ -11,14 +11,28 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app, wait_for, TestApp};
 
+fn keys(app: &TestApp) -> ServerKeys {
+    ServerKeys::from_secret(app.settings.otp.hmac_key.as_ref().unwrap()).unwrap()
+}
+
 fn client(app: &TestApp) -> ZaloClient {
-    let keys = ServerKeys::from_secret(app.settings.otp.hmac_key.as_ref().unwrap()).unwrap();
     ZaloClient::new(
         app.settings.zalo.clone().expect("the simulator's ZNS"),
         app.pool.clone(),
-        Arc::new(keys),
+        Arc::new(keys(app)),
     )
     .unwrap()
+}
+
+/// Ends the stored access token now, as time would: the next instance must refresh.
+async fn expire_access_token(app: &TestApp) {
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
+        .await
+        .unwrap();
 }
 
 fn otp(phone: &str, tracking: &str) -> SendRequest {
@@ -49,13 +63,7 @@ async fn instances_share_one_refresh_and_a_restart_goes_on_from_the_last_token()
     }
     // The configured refresh token is spent now; a restarted instance whose access
     // token has run out refreshes with the one Zalo gave last, from the database.
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
-        .await
-        .unwrap();
+    expire_access_token(&app).await;
     let restarted = client(&app);
     let accepted = restarted
         .send(&otp("84971234567", "after-restart"))
@@ -137,13 +145,7 @@ async fn refusals_keep_their_meaning_and_an_outage_is_not_a_refusal() {
     // Back: the refresh token kept through all that still works (the access token run
     // out, a restarted instance must refresh with it).
     app.put_sim("/zns/faults", &json!({})).await;
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
-        .await
-        .unwrap();
+    expire_access_token(&app).await;
     client(&app)
         .send(&otp("84971234567", "back"))
         .await
@@ -156,7 +158,7 @@ async fn refusals_keep_their_meaning_and_an_outage_is_not_a_refusal() {
 #[tokio::test]
 async fn a_new_refresh_token_in_the_configuration_takes_over_once() {
     let app = spawn_app().await;
-    let keys = ServerKeys::from_secret(app.settings.otp.hmac_key.as_ref().unwrap()).unwrap();
+    let keys = keys(&app);
     let old = client(&app);
     old.send(&otp("84971234567", "first")).await.unwrap();
     // Someone spends the stored refresh token: take it out as the gateway sealed it.
@@ -190,9 +192,7 @@ async fn a_new_refresh_token_in_the_configuration_takes_over_once() {
         }
     };
     let operators = refresh(stored).await;
-    db.execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
-        .await
-        .unwrap();
+    expire_access_token(&app).await;
     let restarted = client(&app);
     assert!(matches!(
         restarted.send(&otp("84971234567", "refused")).await,
@@ -206,9 +206,7 @@ async fn a_new_refresh_token_in_the_configuration_takes_over_once() {
     new.send(&otp("84971234567", "taken over")).await.unwrap();
     // An instance still configured with the first token uses the chain, after the
     // access token has run out too.
-    db.execute("UPDATE zalo_tokens SET access_expires_at = now()", &[])
-        .await
-        .unwrap();
+    expire_access_token(&app).await;
     client(&app)
         .send(&otp("84971234567", "old configuration"))
         .await

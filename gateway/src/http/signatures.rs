@@ -54,7 +54,7 @@ pub(crate) struct CreateBody {
     /// signed with the client's webhook secret. Omit it to long-poll instead.
     #[schema(
         max_length = 2048,
-        pattern = "^\\s*[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{1,4})?([/?#][\\x21-\\x7e]*)?\\s*$",
+        pattern = "^\\s*[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?([/?#][\\x21-\\x7e]*)?\\s*$",
         example = "https://portal.example.gov.vn/hooks/sim-signature"
     )]
     callback_url: Option<String>,
@@ -141,10 +141,19 @@ fn parse_create(body: CreateBody, state: &AppState) -> Result<NewSignature, ApiE
         Some(u) => {
             let parsed = reqwest::Url::parse(u.trim())
                 .map_err(|e| invalid("callback_url", format!("callback_url is not a URL: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https")
-                || parsed.host().is_none()
-                || u.len() > 2048
-            {
+            // As the documented pattern says: a host name of letters, digits and
+            // hyphens (the last label starting with a letter), or an IPv4 address.
+            let host_ok = parsed.host_str().is_some_and(|h| {
+                let labels: Vec<&str> = h.split('.').collect();
+                h.parse::<std::net::Ipv4Addr>().is_ok()
+                    || (labels.iter().all(|l| {
+                        !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    }) && labels
+                        .last()
+                        .and_then(|l| l.chars().next())
+                        .is_some_and(|c| c.is_ascii_alphabetic()))
+            });
+            if !matches!(parsed.scheme(), "http" | "https") || !host_ok || u.len() > 2048 {
                 return Err(invalid(
                     "callback_url",
                     "callback_url must be an http(s) URL of at most 2048 characters",

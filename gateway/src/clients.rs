@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use carrier_adapters::template::{valid_brandname, Template};
 
 use crate::crypto::{hash_api_key, new_api_key};
-use crate::domain::{Locale, Purpose};
+use crate::domain::{Channel, Locale, Purpose};
 
 /// The API client a request was authenticated as, with its policy (read with the key on
 /// every request, so that a change made on one instance or by the CLI holds at once).
@@ -28,6 +28,10 @@ pub struct ApiClient {
     /// Overrides of `limits.client_requests_per_second` and `limits.client_burst`.
     pub requests_per_second: Option<u32>,
     pub request_burst: Option<u32>,
+    /// The client's default channel workflow (`None`: SMS only).
+    pub otp_channels: Option<Vec<Channel>>,
+    /// Where its OTP events go (`otp.sent`, `otp.delivered`, …); none: no events.
+    pub otp_callback_url: Option<String>,
 }
 
 impl ApiClient {
@@ -80,7 +84,7 @@ impl ApiClient {
 /// The client of an API key that is neither revoked nor of a disabled client.
 pub const CLIENT_BY_KEY_SQL: &str =
     "SELECT c.id, c.name, c.allowed_purposes, c.sender_ids, c.sms_templates, c.daily_sms_quota,
-            c.requests_per_second, c.request_burst
+            c.requests_per_second, c.request_burst, c.otp_channels, c.otp_callback_url
      FROM api_keys k JOIN api_clients c ON c.id = k.client_id
      WHERE k.key_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())
        AND c.disabled_at IS NULL";
@@ -105,6 +109,8 @@ pub async fn by_key(
         daily_sms_quota: policy.daily_sms_quota,
         requests_per_second: policy.requests_per_second.map(|v| v as u32),
         request_burst: policy.request_burst.map(|v| v as u32),
+        otp_channels: policy.otp_channels,
+        otp_callback_url: policy.otp_callback_url,
     }))
 }
 
@@ -293,6 +299,10 @@ pub struct PolicyChange {
     pub daily_sms_quota: Option<Option<i64>>,
     pub requests_per_second: Option<Option<u32>>,
     pub request_burst: Option<Option<u32>>,
+    /// `Some(None)`: back to SMS only.
+    pub otp_channels: Option<Option<Vec<String>>>,
+    /// `Some(None)`: no OTP events.
+    pub otp_callback_url: Option<Option<String>>,
 }
 
 /// A client's policy as stored.
@@ -306,6 +316,11 @@ pub struct Policy {
     pub daily_sms_quota: Option<i64>,
     pub requests_per_second: Option<i32>,
     pub request_burst: Option<i32>,
+    /// The default channel workflow; none: SMS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp_channels: Option<Vec<Channel>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp_callback_url: Option<String>,
 }
 
 /// Purposes a client can be given: the OTP purposes (the signature purposes are among
@@ -380,6 +395,20 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
                 i32::MAX
             );
         }
+    }
+    let channels = match &change.otp_channels {
+        Some(Some(names)) => Some(Some(
+            Channel::parse_workflow(names)
+                .map_err(|e| anyhow::anyhow!("channels: {e}"))?
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )),
+        Some(None) => Some(None),
+        None => None,
+    };
+    if let Some(Some(url)) = &change.otp_callback_url {
+        check_callback_url(url)?;
     }
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
@@ -467,6 +496,20 @@ pub async fn set_policy(pool: &Pool, name: &str, change: &PolicyChange) -> anyho
         )
         .await?;
     }
+    if let Some(channels) = &channels {
+        tx.execute(
+            "UPDATE api_clients SET otp_channels = $2 WHERE id = $1",
+            &[&id, channels],
+        )
+        .await?;
+    }
+    if let Some(url) = &change.otp_callback_url {
+        tx.execute(
+            "UPDATE api_clients SET otp_callback_url = $2 WHERE id = $1",
+            &[&id, url],
+        )
+        .await?;
+    }
     let policy = policy_in(&tx, id).await?;
     tx.execute(
         "INSERT INTO audit_events (client_id, event, detail) VALUES ($1, 'client.policy_changed', $2)",
@@ -492,7 +535,7 @@ async fn policy_in(db: &impl deadpool_postgres::GenericClient, id: Uuid) -> anyh
     let row = db
         .query_one(
             "SELECT allowed_purposes, sender_ids, sms_templates, daily_sms_quota,
-                    requests_per_second, request_burst
+                    requests_per_second, request_burst, otp_channels, otp_callback_url
              FROM api_clients WHERE id = $1",
             &[&id],
         )
@@ -513,6 +556,22 @@ impl Policy {
             daily_sms_quota: row.try_get("daily_sms_quota")?,
             requests_per_second: row.try_get("requests_per_second")?,
             request_burst: row.try_get("request_burst")?,
+            otp_channels: row
+                .try_get::<_, Option<Vec<String>>>("otp_channels")?
+                .map(|names| Channel::parse_workflow(&names))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("stored otp_channels unreadable: {e}"))?,
+            otp_callback_url: row.try_get("otp_callback_url")?,
         })
     }
+}
+
+/// An http(s) URL of at most 2048 characters, where a client's events can be sent.
+pub fn check_callback_url(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("callback URL: {e}"))?;
+    anyhow::ensure!(
+        matches!(parsed.scheme(), "http" | "https") && url.len() <= 2048,
+        "a callback URL must be http(s) and at most 2048 characters"
+    );
+    Ok(())
 }

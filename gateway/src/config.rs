@@ -62,10 +62,51 @@ pub struct ZaloSettings {
     pub refresh_token: SecretString,
     #[serde(with = "humantime_serde", default = "default_zalo_timeout")]
     pub request_timeout: Duration,
+    /// The approved ZNS template that carries a code, by `purpose:locale`, `purpose`
+    /// or `*` (looked up in that order): `{ "*" = "230001" }`.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
+    /// The template's parameter that takes the code.
+    #[serde(default = "default_code_parameter")]
+    pub code_parameter: String,
+    /// The template's parameter that takes the minutes the code is valid ("" if the
+    /// template has none).
+    #[serde(default = "default_minutes_parameter")]
+    pub minutes_parameter: String,
+    /// A message Zalo took but has not reported received this long is asked after
+    /// (`GET /message/status`), in case its delivery event was lost.
+    #[serde(with = "humantime_serde", default = "default_status_poll_after")]
+    pub status_poll_after: Duration,
 }
 
 fn default_zalo_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_code_parameter() -> String {
+    "otp".into()
+}
+
+fn default_minutes_parameter() -> String {
+    "minutes".into()
+}
+
+fn default_status_poll_after() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl ZaloSettings {
+    /// The ZNS template for a purpose and language, if one is configured.
+    pub fn template_for(&self, purpose: &str, locale: &str) -> Option<&str> {
+        [
+            format!("{purpose}:{locale}"),
+            purpose.to_owned(),
+            "*".to_owned(),
+        ]
+        .iter()
+        .find_map(|k| self.templates.get(k))
+        .map(String::as_str)
+    }
 }
 
 /// Price tables, loaded into Postgres at start (an entry is identified by carrier, item
@@ -319,6 +360,14 @@ pub struct OtpSettings {
     pub create_batchers: usize,
     /// The most creates one batch takes.
     pub create_batch_max: usize,
+    /// How long a step of a channel workflow (`["zalo", "sms"]`) has to confirm delivery
+    /// before the next channel is tried; a request may give its own.
+    #[serde(with = "humantime_serde")]
+    pub channel_timeout: Duration,
+    /// How often each instance moves channel workflows on (fallbacks, timeouts) and
+    /// makes the OTP events.
+    #[serde(with = "humantime_serde")]
+    pub workflow_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -649,6 +698,8 @@ impl Default for OtpSettings {
             default_code_length: 6,
             create_batchers: 2,
             create_batch_max: 64,
+            channel_timeout: Duration::from_secs(30),
+            workflow_interval: Duration::from_millis(500),
         }
     }
 }
@@ -953,11 +1004,11 @@ impl Settings {
         for p in &self.billing.prices {
             if !matches!(
                 p.item.as_str(),
-                "otp_sms_segment" | "signature_request" | "owner_check"
+                "otp_sms_segment" | "otp_zns_message" | "signature_request" | "owner_check"
             ) {
                 bail!("billing.prices: unknown item {:?}", p.item);
             }
-            if p.carrier != "*" && p.carrier.parse::<Carrier>().is_err() {
+            if p.carrier != "*" && p.carrier != "zalo" && p.carrier.parse::<Carrier>().is_err() {
                 bail!("billing.prices: unknown carrier {:?}", p.carrier);
             }
             if p.price_vnd.is_sign_negative() {
@@ -977,6 +1028,32 @@ impl Settings {
             if z.app_id.trim().is_empty() || z.oa_id.trim().is_empty() {
                 bail!("zalo.app_id and zalo.oa_id must be given");
             }
+            if z.code_parameter.trim().is_empty() {
+                bail!("zalo.code_parameter must name the template's parameter for the code");
+            }
+            for (key, id) in &z.templates {
+                let known = key == "*"
+                    || key.split_once(':').map_or_else(
+                        || key.parse::<crate::domain::Purpose>().is_ok(),
+                        |(p, l)| {
+                            p.parse::<crate::domain::Purpose>().is_ok()
+                                && l.parse::<crate::domain::Locale>().is_ok()
+                        },
+                    );
+                if !known || id.trim().is_empty() {
+                    bail!("zalo.templates: {key:?} = {id:?}: a key is `*`, a purpose or purpose:locale, and the value a template id");
+                }
+            }
+        }
+        if self.otp.channel_timeout < Duration::from_secs(1)
+            || self.otp.channel_timeout > Duration::from_secs(600)
+        {
+            bail!("otp.channel_timeout must be 1s..=10m");
+        }
+        if self.otp.workflow_interval.is_zero()
+            || self.otp.workflow_interval > Duration::from_secs(10)
+        {
+            bail!("otp.workflow_interval must be more than 0 and at most 10s");
         }
         Ok(())
     }
@@ -1026,6 +1103,10 @@ impl Settings {
             secret_key: SecretString::from(zns.secret_key.clone()),
             refresh_token: SecretString::from(zns.refresh_token.clone()),
             request_timeout: default_zalo_timeout(),
+            templates: simulator_zns_templates(),
+            code_parameter: default_code_parameter(),
+            minutes_parameter: default_minutes_parameter(),
+            status_poll_after: default_status_poll_after(),
         });
         for (name, addr) in &sim.smsc_addrs {
             let route = self.smpp.entry(name.clone()).or_default();
@@ -1104,11 +1185,28 @@ pub fn simulator_toml(
     ] {
         zalo.insert(key.into(), text(&value));
     }
+    let mut templates = Table::new();
+    for (key, id) in simulator_zns_templates() {
+        templates.insert(key, text(&id));
+    }
+    zalo.insert("templates".into(), Value::Table(templates));
     let mut doc = Table::new();
     doc.insert("smpp".into(), Value::Table(smpp));
     doc.insert("mss".into(), Value::Table(mss));
     doc.insert("zalo".into(), Value::Table(zalo));
     toml::to_string(&doc).expect("a table of strings and numbers serialises")
+}
+
+/// The simulated ZNS's approved OTP template, for every purpose and language.
+#[cfg(feature = "demo")]
+fn simulator_zns_templates() -> BTreeMap<String, String> {
+    let zns = simulator::zns::ZnsConfig::default();
+    let approved = zns
+        .templates
+        .iter()
+        .find(|t| t.status == simulator::zns::TemplateStatus::Enable)
+        .expect("the simulated ZNS has an approved template");
+    BTreeMap::from([("*".to_owned(), approved.id.clone())])
 }
 
 #[cfg(test)]
@@ -1330,7 +1428,24 @@ sender = "BRAND"
             secret_key: SecretString::from("k"),
             refresh_token: SecretString::from("r"),
             request_timeout: Duration::from_secs(5),
+            templates: BTreeMap::from([("*".into(), "230001".into())]),
+            code_parameter: "otp".into(),
+            minutes_parameter: String::new(),
+            status_poll_after: Duration::from_secs(5),
         });
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("zalo.api_base"));
+        let mut z = bad.zalo.clone().unwrap();
+        z.api_base = "https://business.openapi.zalo.me".into();
+        z.templates = BTreeMap::from([("signin".into(), "230001".into())]);
+        bad.zalo = Some(z.clone());
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("zalo.templates"));
+        z.templates = BTreeMap::from([
+            ("*".into(), "1".into()),
+            ("login".into(), "2".into()),
+            ("login:en".into(), "3".into()),
+        ]);
+        assert_eq!(z.template_for("login", "en"), Some("3"));
+        assert_eq!(z.template_for("login", "vi"), Some("2"));
+        assert_eq!(z.template_for("register", "vi"), Some("1"));
     }
 }

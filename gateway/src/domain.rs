@@ -86,6 +86,73 @@ impl FromStr for Locale {
 }
 
 /// Allowed code lengths and lifetimes.
+/// A way a code reaches the person: SMS over SMPP, or a Zalo ZNS message.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Hash,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Zalo,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Sms, Channel::Zalo];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Zalo => "zalo",
+        }
+    }
+
+    /// An ordered workflow: 1 or 2 channels, none twice.
+    pub fn parse_workflow<S: AsRef<str>>(names: &[S]) -> Result<Vec<Channel>, String> {
+        if names.is_empty() || names.len() > Channel::ALL.len() {
+            return Err(format!(
+                "give 1 to {} channels, in the order to try them",
+                Channel::ALL.len()
+            ));
+        }
+        let mut out: Vec<Channel> = Vec::with_capacity(names.len());
+        for name in names {
+            let c: Channel = name.as_ref().parse()?;
+            if out.contains(&c) {
+                return Err(format!("channel {} is named twice", c.as_str()));
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown channel {s:?}; known: sms, zalo"))
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub const CODE_LENGTHS: std::ops::RangeInclusive<u8> = 4..=10;
 pub const TTL_SECONDS: std::ops::RangeInclusive<u32> = 60..=900;
 

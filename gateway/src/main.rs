@@ -141,6 +141,15 @@ enum ClientCmd {
         /// Burst of requests, or `default`.
         #[arg(long)]
         burst: Option<String>,
+        /// The channels a code goes by unless a request names its own, in the order to
+        /// try them (`zalo,sms`: Zalo ZNS first, SMS when it fails or times out), or
+        /// `default` for SMS only.
+        #[arg(long)]
+        channels: Option<String>,
+        /// Where the client's OTP events (`otp.sent`, `otp.delivered`, `otp.fallback`, …)
+        /// are POSTed, signed as Standard Webhooks; an empty value stops them.
+        #[arg(long)]
+        otp_callback_url: Option<String>,
     },
     /// Show a client's policy (JSON).
     Show {
@@ -228,6 +237,8 @@ async fn main() -> anyhow::Result<()> {
                     daily_sms,
                     rps,
                     burst,
+                    channels,
+                    otp_callback_url,
                 },
         } => {
             let change = clients::PolicyChange {
@@ -269,6 +280,18 @@ async fn main() -> anyhow::Result<()> {
                     .transpose()?,
                 requests_per_second: rps.map(|v| optional_number("--rps", &v)).transpose()?,
                 request_burst: burst.map(|v| optional_number("--burst", &v)).transpose()?,
+                otp_channels: channels.map(|c| {
+                    (c.trim() != "default").then(|| {
+                        c.split(',')
+                            .map(|s| s.trim().to_ascii_lowercase())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                }),
+                otp_callback_url: otp_callback_url.map(|u| {
+                    let u = u.trim().to_owned();
+                    (!u.is_empty()).then_some(u)
+                }),
             };
             let pool = store::pool(&settings.database.url, 1)?;
             let policy = clients::set_policy(&pool, &name, &change).await?;

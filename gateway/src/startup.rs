@@ -119,6 +119,31 @@ impl Application {
             wake: wake.clone(),
         };
         let dispatcher = tokio::spawn(dispatcher.run(workers_shutdown.clone()));
+        let zns_wake = Arc::new(Notify::new());
+        if let Some(zalo) = &settings.zalo {
+            let client = crate::zalo::ZaloClient::new(zalo.clone(), pool.clone(), keys.clone())
+                .context("the Zalo client")?;
+            workers.push(tokio::spawn(
+                crate::outbox::zns::ZnsDispatcher {
+                    pool: pool.clone(),
+                    keys: keys.clone(),
+                    zalo: Arc::new(client),
+                    settings: settings.outbox.clone(),
+                    wake: zns_wake.clone(),
+                    funnel: funnel.clone(),
+                }
+                .run(workers_shutdown.clone()),
+            ));
+        }
+        workers.push(tokio::spawn(
+            crate::outbox::workflow::Workflow {
+                pool: pool.clone(),
+                interval: settings.otp.workflow_interval,
+                sms_wake: wake.clone(),
+                zns_wake: zns_wake.clone(),
+            }
+            .run(workers_shutdown.clone()),
+        ));
         let (signature_events, _) = broadcast::channel(1024);
         workers.push(tokio::spawn(notifications::listen(
             settings.database.url.clone(),
@@ -134,6 +159,7 @@ impl Application {
             keys: keys.clone(),
             settings: settings.clone(),
             outbox_wake: wake,
+            zns_wake,
             guard_counters: Default::default(),
             conversion_counts: conversion_counts.clone(),
             funnel: funnel.clone(),

@@ -40,6 +40,58 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// OTP events (`otp.sent`, `otp.delivered`, `otp.failed`, `otp.fallback`,
+/// `otp.approved`, `otp.expired`), queued for the clients that gave an OTP callback URL
+/// (`api_clients.otp_callback_url`), in the caller's transaction: `$1` the challenges,
+/// `$2` the event types, `$3` what each adds to `data` (its channel, send, reason …).
+/// A verification's events go out in the order they are queued (`subject_id`).
+pub const OTP_EVENTS_SQL: &str = "INSERT INTO webhook_deliveries (client_id, url, event_id, payload, subject_id)
+    SELECT c.client_id, k.otp_callback_url, 'msg_' || replace(gen_random_uuid()::text, '-', ''),
+        jsonb_build_object(
+            'type', e.type,
+            'timestamp', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+            'data', jsonb_build_object(
+                'id', c.id,
+                'status', CASE WHEN c.status = 'pending' AND c.expires_at <= now() THEN 'expired'
+                               ELSE c.status END,
+                'purpose', c.purpose,
+                'carrier', c.carrier,
+                'channels', to_jsonb(c.channels),
+                'expires_at', to_char(c.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+            ) || e.detail)::text,
+        c.id
+    FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS e(challenge_id, type, detail, n)
+    JOIN otp_challenges c ON c.id = e.challenge_id
+    JOIN api_clients k ON k.id = c.client_id
+    WHERE k.otp_callback_url IS NOT NULL
+    ORDER BY e.n";
+
+/// The OTP event types, as OpenAPI's `webhooks` lists them.
+pub const OTP_EVENT_TYPES: [&str; 6] = [
+    "otp.sent",
+    "otp.delivered",
+    "otp.failed",
+    "otp.fallback",
+    "otp.approved",
+    "otp.expired",
+];
+
+/// Queues OTP events (see [`OTP_EVENTS_SQL`]).
+pub async fn otp_events(
+    db: &impl deadpool_postgres::GenericClient,
+    events: &[(Uuid, &str, serde_json::Value)],
+) -> Result<(), Failure> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.0).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.1).collect();
+    let details: Vec<&serde_json::Value> = events.iter().map(|e| &e.2).collect();
+    db.execute_cached(OTP_EVENTS_SQL, &[&ids, &types, &details])
+        .await?;
+    Ok(())
+}
+
 /// `v1,<base64>` for a message.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Result<String> {
     let raw = secret.strip_prefix("whsec_").unwrap_or(secret);
@@ -95,9 +147,14 @@ async fn pass(state: &Deliveries, http: &reqwest::Client) -> anyhow::Result<()> 
             "UPDATE webhook_deliveries d SET claimed_until = now() + interval '60 seconds',
                 attempts = d.attempts + 1
              WHERE d.id IN (
-                SELECT id FROM webhook_deliveries
+                SELECT id FROM webhook_deliveries w
                 WHERE status = 'pending' AND next_attempt_at <= now()
                   AND (claimed_until IS NULL OR claimed_until < now())
+                  -- A subject's events in order: none while an earlier one is pending.
+                  AND (w.subject_id IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM webhook_deliveries p
+                        WHERE p.subject_id = w.subject_id AND p.status = 'pending'
+                          AND p.id < w.id))
                 ORDER BY next_attempt_at LIMIT 32
                 FOR UPDATE SKIP LOCKED)
              RETURNING d.id, d.url, d.event_id, d.payload, d.attempts,

@@ -162,3 +162,98 @@ pub async fn notification(
         Err(Refused::Retry { reason }) => receiver_fault(version, 503, &reason),
     }
 }
+
+/// A Zalo OA event as Zalo posts it (`user_received_message` for ZNS deliveries).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation: the handler reads the raw body, whose bytes are signed
+pub(crate) struct ZaloEvent {
+    #[schema(example = "1234567890123456789")]
+    app_id: String,
+    #[schema(example = "user_received_message")]
+    event_name: String,
+    /// Milliseconds since the epoch, as Zalo writes it; signed with the body.
+    #[schema(example = "1733616000000")]
+    timestamp: String,
+    oa_id: Option<String>,
+    message: Option<ZaloEventMessage>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ZaloEventMessage {
+    msg_id: String,
+    tracking_id: Option<String>,
+    delivery_time: Option<String>,
+}
+
+/// Zalo reports a ZNS message received (`user_received_message`) / Zalo báo tin ZNS đã đến
+///
+/// Called by Zalo (the OA app's webhook URL, set in Zalo's developer console), not by the
+/// portal. The body is Zalo's JSON event, authenticated by `X-ZEvent-Signature`
+/// (`mac=` + SHA-256 of app id, body, timestamp and the app's secret key). Other event
+/// names are acknowledged and ignored.
+#[utoipa::path(
+    post, path = "/carriers/zalo/events", tag = "carriers", operation_id = "zaloEvent",
+    params(("X-ZEvent-Signature" = String, Header, description = "`mac=<hex SHA-256>`")),
+    request_body(content = ZaloEvent, content_type = "application/json",
+        description = "A Zalo OA event, e.g. `user_received_message`"),
+    responses(
+        (status = 200, description = "Taken"),
+        (status = 400, response = super::schemas::Problem400),
+        (status = 401, response = super::schemas::Problem401),
+        (status = 404, response = super::schemas::Problem404),
+        (status = 503, response = super::schemas::Problem503),
+    ),
+)]
+pub async fn zalo_event(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, crate::http::error::ApiError> {
+    use crate::http::error::ApiError;
+    use carrier_adapters::zns::{parse_event, EventError};
+    use secrecy::ExposeSecret;
+    let Some(zalo) = &state.settings.zalo else {
+        return Err(ApiError::NotFound);
+    };
+    let signature = req
+        .headers()
+        .get("X-ZEvent-Signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::MalformedJson("the event is not UTF-8".into()))?;
+    match parse_event(
+        text,
+        signature,
+        &zalo.app_id,
+        zalo.secret_key.expose_secret(),
+    ) {
+        Ok(event) => {
+            let marked = crate::outbox::zns::received(
+                &state.pool,
+                &event.msg_id,
+                event.delivery_time.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                if crate::store::chain_unavailable(&e) {
+                    ApiError::Unavailable(e)
+                } else {
+                    ApiError::Internal(e)
+                }
+            })?;
+            tracing::info!(msg_id = %event.msg_id, marked, "ZNS delivery event");
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
+        }
+        Err(EventError::NotDelivery(name)) => {
+            tracing::debug!(event = %name, "Zalo event not ours to act on");
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
+        }
+        Err(e @ (EventError::BadSignature | EventError::OtherApp)) => {
+            tracing::warn!(error = %e, "Zalo event refused");
+            Err(ApiError::Unauthorized)
+        }
+        Err(EventError::Unreadable(e)) => Err(ApiError::MalformedJson(e)),
+    }
+}

@@ -52,6 +52,8 @@ pub enum ApiError {
         template: String,
         detail: String,
     },
+    #[error("{detail}")]
+    ChannelUnavailable { channel: String, detail: String },
     #[error("method not allowed; this path takes {allow}")]
     MethodNotAllowed { allow: &'static str },
     #[error("service temporarily unavailable")]
@@ -111,6 +113,9 @@ pub const PROBLEMS: &[ProblemKind] = &[
     ProblemKind { slug: "template-not-registered", title: "SMS template not registered", status: 422,
         en: "The network that serves the number blocks SMS that are not registered for the brandname, and this client registered no template for the purpose and language there; `carrier`, `brandname` and `template` (`purpose:locale`) say which (`gateway client set --template`).",
         vi: "Nhà mạng đang phục vụ số này chặn tin nhắn chưa đăng ký mẫu cho brandname, và ứng dụng chưa đăng ký mẫu cho mục đích và ngôn ngữ này; `carrier`, `brandname` và `template` cho biết mẫu nào cần đăng ký." },
+    ProblemKind { slug: "channel-unavailable", title: "Channel unavailable", status: 422,
+        en: "A channel the request (or the client's policy) names cannot carry this code: `zalo` needs a `[zalo]` app and an approved ZNS template for the purpose; `channel` says which.",
+        vi: "Kênh được yêu cầu không gửi được mã này: `zalo` cần cấu hình ứng dụng Zalo OA và mẫu ZNS đã duyệt cho mục đích; `channel` cho biết kênh nào." },
     ProblemKind { slug: "resend-too-early", title: "Too early to resend", status: 429,
         en: "A new code can be sent after `retry_after` seconds (\"Gửi lại OTP\" waits).",
         vi: "Chỉ được gửi lại mã sau `retry_after` giây (nút \"Gửi lại OTP\" chờ)." },
@@ -152,6 +157,7 @@ impl ApiError {
             ApiError::TemplateUnregistered { .. } => {
                 ("template-not-registered", "SMS template not registered")
             }
+            ApiError::ChannelUnavailable { .. } => ("channel-unavailable", "Channel unavailable"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -227,6 +233,10 @@ impl From<OtpError> for ApiError {
                     detail,
                 }
             }
+            OtpError::ChannelUnavailable { channel, detail } => ApiError::ChannelUnavailable {
+                channel: channel.as_str().to_owned(),
+                detail,
+            },
             OtpError::Limited(e) => e.into(),
             OtpError::Failure(e) => e.into(),
         }
@@ -263,9 +273,9 @@ impl ResponseError for ApiError {
             | ApiError::RateLimited { .. }
             | ApiError::AccountLocked => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotPending { .. } => StatusCode::CONFLICT,
-            ApiError::IdempotencyKeyReused | ApiError::TemplateUnregistered { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::IdempotencyKeyReused
+            | ApiError::TemplateUnregistered { .. }
+            | ApiError::ChannelUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PurposeNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -305,6 +315,9 @@ impl ResponseError for ApiError {
             body["carrier"] = json!(carrier);
             body["brandname"] = json!(brandname);
             body["template"] = json!(template);
+        }
+        if let ApiError::ChannelUnavailable { channel, .. } = self {
+            body["channel"] = json!(channel);
         }
         let mut resp = HttpResponse::build(status);
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
@@ -377,6 +390,10 @@ mod tests {
                 carrier: String::new(),
                 brandname: String::new(),
                 template: String::new(),
+                detail: String::new(),
+            },
+            ApiError::ChannelUnavailable {
+                channel: String::new(),
                 detail: String::new(),
             },
             ApiError::MethodNotAllowed { allow: "GET" },

@@ -58,6 +58,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(signatures::subscriber_check)),
         )
         .service(
+            resource("/carriers/zalo/events", "POST").route(web::post().to(carriers::zalo_event)),
+        )
+        .service(
             resource("/carriers/{carrier}/mss", "POST")
                 .route(web::post().to(carriers::notification)),
         );

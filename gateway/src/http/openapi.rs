@@ -66,6 +66,7 @@ Every error is `application/problem+json` (RFC 9457) with a stable `type`; every
         super::admin::unlock,
         super::status::status,
         super::carriers::notification,
+        super::carriers::zalo_event,
         health::health,
         health::healthz,
         health::readyz,
@@ -73,7 +74,7 @@ Every error is `application/problem+json` (RFC 9457) with a stable `type`; every
         super::metrics::carriers,
     ),
     components(
-        schemas(Problem, crate::signatures::SignatureEvent),
+        schemas(Problem, crate::signatures::SignatureEvent, crate::otp::OtpEvent),
         responses(
             Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413,
             Problem415, Problem422, Problem429, Problem500, Problem503,
@@ -118,12 +119,68 @@ pub async fn document(state: web::Data<AppState>) -> HttpResponse {
         "the owner check / kiểm tra chính chủ",
     );
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    // No channel twice (utoipa has no attribute for it).
+    if let Some(channels) = doc.pointer_mut("/components/schemas/OtpCreate/properties/channels") {
+        channels["uniqueItems"] = serde_json::Value::Bool(true);
+    }
     doc["webhooks"] = webhooks();
     HttpResponse::Ok().json(doc)
 }
 
 /// OpenAPI 3.1's `webhooks`: what the gateway POSTs to a client's `callback_url`.
 fn webhooks() -> serde_json::Value {
+    let mut hooks = signature_webhooks();
+    for kind in crate::webhooks::OTP_EVENT_TYPES {
+        let name = format!(
+            "otp{}",
+            kind.trim_start_matches("otp.")
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect::<String>()
+        );
+        hooks[&name] = serde_json::json!({
+            "post": {
+                "operationId": name,
+                "tags": ["otp"],
+                "summary": format!("`{kind}`: {}", otp_event_meaning(kind)),
+                "description": "Sent to the client's OTP callback URL (`gateway client set \
+                    --otp-callback-url`) in the Standard Webhooks format, as `signatureCompleted` \
+                    is: verify `webhook-signature` and handle each `webhook-id` once. The events of \
+                    one verification go out in the order they happened; `data.channel` is the \
+                    attempt's channel.",
+                "parameters": [
+                    {"name": "webhook-id", "in": "header", "required": true, "schema": {"type": "string"}},
+                    {"name": "webhook-timestamp", "in": "header", "required": true, "schema": {"type": "string"}},
+                    {"name": "webhook-signature", "in": "header", "required": true, "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OtpEvent"}}},
+                },
+                "responses": {
+                    "2XX": {"description": "Received; not sent again"},
+                    "410": {"description": "Gone: no more deliveries to this URL for this client"},
+                    "default": {"description": "Sent again later"},
+                },
+            },
+        });
+    }
+    hooks
+}
+
+fn otp_event_meaning(kind: &str) -> &'static str {
+    match kind {
+        "otp.sent" => "a channel took the code (SMSC or Zalo) / đã gửi",
+        "otp.delivered" => "the code reached the phone or the Zalo app / đã đến máy",
+        "otp.failed" => "the last channel failed; no other is left / gửi thất bại",
+        "otp.fallback" => "a channel failed or timed out; the next is tried / chuyển kênh",
+        "otp.approved" => "the right code was checked / xác thực thành công",
+        "otp.expired" => "the code ran out unused / mã hết hạn",
+        _ => "",
+    }
+}
+
+fn signature_webhooks() -> serde_json::Value {
     serde_json::json!({
         "signatureCompleted": {
             "post": {

@@ -12,7 +12,7 @@ use super::schemas::{
     Problem400, Problem401, Problem403, Problem404, Problem408, Problem409, Problem413, Problem415,
     Problem422, Problem429, Problem500, Problem503,
 };
-use crate::domain::{Locale, Msisdn, Purpose, CODE_LENGTHS, TTL_SECONDS};
+use crate::domain::{Channel, Locale, Msisdn, Purpose, CODE_LENGTHS, TTL_SECONDS};
 use crate::http::state::AppState;
 use crate::otp::{CheckView, NewOtp, OtpView};
 
@@ -51,6 +51,27 @@ pub(crate) struct CreateBody {
     /// `X-Forwarded-For` entry when the request comes from a trusted proxy).
     #[schema(value_type = Option<super::schemas::IpAddress>)]
     client_ip: Option<String>,
+    /// The channels to send the code by, in the order to try them: `zalo` (Zalo ZNS)
+    /// and `sms`, each at most once. The next is tried when one fails (no Zalo account,
+    /// template, quota, …) or has not confirmed delivery within `channel_timeout_seconds`.
+    /// Default: the client's policy, else `["sms"]`. / Kênh gửi mã, theo thứ tự thử.
+    #[schema(value_type = Option<Vec<crate::domain::Channel>>, min_items = 1, max_items = 2, example = json!(["zalo", "sms"]))]
+    channels: Option<Vec<String>>,
+    /// Seconds each channel has to confirm delivery before the next is tried, 5..=300
+    /// (default `otp.channel_timeout`).
+    #[schema(minimum = 5, maximum = 300)]
+    #[serde(default, deserialize_with = "super::body::opt_integer")]
+    channel_timeout_seconds: Option<i64>,
+}
+
+/// How to resend: by one channel, or (empty body) by the verification's channels.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = OtpResend)]
+pub(crate) struct ResendBody {
+    /// Send the new code by this channel only ("Gửi lại OTP" by SMS: `sms`).
+    #[schema(value_type = Option<crate::domain::Channel>)]
+    channel: Option<String>,
 }
 
 /// The code the person typed.
@@ -163,6 +184,28 @@ fn parse_create(
             })
         }
     };
+    let channels = body
+        .channels
+        .map(|names| {
+            Channel::parse_workflow(&names).map_err(|detail| ApiError::InvalidField {
+                field: "channels",
+                detail,
+            })
+        })
+        .transpose()?;
+    let channel_timeout = body
+        .channel_timeout_seconds
+        .map(|n| {
+            u64::try_from(n)
+                .ok()
+                .filter(|n| (5..=300).contains(n))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| ApiError::InvalidField {
+                    field: "channel_timeout_seconds",
+                    detail: format!("channel_timeout_seconds must be 5..=300; got {n}"),
+                })
+        })
+        .transpose()?;
     Ok(NewOtp {
         msisdn,
         purpose,
@@ -172,6 +215,8 @@ fn parse_create(
         idempotency_key,
         account_ref,
         client_ip: None,
+        channels,
+        channel_timeout,
     })
 }
 
@@ -263,23 +308,48 @@ pub async fn create(
     post, path = "/v1/otp/{id}/resend", tag = "otp", operation_id = "resendOtp",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "The verification's id")),
+    request_body(content = Option<ResendBody>, description = "Optional: `{\"channel\": \"sms\"}` sends the new code by that channel only", examples(
+        ("sms" = (summary = "Gửi lại OTP qua SMS", value = json!({"channel": "sms"}))),
+    )),
     responses(
         (status = 200, description = "A new code is on its way / Đã gửi lại mã", body = OtpView),
+        (status = 400, response = Problem400),
         (status = 401, response = Problem401),
         (status = 404, response = Problem404),
+        (status = 408, response = Problem408),
         (status = 409, response = Problem409),
+        (status = 413, response = Problem413),
+        (status = 415, response = Problem415),
+        (status = 422, response = Problem422),
         (status = 429, response = Problem429),
         (status = 500, response = Problem500),
         (status = 503, response = Problem503),
     ),
 )]
 pub async fn resend(
+    req: HttpRequest,
+    payload: web::Payload,
     path: web::Path<String>,
     client: ApiClient,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.otp.resend(&client, id).await?))
+    // No body, `{}` and `null` alike: by the verification's channels.
+    let body: ResendBody =
+        read_json::<Option<ResendBody>>(&req, payload, state.settings.server.max_body_bytes, true)
+            .await?
+            .unwrap_or_default();
+    let channel = body
+        .channel
+        .map(|c| {
+            c.parse::<Channel>()
+                .map_err(|detail| ApiError::InvalidField {
+                    field: "channel",
+                    detail,
+                })
+        })
+        .transpose()?;
+    Ok(HttpResponse::Ok().json(state.otp.resend(&client, id, channel).await?))
 }
 
 /// Check the code the person typed / Kiểm tra mã OTP

@@ -38,6 +38,9 @@ pub struct Ask<'a> {
     /// The end user's address (a resend: the one the verification was created for).
     pub client_ip: Option<IpAddr>,
     pub account_ref: Option<&'a str>,
+    /// Whether an SMS is among the send's channels (the template rule is the SMS
+    /// networks').
+    pub sms: bool,
 }
 
 /// (client, block of 100 numbers or prefix, window in ms): a guard's counting key.
@@ -219,7 +222,7 @@ fn decide(settings: &Settings, s: &Snapshot, ask: &Ask) -> Fate {
         .is_some();
     let held_to_templates =
         route_cfg.require_registered_templates || ask.client.registered_with(carrier.as_str());
-    if held_to_templates && !registered {
+    if ask.sms && held_to_templates && !registered {
         return Fate::Unregistered(Unregistered {
             carrier,
             brandname: sender.to_owned(),
@@ -319,6 +322,8 @@ mod tests {
             daily_sms_quota: quota,
             requests_per_second: None,
             request_burst: None,
+            otp_channels: None,
+            otp_callback_url: None,
         }
     }
 
@@ -436,6 +441,7 @@ mod tests {
                     locale: if english { Locale::En } else { Locale::Vi },
                     client_ip: ip.map(|i| ips[i as usize]),
                     account_ref: acct.map(|a| accounts[a as usize]),
+                    sms: true,
                 })
                 .collect();
             // What the database held before: some recent SMS, a locked account, the
@@ -483,6 +489,7 @@ mod tests {
             locale: Locale::Vi,
             client_ip: ip,
             account_ref: acct,
+            sms: true,
         };
         let mut s = Snapshot::default();
         let fates = admit(&settings, &mut s, &[ask(Some(ip), None), ask(None, None)]);
@@ -551,6 +558,7 @@ mod tests {
                     locale,
                     client_ip: None,
                     account_ref: None,
+                    sms: true,
                 }],
             )
             .remove(0)

@@ -41,7 +41,7 @@ pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpE
             status: existing.get(0),
         });
     };
-    cancel_unsent_sms(&tx, id).await?;
+    cancel_unsent_sms(&tx, id, "challenge_canceled").await?;
     let canceled_msisdn = Msisdn::parse(&row.msisdn).ok();
     audit::record(
         &tx,

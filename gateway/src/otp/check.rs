@@ -52,6 +52,9 @@ pub async fn check(
             &[&id],
         )
         .await?;
+        if row.events {
+            crate::webhooks::otp_events(&tx, &[(id, "otp.expired", json!({}))]).await?;
+        }
         tx.commit().await?;
         deps.funnel.otp("expired", &row.carrier, 1);
         return Ok(result(false, "expired", attempts));
@@ -87,7 +90,10 @@ pub async fn check(
     )
     .await?;
     if new_status != "pending" {
-        cancel_unsent_sms(&tx, id).await?;
+        cancel_unsent_sms(&tx, id, &format!("challenge_{new_status}")).await?;
+    }
+    if valid && row.events {
+        crate::webhooks::otp_events(&tx, &[(id, "otp.approved", json!({}))]).await?;
     }
     if let (false, Some(account)) = (valid, account) {
         count_failed_check(

@@ -23,6 +23,7 @@ use super::error::OtpError;
 use super::model::{replay, view, NewOtp, OtpView, Prepared};
 use super::snapshot;
 use crate::clients::ApiClient;
+use crate::domain::Channel;
 use crate::failure::Failure;
 use crate::store::tables::otp_challenges::{Challenge, Keyed, CHALLENGE, KEYED};
 use crate::store::tables::FromRow;
@@ -91,6 +92,7 @@ pub fn run(deps: &Deps, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Reply>> {
 async fn finish(deps: &Deps, jobs: Vec<Job>, outcomes: Vec<Outcome>) -> Vec<Reply> {
     if outcomes.iter().any(|o| matches!(o, Outcome::Written(_))) {
         deps.outbox_wake.notify_one();
+        deps.zns_wake.notify_one();
     }
     let mut replies = Vec::with_capacity(jobs.len());
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -135,6 +137,7 @@ fn ask(job: &Job) -> Ask<'_> {
         locale: job.req.locale,
         client_ip: job.req.client_ip,
         account_ref: job.req.account_ref.as_deref(),
+        sms: job.prepared.channels.contains(&Channel::Sms),
     }
 }
 
@@ -242,6 +245,14 @@ async fn write(
     let mut lookup_keys = Vec::with_capacity(n);
     let mut details = Vec::with_capacity(n);
     let mut counted = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut timeouts = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
+    let mut sms_steps: Vec<Option<i16>> = Vec::with_capacity(n);
+    let mut steps = Vec::with_capacity(n);
+    // The ZNS steps, for the creates that have one.
+    let (mut z_ids, mut z_steps, mut z_counts, mut z_templates, mut z_sealed, mut z_request_ids) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (i, to) in admitted {
         let job = &jobs[*i];
         let req = &job.req;
@@ -274,6 +285,24 @@ async fn write(
             "route": to.route,
         }));
         counted.push(admission::daily_quota(settings, &job.client).is_some());
+        let workflow = &job.prepared.channels;
+        let names: Vec<&str> = workflow.iter().map(|c| c.as_str()).collect();
+        channels.push(names.join(","));
+        timeouts.push(job.prepared.channel_timeout_ms);
+        events.push(job.client.otp_callback_url.is_some());
+        let position = |c: Channel| workflow.iter().position(|w| *w == c).map(|p| p as i16);
+        sms_steps.push(position(Channel::Sms));
+        steps.push(workflow.len() as i16);
+        if let (Some(step), Some((template, sealed))) =
+            (position(Channel::Zalo), job.prepared.zns.as_ref())
+        {
+            z_ids.push(job.prepared.id);
+            z_steps.push(step);
+            z_counts.push(workflow.len() as i16);
+            z_templates.push(template.as_str());
+            z_sealed.push(sealed.clone());
+            z_request_ids.push(job.prepared.request_id.clone());
+        }
     }
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
     // Inserts from arrays: one plan for any batch and any table size (planned once, as
@@ -306,9 +335,28 @@ async fn write(
                 &lookup_keys,
                 &details,
                 &counted,
+                &channels,
+                &timeouts,
+                &events,
+                &sms_steps,
+                &steps,
             ],
         )
         .await?;
+    if !z_ids.is_empty() {
+        tx.execute_cached(
+            INSERT_ZNS_SQL,
+            &[
+                &z_ids,
+                &z_steps,
+                &z_counts,
+                &z_templates,
+                &z_sealed,
+                &z_request_ids,
+            ],
+        )
+        .await?;
+    }
     let mut out = HashMap::with_capacity(rows.len());
     for r in &rows {
         let v = view(Challenge::try_from_row(r)?, None)
@@ -336,26 +384,33 @@ pub static INSERT_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                 $6::text[], $7::int2[], $8::int4[], $9::bytea[], $10::text[], $11::bytea[],
                 $12::text[], $13::inet[], $17::text[], $18::text[], $19::bytea[], $20::text[],
-                $21::text[], $22::bytea[], $23::jsonb[], $24::bool[])
+                $21::text[], $22::bytea[], $23::jsonb[], $24::bool[], $25::text[], $26::int4[],
+                $27::bool[], $28::int2[], $29::int2[])
                 AS x(id, client_id, msisdn, carrier, purpose, locale, code_length, ttl, mac,
                      idem, hash, account_ref, client_ip, route, sender, sealed, request_id,
-                     masked, lookup_key, detail, counted)),
+                     masked, lookup_key, detail, counted, channels, timeout_ms, events,
+                     sms_step, steps)),
          c AS (
             INSERT INTO otp_challenges AS c (id, client_id, msisdn, carrier, purpose, locale,
                 code_length, ttl_seconds, code_mac, max_attempts, max_sends, expires_at,
-                resend_available_at, idempotency_key, request_hash, account_ref, client_ip)
+                resend_available_at, idempotency_key, request_hash, account_ref, client_ip,
+                channels, channel_timeout_ms, events)
             SELECT id, client_id, msisdn, carrier, purpose, locale, code_length, ttl, mac,
                 $14::int4, $15::int4, now() + make_interval(secs => ttl),
                 now() + make_interval(secs => $16::float8 / 1000), idem, hash, account_ref,
-                client_ip
+                client_ip, string_to_array(channels, ','), timeout_ms, events
             FROM x
             ON CONFLICT (client_id, idempotency_key) DO NOTHING
             RETURNING {CHALLENGE}),
          o AS (
             INSERT INTO sms_outbox (challenge_id, code_version, route, msisdn, sender,
-                body_sealed, request_id, client_ip)
-            SELECT x.id, 1, x.route, x.msisdn, x.sender, x.sealed, x.request_id, x.client_ip
-            FROM x JOIN c ON c.id = x.id),
+                body_sealed, request_id, client_ip, step, status, deadline, watch, watch_at)
+            SELECT x.id, 1, x.route, x.msisdn, x.sender, x.sealed, x.request_id, x.client_ip,
+                x.sms_step, CASE WHEN x.sms_step = 0 THEN 'queued' ELSE 'held' END,
+                CASE WHEN x.sms_step = 0 AND x.steps > 1
+                     THEN now() + make_interval(secs => x.timeout_ms / 1000.0) END,
+                x.sms_step = 0 AND (x.events OR x.steps > 1), now()
+            FROM x JOIN c ON c.id = x.id WHERE x.sms_step IS NOT NULL),
          a AS (
             INSERT INTO audit_events (client_id, event, msisdn_masked, msisdn_key, subject_id,
                 detail)
@@ -371,6 +426,20 @@ pub static INSERT_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::
          SELECT * FROM c"
     )
 });
+
+/// The ZNS steps of the batch's creates that have one (those whose challenge was
+/// written): the first step queued, a later one held.
+pub const INSERT_ZNS_SQL: &str = "INSERT INTO zns_outbox (challenge_id, client_id, code_version,
+        step, msisdn, template_id, data_sealed, status, deadline, client_ip, request_id,
+        activated_at, watch)
+    SELECT z.id, c.client_id, c.code_version, z.step, c.msisdn, z.template, z.sealed,
+        CASE WHEN z.step = 0 THEN 'queued' ELSE 'held' END,
+        CASE WHEN z.step = 0 AND z.steps > 1
+             THEN now() + make_interval(secs => c.channel_timeout_ms / 1000.0) END,
+        c.client_ip, z.request_id, CASE WHEN z.step = 0 THEN now() END, z.step = 0
+    FROM unnest($1::uuid[], $2::int2[], $3::int2[], $4::text[], $5::bytea[], $6::text[])
+        AS z(id, step, steps, template, sealed, request_id)
+    JOIN otp_challenges c ON c.id = z.id";
 
 /// The challenge `id` of `client`, if it was created: after a batch whose commit's
 /// outcome is unknown (its connection was lost), before creating it alone.

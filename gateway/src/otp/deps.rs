@@ -16,6 +16,8 @@ pub struct Deps {
     pub settings: Arc<Settings>,
     /// Wakes this instance's dispatcher right after a commit.
     pub outbox_wake: Arc<Notify>,
+    /// Wakes this instance's ZNS dispatcher right after a commit.
+    pub zns_wake: Arc<Notify>,
     /// Sends refused by the pumping guards (this instance).
     pub guard_counters: GuardCounters,
     /// Codes sent and approved per number prefix (the conversion guard), flushed to the

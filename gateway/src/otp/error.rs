@@ -31,6 +31,12 @@ pub enum OtpError {
         .0.carrier, .0.brandname, .0.purpose, .0.locale.as_str()
     )]
     TemplateUnregistered(super::admission::Unregistered),
+    /// A channel of the workflow cannot carry this code here.
+    #[error("channel {}: {detail}", channel.as_str())]
+    ChannelUnavailable {
+        channel: crate::domain::Channel,
+        detail: String,
+    },
     /// A limit or a pumping guard refused the send.
     #[error(transparent)]
     Limited(#[from] Limited),

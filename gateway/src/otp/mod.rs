@@ -30,7 +30,7 @@ use uuid::Uuid;
 pub use batcher::CreateQueue;
 pub use deps::Deps;
 pub use error::OtpError;
-pub use model::{CheckView, DeliveryView, NewOtp, OtpView};
+pub use model::{AttemptView, CheckView, DeliveryView, NewOtp, OtpEvent, OtpView};
 
 use crate::clients::ApiClient;
 
@@ -79,7 +79,7 @@ impl OtpService {
     #[tracing::instrument(name = "otp.create", skip_all, fields(client = %client.id, purpose = req.purpose.as_str()))]
     pub async fn create(&self, client: &ApiClient, req: NewOtp) -> create::Reply {
         client.allow_purpose(req.purpose.as_str())?;
-        let prepared = model::prepare(&self.deps.keys, client, &req)?;
+        let prepared = model::prepare(&self.deps.keys, &self.deps.settings, client, &req)?;
         let job = create::Job {
             client: client.clone(),
             req,
@@ -101,7 +101,7 @@ impl OtpService {
             let prepared = client
                 .allow_purpose(req.purpose.as_str())
                 .map_err(OtpError::from)
-                .and_then(|()| model::prepare(&self.deps.keys, &client, &req));
+                .and_then(|()| model::prepare(&self.deps.keys, &self.deps.settings, &client, &req));
             match prepared {
                 Ok(prepared) => {
                     at.push(replies.len());
@@ -121,9 +121,15 @@ impl OtpService {
         replies.into_iter().flatten().collect()
     }
 
-    /// Sends a new code that replaces the old one.
-    pub async fn resend(&self, client: &ApiClient, id: Uuid) -> Result<OtpView, OtpError> {
-        resend::resend(&self.deps, client, id).await
+    /// Sends a new code that replaces the old one: by `channel` alone when one is
+    /// named, else by the verification's channels.
+    pub async fn resend(
+        &self,
+        client: &ApiClient,
+        id: Uuid,
+        channel: Option<crate::domain::Channel>,
+    ) -> Result<OtpView, OtpError> {
+        resend::resend(&self.deps, client, id, channel).await
     }
 
     /// Checks a code.

@@ -9,8 +9,9 @@ use super::error::OtpError;
 use carrier_adapters::template::Template;
 
 use crate::clients::{template_key, ApiClient};
+use crate::config::Settings;
 use crate::crypto::ServerKeys;
-use crate::domain::{sms_text, Locale, Msisdn, Purpose};
+use crate::domain::{sms_text, Channel, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
 pub use crate::outbox::receipts::DeliveryView;
 use crate::store::tables::otp_challenges::{Challenge, Keyed};
@@ -28,6 +29,10 @@ pub struct NewOtp {
     pub account_ref: Option<String>,
     /// The end user's address, for per-IP limits.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The channels to try, in order (`None`: the client's policy, else SMS only).
+    pub channels: Option<Vec<Channel>>,
+    /// How long each step has to confirm delivery (`None`: `otp.channel_timeout`).
+    pub channel_timeout: Option<std::time::Duration>,
 }
 
 /// A verification: one challenge, its code(s) sent by SMS. / Phiên xác thực OTP.
@@ -56,9 +61,83 @@ pub struct OtpView {
     pub max_sends: i32,
     /// Wrong codes still allowed.
     pub attempts_left: i32,
+    /// The channels this code is sent by, in the order they are tried (`sms`,
+    /// `zalo`): the next is tried when one fails or has not confirmed delivery within
+    /// its timeout.
+    #[schema(example = json!(["zalo", "sms"]))]
+    pub channels: Vec<String>,
     /// The latest SMS's delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryView>,
+    /// Every attempt to deliver a code, oldest first (`GET /v1/otp/{id}` shows them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One attempt to deliver a code by one channel. / Một lần gửi mã qua một kênh.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, postgres_from_row::FromRow)]
+pub struct AttemptView {
+    /// `sms` or `zalo`.
+    #[schema(example = "zalo")]
+    pub channel: String,
+    /// Which code: 1 for the first, one more for each resend.
+    pub send: i32,
+    /// Its place in the send's workflow, from 0.
+    pub step: i32,
+    /// `held` (waits for the steps before it), `queued`, then for SMS `submitted`
+    /// (the latest SMS's receipt is in `delivery`), for Zalo `sent` and `delivered`;
+    /// or `failed`, `timed_out` (the next channel was tried), `canceled` (not needed,
+    /// or superseded), `expired` (the code ran out before it went).
+    #[schema(example = "delivered")]
+    pub state: String,
+    /// Why it failed or ended, when it did (`zns_-118`: no Zalo account, …).
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// An OTP event, POSTed to the client's OTP callback URL (Standard Webhooks).
+/// / Sự kiện OTP gửi tới URL callback của ứng dụng.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OtpEvent {
+    /// `otp.sent`, `otp.delivered`, `otp.failed`, `otp.fallback`, `otp.approved` or
+    /// `otp.expired`.
+    #[serde(rename = "type")]
+    #[schema(example = "otp.fallback")]
+    pub kind: String,
+    /// When it happened (RFC 3339, UTC).
+    pub timestamp: String,
+    pub data: OtpEventData,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OtpEventData {
+    /// The verification.
+    pub id: Uuid,
+    /// The verification's status then.
+    #[schema(example = "pending")]
+    pub status: String,
+    pub purpose: String,
+    /// The network that serves the number.
+    pub carrier: String,
+    /// The send's channels, in order.
+    pub channels: Vec<String>,
+    pub expires_at: String,
+    /// The attempt's channel (not on `otp.approved` and `otp.expired`).
+    #[schema(example = "zalo")]
+    pub channel: Option<String>,
+    /// Which code: 1, then one more per resend.
+    pub send: Option<i32>,
+    /// The attempt's place in the send's workflow, from 0.
+    pub step: Option<i32>,
+    /// `otp.fallback`: the channel tried next.
+    #[schema(example = "sms")]
+    pub next_channel: Option<String>,
+    /// `otp.fallback`, `otp.failed`: why (`timeout`, `zns_-118` no Zalo account,
+    /// `undeliverable`, …).
+    #[schema(example = "zns_-118")]
+    pub reason: Option<String>,
 }
 
 /// The result of a check. / Kết quả kiểm tra mã.
@@ -93,23 +172,91 @@ pub(crate) fn view(row: Challenge, delivery: Option<DeliveryView>) -> Result<Otp
         sends: row.sends,
         max_sends: row.max_sends,
         attempts_left: (row.max_attempts - row.attempts).max(0),
+        channels: row.channels,
         delivery,
+        attempts: Vec::new(),
     })
 }
 
 pub(crate) fn request_hash(req: &NewOtp) -> Vec<u8> {
-    crate::crypto::sha256(
-        format!(
-            "{}|{}|{}|{}|{}|{}",
-            req.msisdn.e164(),
-            req.purpose,
-            req.locale.as_str(),
-            req.code_length,
-            req.ttl_seconds,
-            req.account_ref.as_deref().unwrap_or_default()
-        )
-        .as_bytes(),
-    )
+    let mut text = format!(
+        "{}|{}|{}|{}|{}|{}",
+        req.msisdn.e164(),
+        req.purpose,
+        req.locale.as_str(),
+        req.code_length,
+        req.ttl_seconds,
+        req.account_ref.as_deref().unwrap_or_default()
+    );
+    // Only when given, so that a request without them hashes as it always did.
+    if let Some(channels) = &req.channels {
+        let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        text.push_str(&format!("|channels={}", names.join(",")));
+    }
+    if let Some(t) = req.channel_timeout {
+        text.push_str(&format!("|channel_timeout={}", t.as_millis()));
+    }
+    crate::crypto::sha256(text.as_bytes())
+}
+
+/// The channels a send goes by: the request's, else the client's policy, else SMS;
+/// with the ZNS template when Zalo is among them (refused when it cannot be used).
+pub(crate) fn workflow<'a>(
+    settings: &'a Settings,
+    client: &ApiClient,
+    requested: Option<&[Channel]>,
+    purpose: Purpose,
+    locale: Locale,
+) -> Result<(Vec<Channel>, Option<&'a str>), OtpError> {
+    let channels = requested
+        .map(<[Channel]>::to_vec)
+        .or_else(|| client.otp_channels.clone())
+        .unwrap_or_else(|| vec![Channel::Sms]);
+    if !channels.contains(&Channel::Zalo) {
+        return Ok((channels, None));
+    }
+    let Some(zalo) = &settings.zalo else {
+        return Err(OtpError::ChannelUnavailable {
+            channel: Channel::Zalo,
+            detail: "this gateway has no Zalo OA app configured ([zalo])".into(),
+        });
+    };
+    let template = zalo
+        .template_for(purpose.as_str(), locale.as_str())
+        .ok_or_else(|| OtpError::ChannelUnavailable {
+            channel: Channel::Zalo,
+            detail: format!(
+                "no ZNS template is configured for {} ({}) in zalo.templates",
+                purpose.as_str(),
+                locale.as_str()
+            ),
+        })?;
+    Ok((channels, Some(template)))
+}
+
+/// The ZNS `template_data` that carries `code`, as JSON, sealed for `msisdn` as an
+/// SMS text is.
+pub(crate) fn seal_zns_data(
+    keys: &ServerKeys,
+    settings: &Settings,
+    msisdn: &Msisdn,
+    code: &str,
+    ttl_seconds: u32,
+) -> Result<Vec<u8>, Failure> {
+    let zalo = settings
+        .zalo
+        .as_ref()
+        .ok_or_else(|| Failure::internal("a ZNS send without [zalo]"))?;
+    let mut data = serde_json::Map::new();
+    data.insert(zalo.code_parameter.clone(), code.into());
+    if !zalo.minutes_parameter.is_empty() {
+        data.insert(
+            zalo.minutes_parameter.clone(),
+            ttl_seconds.div_ceil(60).to_string().into(),
+        );
+    }
+    let json = serde_json::Value::Object(data).to_string();
+    Ok(keys.seal(&json, msisdn.e164())?)
 }
 
 /// The answer to a create whose Idempotency-Key names `existing` (a row with
@@ -136,6 +283,12 @@ pub(crate) struct Prepared {
     pub hash: Vec<u8>,
     /// The X-Request-Id of the request, stored with its SMS.
     pub request_id: Option<String>,
+    /// The channels, in order.
+    pub channels: Vec<Channel>,
+    /// The ZNS template and its data (the code in it), sealed, when Zalo is a step.
+    pub zns: Option<(String, Vec<u8>)>,
+    /// Each step's time to confirm delivery.
+    pub channel_timeout_ms: i32,
 }
 
 impl Prepared {
@@ -202,11 +355,27 @@ fn render(
 
 pub(crate) fn prepare(
     keys: &ServerKeys,
+    settings: &Settings,
     client: &ApiClient,
     req: &NewOtp,
 ) -> Result<Prepared, OtpError> {
+    let (channels, zns_template) = workflow(
+        settings,
+        client,
+        req.channels.as_deref(),
+        req.purpose,
+        req.locale,
+    )?;
+    let channel_timeout = req.channel_timeout.unwrap_or(settings.otp.channel_timeout);
     let id = Uuid::now_v7();
     let code = keys.random_code(req.code_length as usize)?;
+    let zns = match zns_template {
+        Some(template) => Some((
+            template.to_owned(),
+            seal_zns_data(keys, settings, &req.msisdn, &code, req.ttl_seconds)?,
+        )),
+        None => None,
+    };
     let mac = keys.code_mac(id, 1, req.purpose.as_str(), req.msisdn.e164(), &code);
     let text = sms_text(req.purpose, req.locale, &code, req.ttl_seconds);
     let sealed = keys.seal(&text, req.msisdn.e164())?;
@@ -237,5 +406,8 @@ pub(crate) fn prepare(
         sealed_for,
         hash: request_hash(req),
         request_id: crate::telemetry::request_id::current(),
+        channels,
+        zns,
+        channel_timeout_ms: channel_timeout.as_millis().min(i32::MAX as u128) as i32,
     })
 }

@@ -10,11 +10,11 @@ use super::admission::{self, Ask, Fate, Kind};
 use super::deps::Deps;
 use super::error::OtpError;
 use super::model::{view, OtpView};
-use super::sms::{cancel_unsent_sms, queue_sms};
+use super::sms::{cancel_unsent_sms, queue_sms, queue_zns, Step};
 use super::snapshot;
 use crate::audit;
 use crate::clients::ApiClient;
-use crate::domain::{Locale, Msisdn, Purpose};
+use crate::domain::{Channel, Locale, Msisdn, Purpose};
 use crate::failure::Failure;
 use crate::store::tables::otp_challenges::{Challenge, Resent, CHALLENGE, RESENT};
 use crate::store::tables::FromRow;
@@ -23,17 +23,27 @@ use crate::store::Cached;
 /// Sends a new code for verification `id`. A transaction that lost a deadlock or
 /// serialization race (nothing of it committed) is run once more.
 #[tracing::instrument(name = "otp.resend", skip_all, fields(client = %api_client.id, otp = %id))]
-pub async fn resend(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpView, OtpError> {
-    match attempt(deps, api_client, id).await {
+pub async fn resend(
+    deps: &Deps,
+    api_client: &ApiClient,
+    id: Uuid,
+    channel: Option<Channel>,
+) -> Result<OtpView, OtpError> {
+    match attempt(deps, api_client, id, channel).await {
         Err(e) if e.is_db_conflict() => {
             tracing::info!(error = %e, "resend lost a database conflict; running it again");
-            attempt(deps, api_client, id).await
+            attempt(deps, api_client, id, channel).await
         }
         other => other,
     }
 }
 
-async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpView, OtpError> {
+async fn attempt(
+    deps: &Deps,
+    api_client: &ApiClient,
+    id: Uuid,
+    channel: Option<Channel>,
+) -> Result<OtpView, OtpError> {
     let client = api_client.id;
     let settings = &deps.settings;
     let mut db = deps.pool.get().await?;
@@ -71,6 +81,12 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
     let locale: Locale = row.locale.parse().map_err(Failure::internal)?;
     let client_ip = row.client_ip;
     let account_ref = row.account_ref;
+    // The channels: the one the resend names ("Gửi lại OTP" by SMS), else the
+    // verification's workflow again.
+    let stored = Channel::parse_workflow(&row.challenge.channels).map_err(Failure::internal)?;
+    let requested = channel.map(|c| vec![c]).unwrap_or(stored);
+    let (channels, zns_template) =
+        super::model::workflow(settings, api_client, Some(&requested), purpose, locale)?;
 
     // The send's rules: the same as a create's.
     let ask = Ask {
@@ -81,6 +97,7 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
         locale,
         client_ip,
         account_ref: account_ref.as_deref(),
+        sms: channels.contains(&Channel::Sms),
     };
     let asks = std::slice::from_ref(&ask);
     let needs = admission::needs(settings, asks);
@@ -109,9 +126,17 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
         &code,
         ttl_seconds as u32,
     )?;
+    let zns = match zns_template {
+        Some(template) => Some((
+            template,
+            super::model::seal_zns_data(&deps.keys, settings, &msisdn, &code, ttl_seconds as u32)?,
+        )),
+        None => None,
+    };
     drop(code);
     let sealed = deps.keys.seal(&text, msisdn.e164())?;
     drop(text);
+    let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
     let resend_ms = settings.otp.resend_interval.as_millis() as f64;
 
     let updated = tx
@@ -120,27 +145,48 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
                 "UPDATE otp_challenges c SET code_mac = $2, code_version = $3, sends = sends + 1,
                     status = 'pending', updated_at = now(),
                     expires_at = now() + make_interval(secs => ttl_seconds),
-                    resend_available_at = now() + make_interval(secs => $4::float8 / 1000)
-                 WHERE c.id = $1 RETURNING {CHALLENGE}"
+                    resend_available_at = now() + make_interval(secs => $4::float8 / 1000),
+                    channels = string_to_array($5, ',')
+                 WHERE c.id = $1 RETURNING {CHALLENGE}, c.channel_timeout_ms, c.events"
             ),
-            &[&id, &mac, &version, &resend_ms],
+            &[&id, &mac, &version, &resend_ms, &names.join(",")],
         )
         .await?;
-    // The old code no longer works: an unsent SMS carrying it is pointless.
-    cancel_unsent_sms(&tx, id).await?;
+    // The old code no longer works: an unsent message carrying it is pointless.
+    cancel_unsent_sms(&tx, id, "superseded_by_resend").await?;
     let request_id = crate::telemetry::request_id::current();
-    queue_sms(
-        &tx,
-        id,
-        version,
-        &to.route,
-        &msisdn,
-        &to.sender,
-        &sealed,
-        request_id.as_deref(),
-        client_ip,
-    )
-    .await?;
+    let step_of = |c: Channel| Step {
+        step: channels.iter().position(|w| *w == c).unwrap_or(0) as i16,
+        steps: channels.len() as i16,
+        timeout_ms: updated.get("channel_timeout_ms"),
+        events: updated.get("events"),
+    };
+    if channels.contains(&Channel::Sms) {
+        queue_sms(
+            &tx,
+            id,
+            version,
+            &to.route,
+            &msisdn,
+            &to.sender,
+            &sealed,
+            request_id.as_deref(),
+            client_ip,
+            &step_of(Channel::Sms),
+        )
+        .await?;
+    }
+    if let Some((template, sealed)) = &zns {
+        queue_zns(
+            &tx,
+            id,
+            template,
+            sealed,
+            request_id.as_deref(),
+            &step_of(Channel::Zalo),
+        )
+        .await?;
+    }
     if admission::daily_quota(settings, api_client).is_some() {
         // Last: it takes the quota counter's row lock.
         crate::limits::count_daily(&tx, client).await?;
@@ -153,12 +199,13 @@ async fn attempt(deps: &Deps, api_client: &ApiClient, id: Uuid) -> Result<OtpVie
             client: Some(client),
             msisdn: Some(&msisdn),
             subject: Some(id),
-            detail: json!({ "send": sends + 1, "route": to.route }),
+            detail: json!({ "send": sends + 1, "route": to.route, "channels": names }),
         },
     )
     .await?;
     tx.commit().await?;
     deps.outbox_wake.notify_one();
+    deps.zns_wake.notify_one();
     // The conversion guard counts verifications, not their codes: a resend adds none.
     tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
     view(Challenge::try_from_row(&updated)?, None)

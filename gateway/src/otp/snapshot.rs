@@ -70,26 +70,39 @@ async fn take_locks(
     Ok(())
 }
 
-/// Seconds since each recent SMS per (number, purpose), newest first.
+/// Seconds since each recent send per (number, purpose), newest first. A send is
+/// counted once, by its first step: an SMS, or a ZNS message (whose SMS fallback, if
+/// any, is a later step).
 pub const PHONE_PURPOSE_AGES_SQL: &str = "SELECT k.m, k.p, a.age
              FROM unnest($1::text[], $2::text[]) AS k(m, p)
              CROSS JOIN LATERAL (
-                SELECT EXTRACT(EPOCH FROM (now() - o.created_at))::float8 AS age
-                FROM sms_outbox o JOIN otp_challenges c ON c.id = o.challenge_id
-                WHERE o.msisdn = k.m AND c.purpose = k.p
-                  AND o.created_at > now() - make_interval(secs => $3::float8)
-                ORDER BY o.created_at DESC LIMIT $4) a
+                SELECT EXTRACT(EPOCH FROM (now() - s.created_at))::float8 AS age
+                FROM (SELECT o.created_at FROM sms_outbox o
+                      JOIN otp_challenges c ON c.id = o.challenge_id
+                      WHERE o.msisdn = k.m AND c.purpose = k.p AND o.step = 0
+                        AND o.created_at > now() - make_interval(secs => $3::float8)
+                      UNION ALL
+                      SELECT z.created_at FROM zns_outbox z
+                      JOIN otp_challenges c ON c.id = z.challenge_id
+                      WHERE z.msisdn = k.m AND c.purpose = k.p AND z.step = 0
+                        AND z.created_at > now() - make_interval(secs => $3::float8)) s
+                ORDER BY s.created_at DESC LIMIT $4) a
              ORDER BY k.m, k.p, a.age";
 
-/// Seconds since each recent SMS per end-user address (creates and resends alike),
-/// newest first.
+/// Seconds since each recent send per end-user address (creates and resends alike,
+/// each by its first step), newest first.
 pub const IP_AGES_SQL: &str = "SELECT k.ip, a.age
              FROM unnest($1::inet[]) AS k(ip)
              CROSS JOIN LATERAL (
-                SELECT EXTRACT(EPOCH FROM (now() - created_at))::float8 AS age
-                FROM sms_outbox
-                WHERE client_ip = k.ip AND created_at > now() - make_interval(secs => $2::float8)
-                ORDER BY created_at DESC LIMIT $3) a
+                SELECT EXTRACT(EPOCH FROM (now() - s.created_at))::float8 AS age
+                FROM (SELECT created_at FROM sms_outbox
+                      WHERE client_ip = k.ip AND step = 0
+                        AND created_at > now() - make_interval(secs => $2::float8)
+                      UNION ALL
+                      SELECT created_at FROM zns_outbox
+                      WHERE client_ip = k.ip AND step = 0
+                        AND created_at > now() - make_interval(secs => $2::float8)) s
+                ORDER BY s.created_at DESC LIMIT $3) a
              ORDER BY k.ip, a.age";
 
 /// The batch's accounts with a lockout row, locked in order.

@@ -1,8 +1,11 @@
-//! The SMS outbox: the dispatcher that sends what the services queued, and the delivery
-//! receipts (their writer and their reader).
+//! The outboxes: the SMS dispatcher that sends what the services queued, the delivery
+//! receipts (their writer and their reader), the ZNS dispatcher, and the channel
+//! workflows that move from one channel to the next.
 
 mod dispatcher;
 pub mod receipts;
+pub mod workflow;
+pub mod zns;
 
 pub use dispatcher::*;
 pub use receipts::ReceiptStore;

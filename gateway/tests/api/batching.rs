@@ -210,6 +210,8 @@ async fn a_batch_admits_exactly_what_its_requests_one_by_one_admit() {
                 daily_sms_quota: quota,
                 requests_per_second: None,
                 request_burst: None,
+                otp_channels: None,
+                otp_callback_url: None,
             });
         }
         app.pool
@@ -231,6 +233,7 @@ async fn a_batch_admits_exactly_what_its_requests_one_by_one_admit() {
             keys: Arc::new(keys),
             settings: Arc::new(settings),
             outbox_wake: Default::default(),
+            zns_wake: Default::default(),
             guard_counters: Default::default(),
             conversion_counts: Default::default(),
             funnel: Default::default(),
@@ -280,6 +283,8 @@ async fn a_batch_admits_exactly_what_its_requests_one_by_one_admit() {
                 idempotency_key: (next(4) == 0).then(|| format!("key-{}", next(3))),
                 account_ref: accounts[next(3) as usize].map(str::to_owned),
                 client_ip: (next(3) > 0).then(|| ips[next(2) as usize].parse().unwrap()),
+                channels: None,
+                channel_timeout: None,
             };
             sequence.push((c, req));
         }

@@ -49,7 +49,7 @@ async fn the_served_document_and_the_handlers_agree() {
         String::from_utf8_lossy(&out.stderr)
     );
     // It ran every operation (a document that lost its paths would pass vacuously).
-    assert!(stdout.contains("Selected: 19/19"), "{stdout}");
+    assert!(stdout.contains("Selected: 20/20"), "{stdout}");
 }
 
 fn artifacts_dir() -> String {

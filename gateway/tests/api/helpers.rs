@@ -1,7 +1,7 @@
 //! `spawn_app()`: a fresh database, the real simulator and the real gateway on port 0.
 //! Logs are shown only when `TEST_LOG` is set.
 
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use gateway::config::Settings;
@@ -416,4 +416,62 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// A webhook receiver on port 0 that records what it is sent.
+pub type Seen = Arc<
+    Mutex<
+        Vec<(
+            actix_web::http::header::HeaderMap,
+            String,
+            std::time::Instant,
+        )>,
+    >,
+>;
+
+/// A receiver answering `statuses` in turn (then 200).
+pub async fn webhook_receiver(statuses: Vec<u16>) -> (String, Seen) {
+    webhook_receiver_with(statuses.into_iter().map(|s| (s, None)).collect()).await
+}
+
+/// A receiver answering each `(status, Retry-After)` in turn (then 200).
+pub async fn webhook_receiver_with(answers: Vec<(u16, Option<&'static str>)>) -> (String, Seen) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let seen: Seen = Arc::default();
+    let queue = Arc::new(Mutex::new(answers));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen2 = seen.clone();
+    let server = HttpServer::new(move || {
+        let seen = seen2.clone();
+        let queue = queue.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: String| {
+            let seen = seen.clone();
+            let queue = queue.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push((req.headers().clone(), body, std::time::Instant::now()));
+                let mut q = queue.lock().unwrap();
+                let (status, retry_after) = if q.is_empty() {
+                    (200, None)
+                } else {
+                    q.remove(0)
+                };
+                let mut resp =
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+                if let Some(after) = retry_after {
+                    resp.insert_header(("Retry-After", after));
+                }
+                resp.finish()
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    (format!("http://{addr}/hooks/signatures"), seen)
 }

@@ -7,6 +7,7 @@ mod billing;
 mod binary;
 mod browser;
 mod cancel;
+mod channels;
 mod contract;
 mod demo;
 mod durability;

@@ -1,7 +1,6 @@
 //! SIM ký số end to end: HTTP → dialect adapter → simulated MSSP → callback or poll →
 //! verification → GET, for every outcome, and the attacks a callback endpoint sees.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -13,7 +12,7 @@ use carrier_adapters::{Carrier, Msisdn};
 use serde_json::{json, Value};
 use simulator::pki::{generate_key, Lifetime, SimCa, SimCredential, SubjectInfo};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, webhook_receiver, webhook_receiver_with, TestApp};
 
 const VIETTEL: &str = "84971234567";
 const VINAPHONE: &str = "84828123088";
@@ -786,63 +785,6 @@ async fn bad_signature_requests_get_problem_json_and_write_nothing() {
 
 /// A portal endpoint that records webhooks and answers with the statuses it is given.
 /// What a webhook receiver saw: headers, body, when.
-type Seen = Arc<
-    Mutex<
-        Vec<(
-            actix_web::http::header::HeaderMap,
-            String,
-            std::time::Instant,
-        )>,
-    >,
->;
-
-/// A receiver answering `statuses` in turn (then 200).
-async fn webhook_receiver(statuses: Vec<u16>) -> (String, Seen) {
-    webhook_receiver_with(statuses.into_iter().map(|s| (s, None)).collect()).await
-}
-
-/// A receiver answering each `(status, Retry-After)` in turn (then 200).
-async fn webhook_receiver_with(answers: Vec<(u16, Option<&'static str>)>) -> (String, Seen) {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let seen: Seen = Arc::default();
-    let queue = Arc::new(Mutex::new(answers));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen2 = seen.clone();
-    let server = HttpServer::new(move || {
-        let seen = seen2.clone();
-        let queue = queue.clone();
-        App::new().default_service(web::to(move |req: HttpRequest, body: String| {
-            let seen = seen.clone();
-            let queue = queue.clone();
-            async move {
-                seen.lock()
-                    .unwrap()
-                    .push((req.headers().clone(), body, std::time::Instant::now()));
-                let mut q = queue.lock().unwrap();
-                let (status, retry_after) = if q.is_empty() {
-                    (200, None)
-                } else {
-                    q.remove(0)
-                };
-                let mut resp =
-                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-                if let Some(after) = retry_after {
-                    resp.insert_header(("Retry-After", after));
-                }
-                resp.finish()
-            }
-        }))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    (format!("http://{addr}/hooks/signatures"), seen)
-}
-
 #[tokio::test]
 async fn webhooks_are_signed_retried_and_disabled_on_410() {
     let app = spawn_app().await;

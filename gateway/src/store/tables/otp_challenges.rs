@@ -8,7 +8,7 @@ use uuid::Uuid;
 /// What every reading of a challenge selects, from `otp_challenges c`: [`Challenge`].
 pub const CHALLENGE: &str = "c.id, c.status, c.msisdn, c.carrier, c.purpose, c.created_at, \
      c.expires_at, c.resend_available_at, c.sends, c.max_sends, c.attempts, c.max_attempts, \
-     (c.expires_at <= now()) AS expired_now";
+     (c.expires_at <= now()) AS expired_now, c.channels";
 
 /// A challenge as the views show it ([`CHALLENGE`]).
 #[derive(Debug, Clone, FromRow)]
@@ -27,6 +27,8 @@ pub struct Challenge {
     pub max_attempts: i32,
     /// Past its expiry, whatever its status says.
     pub expired_now: bool,
+    /// Its workflow: the channels tried, in order.
+    pub channels: Vec<String>,
 }
 
 /// [`CHALLENGE`] and what an Idempotency-Key replay compares: [`Keyed`].
@@ -44,7 +46,7 @@ pub struct Keyed {
 
 /// What a check reads, under the row's lock: [`Checked`].
 pub const CHECKED: &str = "status, attempts, max_attempts, code_mac, code_version, purpose, \
-     msisdn, account_ref, created_at, carrier, (expires_at <= now()) AS expired_now";
+     msisdn, account_ref, created_at, carrier, (expires_at <= now()) AS expired_now, events";
 
 #[derive(Debug, FromRow)]
 pub struct Checked {
@@ -59,6 +61,8 @@ pub struct Checked {
     pub created_at: DateTime<Utc>,
     pub carrier: String,
     pub expired_now: bool,
+    /// Whether its client wanted OTP events when it was made.
+    pub events: bool,
 }
 
 /// [`CHALLENGE`] and what a resend needs to make and send a new code: [`Resent`].

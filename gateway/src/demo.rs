@@ -95,6 +95,10 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     };
     let api = format!("http://{}", app.addr());
     let sim_url = format!("http://{}", sim.http_addr);
+    // The simulated Zalo posts its delivery events to this gateway, as Zalo would to
+    // the OA app's webhook URL.
+    sim.zns
+        .set_webhook(Some(format!("{api}/carriers/zalo/events")));
     {
         // One write, and a closed stdout (a pager quit, a test done reading) must not
         // stop the demo.
@@ -170,6 +174,8 @@ curl -s -X POST "$API/v1/otp/$ID/check" -H "Authorization: Bearer $KEY" \
 
 # 4. See the verification, with the delivery receipt
 curl -s "$API/v1/otp/$ID" -H "Authorization: Bearer $KEY"; echo
+
+# Zalo ZNS with SMS fallback, and SIM ký số: the README's walk-throughs run against this demo.
 "#,
         smscs = smsc_lines.join("\n")
     )

@@ -448,16 +448,16 @@ async fn the_demo_walkthrough_works_by_copy_paste() {
     );
 }
 
-/// The README's SIM ký số walk-through, as a user pastes it after the demo's own
-/// `export` line.
-fn readme_sim_walkthrough() -> String {
+/// A README walk-through (`name`: `sim`, `zalo`), as a user pastes it after the demo's
+/// own `export` line.
+fn readme_walkthrough(name: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md beside the workspace");
     let start = readme
-        .find("<!-- sim-walkthrough:start -->")
+        .find(&format!("<!-- {name}-walkthrough:start -->"))
         .expect("the walk-through's start marker");
     let end = readme
-        .find("<!-- sim-walkthrough:end -->")
+        .find(&format!("<!-- {name}-walkthrough:end -->"))
         .expect("the walk-through's end marker");
     let block = &readme[start..end];
     let code = &block[block.find("```sh\n").expect("a sh block") + 6..];
@@ -465,8 +465,67 @@ fn readme_sim_walkthrough() -> String {
 }
 
 #[tokio::test]
+async fn the_readme_zalo_walkthrough_works_by_copy_paste() {
+    let script = readme_walkthrough("zalo");
+    let demo = crate::demo::Demo::start().await;
+    let export = demo
+        .banner
+        .lines()
+        .find(|l| l.starts_with("export API="))
+        .expect("the demo prints its export line")
+        .to_owned();
+    let full = format!("set -e\n{export}\n{script}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&full)
+            .output()
+            .expect("bash runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first code came by Zalo and was approved; the SMS was never needed.
+    assert!(stdout.contains("Mã xác thực Cổng Dịch vụ công"), "{stdout}");
+    assert_eq!(
+        stdout
+            .matches(r#""valid":true,"status":"approved""#)
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""channel":"zalo","send":1,"step":0,"state":"delivered""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            r#""channel":"sms","send":1,"step":1,"state":"canceled","error":"challenge_approved""#
+        ),
+        "{stdout}"
+    );
+    // The second fell back: Zalo refused it, the SMS carried it.
+    assert!(
+        stdout.contains(r#""state":"failed","error":"zns_-118""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""channel":"sms","send":1,"step":1,"state":"submitted""#),
+        "{stdout}"
+    );
+    // The resend by SMS alone reached the handset.
+    assert!(stdout.contains(r#""channels":["sms"]"#), "{stdout}");
+    assert!(stdout.contains("Mã OTP đăng nhập Cổng DVC: "), "{stdout}");
+}
+
+#[tokio::test]
 async fn the_readme_sim_walkthrough_works_by_copy_paste_on_every_run_of_the_demo() {
-    let script = readme_sim_walkthrough();
+    let script = readme_walkthrough("sim");
     let mut db = None;
     // The second run is on the first run's database: its simulator starts again from
     // transaction id 1, and the walk-through must still work.

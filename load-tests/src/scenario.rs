@@ -16,6 +16,9 @@ pub enum Kind {
     OtpSend,
     /// Request → the simulated person confirms → long-poll until signed.
     Signature,
+    /// Create by Zalo ZNS with SMS as the fallback → read the code wherever it came
+    /// (one number in five has no Zalo account, so its code comes by SMS) → check it.
+    Zalo,
 }
 
 impl std::str::FromStr for Kind {
@@ -25,8 +28,9 @@ impl std::str::FromStr for Kind {
             "otp" => Ok(Kind::Otp),
             "otp-send" => Ok(Kind::OtpSend),
             "signature" => Ok(Kind::Signature),
+            "zalo" => Ok(Kind::Zalo),
             _ => Err(format!(
-                "unknown scenario {s:?}: otp, otp-send, signature or mixed"
+                "unknown scenario {s:?}: otp, otp-send, signature, zalo or mixed"
             )),
         }
     }
@@ -142,6 +146,7 @@ impl Ctx {
             Kind::OtpSend => self.otp_send(index, intended, &mut out).await,
             Kind::Otp => self.otp(index, intended, &mut out).await,
             Kind::Signature => self.signature(index, intended, &mut out).await,
+            Kind::Zalo => self.zalo(index, intended, &mut out).await,
         };
         out
     }
@@ -153,12 +158,28 @@ impl Ctx {
         intended: Instant,
         out: &mut Outcome,
     ) -> Result<(String, String), String> {
+        self.create_otp_by(index, purpose, None, intended, out)
+            .await
+    }
+
+    async fn create_otp_by(
+        &self,
+        index: u64,
+        purpose: &str,
+        channels: Option<&[&str]>,
+        intended: Instant,
+        out: &mut Outcome,
+    ) -> Result<(String, String), String> {
         let msisdn = numbers::number(self.number_offset, index);
+        let mut body = json!({"msisdn": msisdn, "purpose": purpose});
+        if let Some(channels) = channels {
+            body["channels"] = json!(channels);
+        }
         let resp = self
             .http
             .post(format!("{}/v1/otp", self.api(index)))
             .bearer_auth(&self.target.key)
-            .json(&json!({"msisdn": msisdn, "purpose": purpose}))
+            .json(&body)
             .send()
             .await
             .map_err(transport)?;
@@ -224,6 +245,97 @@ impl Ctx {
             return Err("code not accepted".into());
         }
         out.steps.push(("otp flow", intended.elapsed()));
+        Ok(())
+    }
+
+    async fn zalo(&self, index: u64, intended: Instant, out: &mut Outcome) -> Result<(), String> {
+        let e164 = numbers::e164(&numbers::number(self.number_offset, index));
+        let has_zalo = index % 5 != 0;
+        let resp = self
+            .http
+            .put(format!("{}/zns/users/{e164}", self.target.sim))
+            .json(&json!({ "zalo": has_zalo }))
+            .send()
+            .await
+            .map_err(transport)?;
+        expect(resp, 200).await?;
+        let (id, _) = self
+            .create_otp_by(index, "login", Some(&["zalo", "sms"]), intended, out)
+            .await?;
+        let created = Instant::now();
+        let deadline = created + Duration::from_secs(60);
+        let (code, by) = 'found: loop {
+            for by in ["zalo", "sms"] {
+                let inbox = if by == "zalo" { "zalo" } else { "messages" };
+                let resp = self
+                    .http
+                    .get(format!("{}/handsets/{e164}/{inbox}", self.target.sim))
+                    .send()
+                    .await
+                    .map_err(transport)?;
+                let messages = expect(resp, 200).await?;
+                if let Some(text) = messages
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .and_then(|m| m["text"].as_str())
+                {
+                    let code = match by {
+                        "sms" => extract_code(text),
+                        _ => text
+                            .split(|c: char| !c.is_ascii_digit())
+                            .find(|run| run.len() >= 4)
+                            .map(str::to_owned),
+                    };
+                    match code {
+                        Some(code) => break 'found (code, by),
+                        None => return Err(format!("no code in the {by} message")),
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("code neither in the Zalo app nor by SMS within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        self.check_code(index, &id, &code, by, created, intended, out)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn check_code(
+        &self,
+        index: u64,
+        id: &str,
+        code: &str,
+        by: &str,
+        created: Instant,
+        intended: Instant,
+        out: &mut Outcome,
+    ) -> Result<(), String> {
+        out.steps.push((
+            if by == "zalo" {
+                "code in the Zalo app"
+            } else {
+                "code by SMS (fallback)"
+            },
+            created.elapsed(),
+        ));
+        let checking = Instant::now();
+        let resp = self
+            .http
+            .post(format!("{}/v1/otp/{id}/check", self.api(index)))
+            .bearer_auth(&self.target.key)
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = expect(resp, 200).await?;
+        out.steps
+            .push(("POST /v1/otp/{id}/check", checking.elapsed()));
+        if body["valid"] != true {
+            return Err("code not accepted".into());
+        }
+        out.steps.push(("zalo flow", intended.elapsed()));
         Ok(())
     }
 

@@ -30,6 +30,13 @@ ALTER TABLE sms_outbox ADD COLUMN step smallint NOT NULL DEFAULT 0,
     ADD COLUMN notified text;
 CREATE INDEX sms_outbox_watch ON sms_outbox (watch_at) WHERE watch;
 CREATE INDEX sms_outbox_held ON sms_outbox (challenge_id) WHERE status = 'held';
+-- The windows count a send by its first step: their indexes hold first steps only (every
+-- row so far is one), so a fallback SMS adds nothing to them.
+DROP INDEX sms_outbox_msisdn_time;
+CREATE INDEX sms_outbox_msisdn_time ON sms_outbox (msisdn, created_at) WHERE step = 0;
+DROP INDEX sms_outbox_client_ip;
+CREATE INDEX sms_outbox_client_ip ON sms_outbox (client_ip, created_at)
+    WHERE client_ip IS NOT NULL AND step = 0;
 
 -- ZNS steps. template_data (the code in it) is sealed like an SMS text and erased once
 -- Zalo took the message or it ended. tracking_id, echoed in Zalo's delivery event, is

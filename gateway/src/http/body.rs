@@ -15,12 +15,18 @@ pub async fn read_json<T: DeserializeOwned>(
     limit: usize,
     empty_ok: bool,
 ) -> Result<T, ApiError> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or_default().trim();
-        if !(essence == "application/json" || essence.ends_with("+json")) {
-            return Err(ApiError::UnsupportedMediaType);
+    // A body's media type is checked before it is read; an empty body, where one may be
+    // (`empty_ok`), has none to check.
+    let json_type = match req.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(ct) => {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or_default().trim().to_owned();
+            essence == "application/json" || essence.ends_with("+json")
         }
+    };
+    if !json_type && !empty_ok {
+        return Err(ApiError::UnsupportedMediaType);
     }
     if let Some(len) = req
         .headers()
@@ -50,6 +56,9 @@ pub async fn read_json<T: DeserializeOwned>(
             return Err(ApiError::PayloadTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
+    }
+    if !json_type && !body.is_empty() {
+        return Err(ApiError::UnsupportedMediaType);
     }
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         if empty_ok {

@@ -58,7 +58,8 @@ pub(crate) struct CreateBody {
     #[schema(value_type = Option<Vec<crate::domain::Channel>>, min_items = 1, max_items = 2, example = json!(["zalo", "sms"]))]
     channels: Option<Vec<String>>,
     /// Seconds each channel has to confirm delivery before the next is tried, 5..=300
-    /// (default `otp.channel_timeout`).
+    /// (default `otp.channel_timeout`); with more than one channel, shorter than
+    /// `ttl_seconds` (else 422: the next channel could never be tried).
     #[schema(minimum = 5, maximum = 300)]
     #[serde(default, deserialize_with = "super::body::opt_integer")]
     channel_timeout_seconds: Option<i64>,

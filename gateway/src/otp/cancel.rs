@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::deps::Deps;
 use super::error::OtpError;
 use super::model::{view, OtpView};
-use super::sms::cancel_unsent_sms;
+use super::sms::cancel_unsent;
 use crate::audit;
 use crate::domain::Msisdn;
 use crate::store::tables::otp_challenges::{Challenge, CHALLENGE};
@@ -41,7 +41,7 @@ pub async fn cancel(deps: &Deps, client: Uuid, id: Uuid) -> Result<OtpView, OtpE
             status: existing.get(0),
         });
     };
-    cancel_unsent_sms(&tx, id, "challenge_canceled").await?;
+    cancel_unsent(&tx, id, "challenge_canceled").await?;
     let canceled_msisdn = Msisdn::parse(&row.msisdn).ok();
     audit::record(
         &tx,

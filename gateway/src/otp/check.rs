@@ -8,7 +8,7 @@ use super::deps::Deps;
 use super::error::OtpError;
 use super::lockout::{account_locked, count_failed_check};
 use super::model::CheckView;
-use super::sms::cancel_unsent_sms;
+use super::sms::cancel_unsent;
 use crate::audit;
 use crate::domain::Msisdn;
 use crate::store::tables::otp_challenges::{Checked, CHECKED};
@@ -90,7 +90,7 @@ pub async fn check(
     )
     .await?;
     if new_status != "pending" {
-        cancel_unsent_sms(&tx, id, &format!("challenge_{new_status}")).await?;
+        cancel_unsent(&tx, id, &format!("challenge_{new_status}")).await?;
     }
     if valid && row.events {
         crate::webhooks::otp_events(&tx, &[(id, "otp.approved", json!({}))]).await?;

@@ -92,6 +92,10 @@ pub fn run(deps: &Deps, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Reply>> {
 async fn finish(deps: &Deps, jobs: Vec<Job>, outcomes: Vec<Outcome>) -> Vec<Reply> {
     if outcomes.iter().any(|o| matches!(o, Outcome::Written(_))) {
         deps.outbox_wake.notify_one();
+    }
+    if outcomes.iter().any(
+        |o| matches!(o, Outcome::Written(v) if v.channels.first().is_some_and(|c| c == "zalo")),
+    ) {
         deps.zns_wake.notify_one();
     }
     let mut replies = Vec::with_capacity(jobs.len());
@@ -431,15 +435,18 @@ pub static INSERT_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::
 /// written): the first step queued, a later one held.
 pub const INSERT_ZNS_SQL: &str = "INSERT INTO zns_outbox (challenge_id, client_id, code_version,
         step, msisdn, template_id, data_sealed, status, deadline, client_ip, request_id,
-        activated_at, watch)
+        activated_at, watch, watch_at)
     SELECT z.id, c.client_id, c.code_version, z.step, c.msisdn, z.template, z.sealed,
         CASE WHEN z.step = 0 THEN 'queued' ELSE 'held' END,
-        CASE WHEN z.step = 0 AND z.steps > 1
-             THEN now() + make_interval(secs => c.channel_timeout_ms / 1000.0) END,
-        c.client_ip, z.request_id, CASE WHEN z.step = 0 THEN now() END, z.step = 0
+        d.deadline, c.client_ip, z.request_id, CASE WHEN z.step = 0 THEN now() END, z.step = 0,
+        -- Looked at when it is sent, fails or is received (each sets watch_at), else
+        -- at its deadline or the code's end.
+        coalesce(d.deadline, c.expires_at)
     FROM unnest($1::uuid[], $2::int2[], $3::int2[], $4::text[], $5::bytea[], $6::text[])
         AS z(id, step, steps, template, sealed, request_id)
-    JOIN otp_challenges c ON c.id = z.id";
+    JOIN otp_challenges c ON c.id = z.id
+    CROSS JOIN LATERAL (SELECT CASE WHEN z.step = 0 AND z.steps > 1
+        THEN now() + make_interval(secs => c.channel_timeout_ms / 1000.0) END AS deadline) d";
 
 /// The challenge `id` of `client`, if it was created: after a batch whose commit's
 /// outcome is unknown (its connection was lost), before creating it alone.

@@ -208,30 +208,39 @@ pub(crate) fn workflow<'a>(
     purpose: Purpose,
     locale: Locale,
 ) -> Result<(Vec<Channel>, Option<&'a str>), OtpError> {
-    let channels = requested
+    let mut channels = requested
         .map(<[Channel]>::to_vec)
         .or_else(|| client.otp_channels.clone())
         .unwrap_or_else(|| vec![Channel::Sms]);
     if !channels.contains(&Channel::Zalo) {
         return Ok((channels, None));
     }
-    let Some(zalo) = &settings.zalo else {
-        return Err(OtpError::ChannelUnavailable {
-            channel: Channel::Zalo,
-            detail: "this gateway has no Zalo OA app configured ([zalo])".into(),
-        });
+    let unavailable = match &settings.zalo {
+        None => Err("this gateway has no Zalo OA app configured ([zalo])".to_owned()),
+        Some(zalo) => zalo
+            .template_for(purpose.as_str(), locale.as_str())
+            .ok_or_else(|| {
+                format!(
+                    "no ZNS template is configured for {} ({}) in zalo.templates",
+                    purpose.as_str(),
+                    locale.as_str()
+                )
+            }),
     };
-    let template = zalo
-        .template_for(purpose.as_str(), locale.as_str())
-        .ok_or_else(|| OtpError::ChannelUnavailable {
+    match unavailable {
+        Ok(template) => Ok((channels, Some(template))),
+        // The client's default names Zalo, but Zalo cannot carry this code here: the
+        // other channels of the default do, if it has any. A request that names Zalo
+        // itself is told.
+        Err(_) if requested.is_none() && channels.len() > 1 => {
+            channels.retain(|c| *c != Channel::Zalo);
+            Ok((channels, None))
+        }
+        Err(detail) => Err(OtpError::ChannelUnavailable {
             channel: Channel::Zalo,
-            detail: format!(
-                "no ZNS template is configured for {} ({}) in zalo.templates",
-                purpose.as_str(),
-                locale.as_str()
-            ),
-        })?;
-    Ok((channels, Some(template)))
+            detail,
+        }),
+    }
 }
 
 /// The ZNS `template_data` that carries `code`, as JSON, sealed for `msisdn` as an
@@ -367,6 +376,17 @@ pub(crate) fn prepare(
         req.locale,
     )?;
     let channel_timeout = req.channel_timeout.unwrap_or(settings.otp.channel_timeout);
+    if channels.len() > 1 && channel_timeout.as_secs() >= u64::from(req.ttl_seconds) {
+        // The next channel would never be tried: the code would end first.
+        return Err(OtpError::InvalidField {
+            field: "channel_timeout_seconds",
+            detail: format!(
+                "each channel's time ({} s) must be shorter than the code's life ({} s)",
+                channel_timeout.as_secs(),
+                req.ttl_seconds
+            ),
+        });
+    }
     let id = Uuid::now_v7();
     let code = keys.random_code(req.code_length as usize)?;
     let zns = match zns_template {

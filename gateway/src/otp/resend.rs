@@ -10,7 +10,7 @@ use super::admission::{self, Ask, Fate, Kind};
 use super::deps::Deps;
 use super::error::OtpError;
 use super::model::{view, OtpView};
-use super::sms::{cancel_unsent_sms, queue_sms, queue_zns, Step};
+use super::sms::{cancel_unsent, queue_sms, queue_zns, Step};
 use super::snapshot;
 use crate::audit;
 use crate::clients::ApiClient;
@@ -153,7 +153,7 @@ async fn attempt(
         )
         .await?;
     // The old code no longer works: an unsent message carrying it is pointless.
-    cancel_unsent_sms(&tx, id, "superseded_by_resend").await?;
+    cancel_unsent(&tx, id, "superseded_by_resend").await?;
     let request_id = crate::telemetry::request_id::current();
     let step_of = |c: Channel| Step {
         step: channels.iter().position(|w| *w == c).unwrap_or(0) as i16,
@@ -205,7 +205,9 @@ async fn attempt(
     .await?;
     tx.commit().await?;
     deps.outbox_wake.notify_one();
-    deps.zns_wake.notify_one();
+    if zns.is_some() {
+        deps.zns_wake.notify_one();
+    }
     // The conversion guard counts verifications, not their codes: a resend adds none.
     tracing::info!(otp = %id, msisdn = %msisdn, send = sends + 1, "OTP resent");
     view(Challenge::try_from_row(&updated)?, None)

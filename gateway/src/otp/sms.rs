@@ -90,7 +90,7 @@ pub(super) async fn queue_zns(
 
 /// Withdraws the challenge's SMS and ZNS messages that have not gone out yet, for
 /// `reason` (`superseded_by_resend`, `challenge_canceled`, …).
-pub(super) async fn cancel_unsent_sms(
+pub(super) async fn cancel_unsent(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
     reason: &str,

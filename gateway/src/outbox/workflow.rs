@@ -56,7 +56,8 @@ pub struct Decision {
     pub events: Vec<(&'static str, serde_json::Value)>,
     /// Release the next step.
     pub advance: bool,
-    /// A Zalo step that ran out: `timed_out`.
+    /// A step that ran out: a Zalo one is `timed_out`; an SMS one still queued is
+    /// withdrawn (one that went out stays as it is).
     pub timed_out: bool,
     pub notified: Option<String>,
     /// Whether to look at it again.
@@ -107,7 +108,7 @@ pub fn decide(w: &Watched) -> Decision {
     let next_held = w.next_status.as_deref() == Some("held");
     if gave_up && w.live && next_held && !finished(&d.notified) {
         d.advance = true;
-        d.timed_out = !failed && w.channel == "zalo";
+        d.timed_out = !failed;
         if w.events {
             d.events.push((
                 "otp.fallback",
@@ -131,67 +132,14 @@ pub fn decide(w: &Watched) -> Decision {
     ) || receipt_failed;
     d.keep_watching = w.live
         && !settled
-        && !d.timed_out
         && !(w.delivered && (!w.events || d.notified.as_deref() == Some("delivered")))
         // Someone still waits on it: a later step (until it gave way) or the events.
         && ((next_held && !d.advance) || w.events);
     d
 }
 
-/// The watched steps due, of both outboxes, each with its verification's state, its
-/// delivery and the step after it. `$1`: the most of each to take.
-const WATCHED_SQL: &str = "
-    WITH s AS (
-        SELECT id FROM sms_outbox WHERE watch AND watch_at <= now()
-        ORDER BY watch_at LIMIT $1 FOR UPDATE SKIP LOCKED),
-    z AS (
-        SELECT id FROM zns_outbox WHERE watch AND watch_at <= now()
-        ORDER BY watch_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-    SELECT 'sms' AS channel, o.id, o.challenge_id, coalesce(o.code_version, 1) AS send,
-        o.step, o.status, o.last_error AS error, o.notified,
-        (o.deadline IS NOT NULL AND o.deadline <= now()
-            AND (o.claimed_until IS NULL OR o.claimed_until < now())
-            AND NOT coalesce(r.parts > 0 AND r.delivered = r.parts, false)) AS overdue,
-        coalesce(r.parts > 0 AND r.delivered = r.parts, false) AS delivered,
-        r.bad_state, c.events,
-        (c.status = 'pending' AND c.expires_at > now() AND c.code_version = o.code_version) AS live,
-        nx.channel AS next_channel, nx.status AS next_status
-    FROM s JOIN sms_outbox o ON o.id = s.id
-    JOIN otp_challenges c ON c.id = o.challenge_id
-    LEFT JOIN LATERAL (
-        SELECT count(*)::int AS parts,
-            count(*) FILTER (WHERE pr.state = 'delivered')::int AS delivered,
-            (array_agg(pr.state ORDER BY pr.received_at)
-                FILTER (WHERE pr.state IS NOT NULL AND pr.state <> 'delivered'))[1] AS bad_state
-        FROM sms_parts p
-        LEFT JOIN LATERAL (
-            SELECT * FROM delivery_receipts d
-            WHERE d.route = o.route
-              AND d.message_id IN (p.message_key, p.message_key_dec, p.message_key_hex)
-            ORDER BY d.received_at DESC LIMIT 1
-        ) pr ON true
-        WHERE p.outbox_id = o.id) r ON true
-    LEFT JOIN LATERAL (
-        SELECT 'sms' AS channel, n.status FROM sms_outbox n
-        WHERE n.challenge_id = o.challenge_id AND n.code_version = o.code_version
-          AND n.step = o.step + 1
-        UNION ALL
-        SELECT 'zalo', n.status FROM zns_outbox n
-        WHERE n.challenge_id = o.challenge_id AND n.code_version = o.code_version
-          AND n.step = o.step + 1
-        LIMIT 1) nx ON true
-    UNION ALL
-    SELECT 'zalo', o.id, o.challenge_id, o.code_version, o.step, o.status, o.last_error,
-        o.notified,
-        (o.deadline IS NOT NULL AND o.deadline <= now() AND o.delivered_at IS NULL
-            AND o.status IN ('queued', 'sent')
-            AND (o.claimed_until IS NULL OR o.claimed_until < now())) AS overdue,
-        o.delivered_at IS NOT NULL, NULL::text, c.events,
-        (c.status = 'pending' AND c.expires_at > now() AND c.code_version = o.code_version),
-        nx.channel, nx.status
-    FROM z JOIN zns_outbox o ON o.id = z.id
-    JOIN otp_challenges c ON c.id = o.challenge_id
-    LEFT JOIN LATERAL (
+/// The step after a watched one (`o`), in either outbox.
+const NEXT_STEP: &str = "LEFT JOIN LATERAL (
         SELECT 'sms' AS channel, n.status FROM sms_outbox n
         WHERE n.challenge_id = o.challenge_id AND n.code_version = o.code_version
           AND n.step = o.step + 1
@@ -200,6 +148,65 @@ const WATCHED_SQL: &str = "
         WHERE n.challenge_id = o.challenge_id AND n.code_version = o.code_version
           AND n.step = o.step + 1
         LIMIT 1) nx ON true";
+
+/// Whether a watched step's code is its verification's current one, and still good.
+const LIVE: &str =
+    "(c.status = 'pending' AND c.expires_at > now() AND c.code_version = o.code_version)";
+
+/// The SMS steps due to be looked at, with their verification's state, their receipts
+/// and the step after them. Each is locked with its verification (skipping those another
+/// transaction holds: a check, resend or cancel takes the verification first, so the two
+/// never wait on each other), and read as locked. `$1`: the most to take.
+static WATCHED_SMS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT 'sms' AS channel, o.id, o.challenge_id, coalesce(o.code_version, 1) AS send,
+            o.step, o.status, o.last_error AS error, o.notified,
+            (o.deadline IS NOT NULL AND o.deadline <= now()
+                AND (o.claimed_until IS NULL OR o.claimed_until < now())
+                AND NOT coalesce(r.parts > 0 AND r.delivered = r.parts, false)) AS overdue,
+            coalesce(r.parts > 0 AND r.delivered = r.parts, false) AS delivered,
+            r.bad_state, c.events, {LIVE} AS live,
+            nx.channel AS next_channel, nx.status AS next_status
+        FROM sms_outbox o
+        JOIN otp_challenges c ON c.id = o.challenge_id
+        LEFT JOIN LATERAL (
+            SELECT count(*)::int AS parts,
+                count(*) FILTER (WHERE pr.state = 'delivered')::int AS delivered,
+                (array_agg(pr.state ORDER BY pr.received_at)
+                    FILTER (WHERE pr.state IS NOT NULL AND pr.state <> 'delivered'))[1] AS bad_state
+            FROM sms_parts p
+            LEFT JOIN LATERAL (
+                SELECT * FROM delivery_receipts d
+                WHERE d.route = o.route
+                  AND d.message_id IN (p.message_key, p.message_key_dec, p.message_key_hex)
+                ORDER BY d.received_at DESC LIMIT 1
+            ) pr ON true
+            WHERE p.outbox_id = o.id) r ON true
+        {NEXT_STEP}
+        WHERE o.watch AND o.watch_at <= now()
+        ORDER BY o.watch_at LIMIT $1
+        FOR NO KEY UPDATE OF o, c SKIP LOCKED"
+    )
+});
+
+/// As [`WATCHED_SMS_SQL`], for the Zalo steps.
+static WATCHED_ZNS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT 'zalo' AS channel, o.id, o.challenge_id, o.code_version AS send, o.step,
+            o.status, o.last_error AS error, o.notified,
+            (o.deadline IS NOT NULL AND o.deadline <= now() AND o.delivered_at IS NULL
+                AND o.status IN ('queued', 'sent')
+                AND (o.claimed_until IS NULL OR o.claimed_until < now())) AS overdue,
+            o.delivered_at IS NOT NULL AS delivered, NULL::text AS bad_state, c.events,
+            {LIVE} AS live, nx.channel AS next_channel, nx.status AS next_status
+        FROM zns_outbox o
+        JOIN otp_challenges c ON c.id = o.challenge_id
+        {NEXT_STEP}
+        WHERE o.watch AND o.watch_at <= now()
+        ORDER BY o.watch_at LIMIT $1
+        FOR NO KEY UPDATE OF o, c SKIP LOCKED"
+    )
+});
 
 /// Releases the steps after `($1 challenge, $2 version, $3 step)`: queued now, with a
 /// deadline when a step follows them too. Returns the channels released.
@@ -277,7 +284,25 @@ impl Workflow {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            match self.pass().await {
+            let mut released = Vec::new();
+            let mut outcome = Ok(());
+            // A full pass leaves more due: again at once (bounded, so that a flood cannot
+            // hold the loop from shutdown).
+            for _ in 0..64 {
+                match self.pass().await {
+                    Ok((r, full)) => {
+                        released.extend(r);
+                        if !full || shutdown.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            match outcome.map(|()| released) {
                 Ok(released) => {
                     if released.iter().any(|c| c == "sms") {
                         self.sms_wake.notify_one();
@@ -292,8 +317,9 @@ impl Workflow {
         tracing::info!("OTP workflow stopped");
     }
 
-    /// One pass; returns the channels of the steps it released.
-    pub async fn pass(&self) -> anyhow::Result<Vec<String>> {
+    /// One pass; returns the channels of the steps it released, and whether it took as
+    /// many watched steps as it may (more may be due).
+    pub async fn pass(&self) -> anyhow::Result<(Vec<String>, bool)> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         let mut events: Vec<(Uuid, &str, serde_json::Value)> = Vec::new();
@@ -302,15 +328,18 @@ impl Workflow {
         }
         tx.execute_cached(END_HELD_SMS_SQL, &[]).await?;
         tx.execute_cached(END_HELD_ZNS_SQL, &[]).await?;
-        let watched: Vec<Watched> = tx
-            .query_cached(WATCHED_SQL, &[&WATCH_BATCH])
-            .await?
-            .iter()
-            .map(Watched::try_from_row)
-            .collect::<Result<_, _>>()?;
+        let mut watched: Vec<Watched> = Vec::new();
+        let mut full = false;
+        for sql in [WATCHED_SMS_SQL.as_str(), WATCHED_ZNS_SQL.as_str()] {
+            let rows = tx.query_cached(sql, &[&WATCH_BATCH]).await?;
+            full |= rows.len() as i64 == WATCH_BATCH;
+            for row in &rows {
+                watched.push(Watched::try_from_row(row)?);
+            }
+        }
         let recheck = self.interval.max(Duration::from_millis(250)) * 2;
         let (mut adv_cids, mut adv_vers, mut adv_steps) = (vec![], vec![], vec![]);
-        let (mut timed_out, mut sms_overdue) = (vec![], vec![]);
+        let (mut timed_out, mut sms_timed_out) = (vec![], vec![]);
         let mut upd: [Marks; 2] = Default::default();
         for w in &watched {
             let d = decide(w);
@@ -321,12 +350,12 @@ impl Workflow {
                 adv_cids.push(w.challenge_id);
                 adv_vers.push(w.send);
                 adv_steps.push(w.step);
-                if w.channel == "sms" {
-                    sms_overdue.push(w.id);
-                }
             }
             if d.timed_out {
-                timed_out.push(w.id);
+                match w.channel.as_str() {
+                    "zalo" => timed_out.push(w.id),
+                    _ => sms_timed_out.push(w.id),
+                }
             }
             let table = usize::from(w.channel == "zalo");
             upd[table].0.push(w.id);
@@ -342,11 +371,16 @@ impl Workflow {
             )
             .await?;
         }
-        if !sms_overdue.is_empty() {
-            // Its deadline has done its work.
+        if !sms_timed_out.is_empty() {
+            // Its deadline has done its work; one still queued (its bind down) is not sent
+            // after the next channel took over.
             tx.execute_cached(
-                "UPDATE sms_outbox SET deadline = NULL WHERE id = ANY($1)",
-                &[&sms_overdue],
+                "UPDATE sms_outbox SET deadline = NULL,
+                    status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
+                    last_error = CASE WHEN status = 'queued' THEN 'timeout' ELSE last_error END,
+                    body_sealed = CASE WHEN status = 'queued' THEN NULL ELSE body_sealed END
+                 WHERE id = ANY($1)",
+                &[&sms_timed_out],
             )
             .await?;
         }
@@ -376,7 +410,7 @@ impl Workflow {
         }
         crate::webhooks::otp_events(&tx, &events).await?;
         tx.commit().await?;
-        Ok(released)
+        Ok((released, full))
     }
 }
 

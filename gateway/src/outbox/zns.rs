@@ -180,9 +180,10 @@ impl ZnsDispatcher {
         {
             Some(Ok(json)) => serde_json::from_str::<BTreeMap<String, String>>(&json),
             Some(Err(e)) => {
+                tracing::error!(error = %e, "ZNS template data cannot be opened (server key changed?)");
                 return Outcome::Failed {
-                    error: format!("cannot open template data: {e}"),
-                }
+                    error: "zns_data_unreadable".into(),
+                };
             }
             None => {
                 return Outcome::Failed {
@@ -291,12 +292,16 @@ impl ZnsDispatcher {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         if !sent_ids.is_empty() {
+            // Whatever happened to the row meanwhile (a resend or a cancel while the
+            // call was in flight): Zalo took the message, so its id, time and price are
+            // kept, and its delivery event can be matched.
             tx.execute_cached(
-                "UPDATE zns_outbox z SET status = 'sent', msg_id = v.mid, sent_at = now(),
-                    data_sealed = NULL, claimed_until = NULL, last_error = NULL,
+                "UPDATE zns_outbox z SET status = CASE WHEN z.status = 'queued' THEN 'sent' ELSE z.status END,
+                    msg_id = v.mid, sent_at = now(), data_sealed = NULL, claimed_until = NULL,
+                    last_error = CASE WHEN z.status = 'queued' THEN NULL ELSE z.last_error END,
                     watch = true, watch_at = now()
                  FROM unnest($1::bigint[], $2::text[]) AS v(id, mid)
-                 WHERE z.id = v.id AND z.status = 'queued'",
+                 WHERE z.id = v.id",
                 &[&sent_ids, &sent_mids],
             )
             .await?;

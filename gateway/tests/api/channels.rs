@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, wait_for, webhook_receiver, Options, Seen, TestApp};
+use crate::helpers::{
+    spawn_app_with, wait_for, webhook_receiver, webhook_receiver_with, Options, Seen, TestApp,
+};
 
 const NUMBER: &str = "0971234567";
 const E164: &str = "84971234567";
@@ -156,24 +158,28 @@ async fn billed(app: &TestApp, id: &str) -> Vec<(String, String, Decimal)> {
     .collect()
 }
 
-/// The events the receiver was sent, each checked against its signature: (type, data).
+/// The events the receiver took, each checked against its signature, once each (a retry
+/// repeats its `webhook-id`), in the order of their last attempt: (type, data).
 fn events(app: &TestApp, seen: &Seen) -> Vec<(String, Value)> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .map(|(headers, body, _)| {
-            let header = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
-            let ts: i64 = header("webhook-timestamp").parse().unwrap();
-            assert_eq!(
-                header("webhook-signature"),
-                gateway::webhooks::sign(&app.webhook_secret, &header("webhook-id"), ts, body)
-                    .unwrap(),
-                "a signed event"
-            );
-            let v: Value = serde_json::from_str(body).unwrap();
-            (v["type"].as_str().unwrap().to_owned(), v["data"].clone())
-        })
-        .collect()
+    let mut taken: Vec<(String, String, Value)> = Vec::new();
+    for (headers, body, _) in seen.lock().unwrap().iter() {
+        let header = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+        let ts: i64 = header("webhook-timestamp").parse().unwrap();
+        let id = header("webhook-id");
+        assert_eq!(
+            header("webhook-signature"),
+            gateway::webhooks::sign(&app.webhook_secret, &id, ts, body).unwrap(),
+            "a signed event"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        taken.retain(|(seen_id, _, _)| *seen_id != id);
+        taken.push((
+            id,
+            v["type"].as_str().unwrap().to_owned(),
+            v["data"].clone(),
+        ));
+    }
+    taken.into_iter().map(|(_, t, d)| (t, d)).collect()
 }
 
 async fn wait_events(
@@ -215,7 +221,9 @@ fn set_policy(channels: Option<&[&str]>, url: Option<&str>) -> gateway::clients:
 #[tokio::test]
 async fn zalo_first_delivers_and_the_sms_fallback_is_never_sent() {
     let app = app_with(|_| {}).await;
-    let (url, seen) = webhook_receiver(vec![]).await;
+    // The receiver fails the first event: the ones after it wait for its retry, so the
+    // portal still sees them in order.
+    let (url, seen) = webhook_receiver_with(vec![(503, Some("2"))]).await;
     gateway::clients::set_policy(
         &app.pool,
         "test-portal",
@@ -240,6 +248,14 @@ async fn zalo_first_delivers_and_the_sms_fallback_is_never_sent() {
         &[("zalo", "delivered"), ("sms", "held")],
     )
     .await;
+    // The person reads the message; the portal has been told it arrived.
+    wait_events(
+        &app,
+        &seen,
+        &[("otp.sent", Some("zalo")), ("otp.delivered", Some("zalo"))],
+    )
+    .await;
+    assert_eq!(seen.lock().unwrap().len(), 3, "the first event was retried");
     let checked = check(&app, &app.api, &id, &code).await;
     assert_eq!(checked["status"], "approved", "{checked}");
     let got = attempts(&app, &id).await;
@@ -309,6 +325,16 @@ async fn no_zalo_account_falls_back_to_sms_across_two_instances() {
     )
     .await;
     assert_eq!(got[0].2.as_deref(), Some("zns_-118"), "no Zalo account");
+    wait_events(
+        &app,
+        &seen,
+        &[
+            ("otp.fallback", Some("zalo")),
+            ("otp.sent", Some("sms")),
+            ("otp.delivered", Some("sms")),
+        ],
+    )
+    .await;
     assert_eq!(
         check(&app, &other.api, &id, &code).await["status"],
         "approved"
@@ -319,13 +345,11 @@ async fn no_zalo_account_falls_back_to_sms_across_two_instances() {
         &[
             ("otp.fallback", Some("zalo")),
             ("otp.sent", Some("sms")),
+            ("otp.delivered", Some("sms")),
             ("otp.approved", None),
         ],
     )
-    .await
-    .into_iter()
-    .filter(|(t, _)| t != "otp.delivered")
-    .collect::<Vec<_>>();
+    .await;
     assert_eq!(got[0].1["reason"], "zns_-118");
     assert_eq!(got[0].1["next_channel"], "sms");
     // Zalo refused it: nothing billed for it; the SMS by its price.
@@ -427,6 +451,35 @@ async fn templates_zalo_will_not_take_fall_back_and_one_not_configured_is_refuse
         check(&app, &app.api, &id, &code).await["status"],
         "approved"
     );
+    // A client whose default names Zalo first: where Zalo cannot carry the code, the
+    // default's SMS does (a request that names Zalo itself is told, as above).
+    gateway::clients::set_policy(
+        &app.pool,
+        "test-portal",
+        &set_policy(Some(&["zalo", "sms"]), None),
+    )
+    .await
+    .unwrap();
+    let by_default = create(
+        &app,
+        &app.api,
+        json!({"msisdn": "0971234568", "purpose": "register"}),
+    )
+    .await;
+    assert_eq!(by_default["channels"], json!(["sms"]), "{by_default}");
+    // A step's time as long as the code's life would leave no time for the next one.
+    let resp = app
+        .post("/v1/otp")
+        .json(
+            &json!({"msisdn": "0971234569", "purpose": "login", "channels": ["zalo", "sms"],
+                      "ttl_seconds": 60, "channel_timeout_seconds": 60}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(problem["field"], "channel_timeout_seconds", "{problem}");
     // A channel the API does not know is the request's fault.
     let resp = app
         .post("/v1/otp")
@@ -517,8 +570,27 @@ async fn a_resend_names_its_channel_and_a_zns_code_that_ended_is_never_sent() {
         let inbox: Vec<Value> = app.sim_json(&format!("/handsets/{e164}/zalo")).await;
         assert!(inbox.is_empty(), "{e164}: {inbox:?}");
     }
+    // A resend with no body, whatever its declared type, goes by the channels again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let again = app
+        .post(&format!("/v1/otp/{id}/resend"))
+        .header("Content-Type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["channels"], json!(["sms"]), "{again}");
+    let new_code = app.wait_for_code(E164, 2).await;
+    if new_code != code {
+        assert_eq!(
+            check(&app, &app.api, &id, &code).await["valid"],
+            false,
+            "the superseded code no longer works"
+        );
+    }
     assert_eq!(
-        check(&app, &app.api, &id, &code).await["status"],
+        check(&app, &app.api, &id, &new_code).await["status"],
         "approved"
     );
     // Nothing billed for the ZNS steps that never went.
@@ -532,4 +604,93 @@ async fn a_resend_names_its_channel_and_a_zns_code_that_ended_is_never_sent() {
         .unwrap()
         .get(0);
     assert_eq!(zns_billed, 0);
+}
+
+#[tokio::test]
+async fn an_sms_the_carrier_blocks_falls_back_to_zalo_and_a_last_failure_is_reported() {
+    let app = app_with(|_| {}).await;
+    let (url, seen) = webhook_receiver(vec![]).await;
+    gateway::clients::set_policy(&app.pool, "test-portal", &set_policy(None, Some(&url)))
+        .await
+        .unwrap();
+    // Viettel's SMSC takes only a brandname the gateway does not send from: it refuses
+    // the SMS for good (ESME_RINVSRCADR).
+    app.put_sim(
+        "/smsc/viettel/brandnames",
+        &json!({"enforce": true, "brandnames": {"UBND-HN": ["Ma OTP {code}"]}}),
+    )
+    .await;
+    let created = create(
+        &app,
+        &app.api,
+        json!({"msisdn": NUMBER, "purpose": "login", "channels": ["sms", "zalo"]}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let code = zalo_code(&app, E164, 1).await;
+    let got = wait_attempts(
+        &app,
+        &id,
+        Duration::from_secs(10),
+        &[("sms", "failed"), ("zalo", "delivered")],
+    )
+    .await;
+    assert!(
+        got[0]
+            .2
+            .as_deref()
+            .unwrap_or_default()
+            .contains("0x0000000a"),
+        "{got:?}"
+    );
+    wait_events(
+        &app,
+        &seen,
+        &[
+            ("otp.fallback", Some("sms")),
+            ("otp.sent", Some("zalo")),
+            ("otp.delivered", Some("zalo")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        check(&app, &app.api, &id, &code).await["status"],
+        "approved"
+    );
+    let events_seen = wait_events(
+        &app,
+        &seen,
+        &[
+            ("otp.fallback", Some("sms")),
+            ("otp.sent", Some("zalo")),
+            ("otp.delivered", Some("zalo")),
+            ("otp.approved", None),
+        ],
+    )
+    .await;
+    assert_eq!(events_seen[0].1["next_channel"], "zalo");
+
+    // SMS alone, refused the same way: nothing is left to try, and the portal is told.
+    let created = create(
+        &app,
+        &app.api,
+        json!({"msisdn": "0971234568", "purpose": "login", "channels": ["sms"]}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let failed = wait_for(Duration::from_secs(10), "otp.failed", || async {
+        events(&app, &seen)
+            .into_iter()
+            .find(|(t, d)| t == "otp.failed" && d["id"] == id.as_str())
+            .ok_or_else(|| format!("{:?}", events(&app, &seen)))
+    })
+    .await;
+    assert_eq!(failed.1["channel"], "sms");
+    assert!(
+        failed.1["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0x0000000a"),
+        "{failed:?}"
+    );
 }

@@ -46,6 +46,8 @@ struct Bench {
     otp_send_search: Vec<(f64, bool, f64, u64)>,
     half_rate: Report,
     otp: Report,
+    /// The otp flow by Zalo ZNS first, SMS for the numbers without Zalo.
+    zalo: Report,
     signature: Report,
     one_instance: Report,
     two_instances: Report,
@@ -293,6 +295,19 @@ async fn measure(
     )
     .await?;
     write_report(args, "otp", &otp)?;
+    println!(
+        "3b. zalo flow (ZNS first, SMS fallback), {} users …",
+        args.users
+    );
+    let ctx = context(&target, &Mix(vec![(Kind::Zalo, 1)]), 0).await?;
+    let zalo = runner::run(
+        ctx,
+        &spec(Kind::Zalo, users, args, step),
+        runner::Receipts::Api,
+        pid,
+    )
+    .await?;
+    write_report(args, "zalo", &zalo)?;
     println!("4. signature flow, {} users …", args.users);
     let ctx = context(
         &target,
@@ -350,6 +365,7 @@ async fn measure(
         otp_send_search: search,
         half_rate,
         otp,
+        zalo,
         signature,
         one_instance,
         two_instances,
@@ -435,6 +451,14 @@ fn table(b: &Bench) -> String {
         b.otp.throughput_per_s,
         p(&b.otp, "otp flow"),
         b.otp.throughput_per_s / b.pgbench_tps
+    );
+    let _ = writeln!(
+        out,
+        "| zalo flow (create, ZNS or SMS fallback, check), {} | {} flows/s, p50 / p99 {} ms | {:.2} |",
+        crate::describe(&b.zalo.load),
+        b.zalo.throughput_per_s,
+        p(&b.zalo, "zalo flow"),
+        b.zalo.throughput_per_s / b.pgbench_tps
     );
     let _ = writeln!(
         out,

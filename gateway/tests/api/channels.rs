@@ -10,14 +10,19 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    spawn_app_with, wait_for, webhook_receiver, webhook_receiver_with, Options, Seen, TestApp,
+    spawn_app_with, wait_for, webhook_receiver, webhook_receiver_with, Options, SecondInstance,
+    Seen, TestApp,
 };
 
 const NUMBER: &str = "0971234567";
 const E164: &str = "84971234567";
 
-/// An app whose ZNS calls it back, with a price for each channel.
-async fn app_with(tweak: impl FnOnce(&mut gateway::config::Settings) + Send + 'static) -> TestApp {
+/// Two gateway instances on one database, with a price for each channel; Zalo calls the
+/// second back, so that every workflow runs across both (each has its own ZNS
+/// dispatcher and workflow pass).
+async fn app_with(
+    tweak: impl FnOnce(&mut gateway::config::Settings) + Send + 'static,
+) -> (TestApp, SecondInstance) {
     let app = spawn_app_with(Options {
         resend_interval: Duration::from_millis(500),
         tweak: Some(Box::new(move |s| {
@@ -38,12 +43,15 @@ async fn app_with(tweak: impl FnOnce(&mut gateway::config::Settings) + Send + 's
         })),
     })
     .await;
+    let other = app
+        .second_instance(&app.settings.signatures.public_base_url)
+        .await;
     app.put_sim(
         "/zns/webhook",
-        &json!({ "url": format!("{}/carriers/zalo/events", app.api) }),
+        &json!({ "url": format!("{}/carriers/zalo/events", other.api) }),
     )
     .await;
-    app
+    (app, other)
 }
 
 async fn create(app: &TestApp, api: &str, body: Value) -> Value {
@@ -220,7 +228,7 @@ fn set_policy(channels: Option<&[&str]>, url: Option<&str>) -> gateway::clients:
 
 #[tokio::test]
 async fn zalo_first_delivers_and_the_sms_fallback_is_never_sent() {
-    let app = app_with(|_| {}).await;
+    let (app, other) = app_with(|_| {}).await;
     // The receiver fails the first event: the ones after it wait for its retry, so the
     // portal still sees them in order.
     let (url, seen) = webhook_receiver_with(vec![(503, Some("2"))]).await;
@@ -256,7 +264,7 @@ async fn zalo_first_delivers_and_the_sms_fallback_is_never_sent() {
     )
     .await;
     assert_eq!(seen.lock().unwrap().len(), 3, "the first event was retried");
-    let checked = check(&app, &app.api, &id, &code).await;
+    let checked = check(&app, &other.api, &id, &code).await;
     assert_eq!(checked["status"], "approved", "{checked}");
     let got = attempts(&app, &id).await;
     assert_eq!(
@@ -293,16 +301,8 @@ async fn zalo_first_delivers_and_the_sms_fallback_is_never_sent() {
 
 #[tokio::test]
 async fn no_zalo_account_falls_back_to_sms_across_two_instances() {
-    let app = app_with(|_| {}).await;
-    let other = app
-        .second_instance(&app.settings.signatures.public_base_url)
-        .await;
-    // Zalo calls the other instance back; the portal creates on one and checks on the other.
-    app.put_sim(
-        "/zns/webhook",
-        &json!({ "url": format!("{}/carriers/zalo/events", other.api) }),
-    )
-    .await;
+    // The portal creates on one instance and checks on the other.
+    let (app, other) = app_with(|_| {}).await;
     let (url, seen) = webhook_receiver(vec![]).await;
     gateway::clients::set_policy(&app.pool, "test-portal", &set_policy(None, Some(&url)))
         .await
@@ -366,7 +366,7 @@ async fn no_zalo_account_falls_back_to_sms_across_two_instances() {
 
 #[tokio::test]
 async fn a_zns_message_not_received_in_time_gives_way_to_sms_and_both_are_billed() {
-    let app = app_with(|_| {}).await;
+    let (app, other) = app_with(|_| {}).await;
     app.put_sim("/zns/faults", &json!({"no_delivery": true}))
         .await;
     let started = Instant::now();
@@ -399,7 +399,7 @@ async fn a_zns_message_not_received_in_time_gives_way_to_sms_and_both_are_billed
     .await;
     assert_eq!(got[0].2.as_deref(), Some("timeout"));
     assert_eq!(
-        check(&app, &app.api, &id, &code).await["status"],
+        check(&app, &other.api, &id, &code).await["status"],
         "approved"
     );
     let mut items: Vec<String> = billed(&app, &id).await.into_iter().map(|b| b.0).collect();
@@ -409,7 +409,7 @@ async fn a_zns_message_not_received_in_time_gives_way_to_sms_and_both_are_billed
 
 #[tokio::test]
 async fn templates_zalo_will_not_take_fall_back_and_one_not_configured_is_refused() {
-    let app = app_with(|s| {
+    let (app, other) = app_with(|s| {
         let zalo = s.zalo.as_mut().unwrap();
         zalo.templates = [("login".to_owned(), "230001".to_owned())].into();
     })
@@ -448,7 +448,7 @@ async fn templates_zalo_will_not_take_fall_back_and_one_not_configured_is_refuse
     .await;
     assert_eq!(got[0].2.as_deref(), Some("zns_-109"));
     assert_eq!(
-        check(&app, &app.api, &id, &code).await["status"],
+        check(&app, &other.api, &id, &code).await["status"],
         "approved"
     );
     // A client whose default names Zalo first: where Zalo cannot carry the code, the
@@ -492,7 +492,7 @@ async fn templates_zalo_will_not_take_fall_back_and_one_not_configured_is_refuse
 
 #[tokio::test]
 async fn a_resend_names_its_channel_and_a_zns_code_that_ended_is_never_sent() {
-    let app = app_with(|_| {}).await;
+    let (app, other) = app_with(|_| {}).await;
     // Zalo is down: the ZNS step waits, retried.
     app.put_sim("/zns/faults", &json!({"unavailable": true}))
         .await;
@@ -536,13 +536,13 @@ async fn a_resend_names_its_channel_and_a_zns_code_that_ended_is_never_sent() {
         ]
     );
     // Another verification whose code runs out while Zalo is down.
-    let other = create(
+    let expiring = create(
         &app,
         &app.api,
         json!({"msisdn": "0971234568", "purpose": "login", "channels": ["zalo"]}),
     )
     .await;
-    let other_id = other["id"].as_str().unwrap().to_owned();
+    let other_id = expiring["id"].as_str().unwrap().to_owned();
     app.pool
         .get()
         .await
@@ -584,13 +584,13 @@ async fn a_resend_names_its_channel_and_a_zns_code_that_ended_is_never_sent() {
     let new_code = app.wait_for_code(E164, 2).await;
     if new_code != code {
         assert_eq!(
-            check(&app, &app.api, &id, &code).await["valid"],
+            check(&app, &other.api, &id, &code).await["valid"],
             false,
             "the superseded code no longer works"
         );
     }
     assert_eq!(
-        check(&app, &app.api, &id, &new_code).await["status"],
+        check(&app, &other.api, &id, &new_code).await["status"],
         "approved"
     );
     // Nothing billed for the ZNS steps that never went.
@@ -608,7 +608,7 @@ async fn a_resend_names_its_channel_and_a_zns_code_that_ended_is_never_sent() {
 
 #[tokio::test]
 async fn an_sms_the_carrier_blocks_falls_back_to_zalo_and_a_last_failure_is_reported() {
-    let app = app_with(|_| {}).await;
+    let (app, other) = app_with(|_| {}).await;
     let (url, seen) = webhook_receiver(vec![]).await;
     gateway::clients::set_policy(&app.pool, "test-portal", &set_policy(None, Some(&url)))
         .await
@@ -654,7 +654,7 @@ async fn an_sms_the_carrier_blocks_falls_back_to_zalo_and_a_last_failure_is_repo
     )
     .await;
     assert_eq!(
-        check(&app, &app.api, &id, &code).await["status"],
+        check(&app, &other.api, &id, &code).await["status"],
         "approved"
     );
     let events_seen = wait_events(

@@ -120,6 +120,7 @@ impl Application {
         };
         let dispatcher = tokio::spawn(dispatcher.run(workers_shutdown.clone()));
         let zns_wake = Arc::new(Notify::new());
+        let workflow_wake = Arc::new(Notify::new());
         if let Some(zalo) = &settings.zalo {
             let client = crate::zalo::ZaloClient::new(zalo.clone(), pool.clone(), keys.clone())
                 .context("the Zalo client")?;
@@ -130,6 +131,7 @@ impl Application {
                     zalo: Arc::new(client),
                     settings: settings.outbox.clone(),
                     wake: zns_wake.clone(),
+                    workflow_wake: workflow_wake.clone(),
                     funnel: funnel.clone(),
                 }
                 .run(workers_shutdown.clone()),
@@ -141,6 +143,7 @@ impl Application {
                 interval: settings.otp.workflow_interval,
                 sms_wake: wake.clone(),
                 zns_wake: zns_wake.clone(),
+                wake: workflow_wake,
             }
             .run(workers_shutdown.clone()),
         ));

@@ -53,7 +53,7 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// `otp`, `otp-send`, `signature`, or weights: `otp=1,otp-send=3,signature=1`.
+    /// `otp`, `otp-send`, `signature`, `zalo`, or weights: `otp=1,otp-send=3,signature=1`.
     #[arg(long, default_value = "otp-send")]
     scenario: String,
     /// Open loop: flows started per second, on schedule.

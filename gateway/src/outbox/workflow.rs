@@ -24,6 +24,8 @@ pub struct Workflow {
     /// Woken when a step is released to them.
     pub sms_wake: Arc<Notify>,
     pub zns_wake: Arc<Notify>,
+    /// Wakes this pass before its interval: a step failed for good on this instance.
+    pub wake: Arc<Notify>,
 }
 
 /// A watched step, as both outboxes read it.
@@ -283,6 +285,7 @@ impl Workflow {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.interval) => {}
+                _ = self.wake.notified() => {}
             }
             let mut released = Vec::new();
             let mut outcome = Ok(());

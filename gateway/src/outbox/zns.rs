@@ -29,6 +29,8 @@ pub struct ZnsDispatcher {
     pub zalo: Arc<ZaloClient>,
     pub settings: OutboxSettings,
     pub wake: Arc<Notify>,
+    /// The workflow pass, woken when a step failed for good (its fallback goes at once).
+    pub workflow_wake: Arc<Notify>,
     pub funnel: Arc<crate::telemetry::funnel::Funnel>,
 }
 
@@ -352,6 +354,9 @@ impl ZnsDispatcher {
             .await?;
         }
         tx.commit().await?;
+        if !fail_ids.is_empty() {
+            self.workflow_wake.notify_one();
+        }
         self.funnel.otp("sent", "zalo", sent_ids.len() as u64);
         self.funnel.otp("unsent", "zalo", unsent_ids.len() as u64);
         Ok(())

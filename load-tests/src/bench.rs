@@ -41,6 +41,8 @@ pub struct BenchArgs {
 struct Bench {
     machine: String,
     pgbench_tps: f64,
+    /// CPU time per pgbench transaction, every process counted, in microseconds.
+    pgbench_cpu_us_per_tx: Option<f64>,
     otp_send_best_rate: f64,
     otp_send_ratio_to_pgbench: f64,
     otp_send_search: Vec<(f64, bool, f64, u64)>,
@@ -54,9 +56,17 @@ struct Bench {
     pending_signatures: Option<crate::pending::Pending>,
 }
 
+/// What pgbench did: transactions per second, and the CPU one transaction cost, every
+/// process of the machine counted (PostgreSQL's and pgbench's own).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PgBench {
+    pub tps: f64,
+    pub cpu_us_per_tx: Option<f64>,
+}
+
 /// pgbench: one single-row INSERT per transaction (uuid key, text, numeric, jsonb),
-/// 8 clients, synchronous_commit on; returns transactions per second.
-pub fn pgbench(database_url: &str, time: Duration) -> anyhow::Result<f64> {
+/// 8 clients, synchronous_commit on.
+pub fn pgbench(database_url: &str, time: Duration) -> anyhow::Result<PgBench> {
     let name = format!(
         "loadgen_pgbench_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -84,6 +94,8 @@ pub fn pgbench(database_url: &str, time: Duration) -> anyhow::Result<f64> {
             &script,
             "INSERT INTO bench VALUES (gen_random_uuid(), 'Mã OTP đăng ký Cổng DVC', 123.45, '{\"carrier\": \"viettel\", \"parts\": 1}');\n",
         )?;
+        let before = crate::cpu::sample(&[]);
+        let started = std::time::Instant::now();
         let out = Command::new(pgbench_binary())
             .args(["-n", "-c", "8", "-j", "2", "-M", "prepared", "-T"])
             .arg(time.as_secs().max(1).to_string())
@@ -93,6 +105,8 @@ pub fn pgbench(database_url: &str, time: Duration) -> anyhow::Result<f64> {
             .env("PGOPTIONS", "-c synchronous_commit=on")
             .output()
             .context("running pgbench")?;
+        let after = crate::cpu::sample(&[]);
+        let window = started.elapsed().as_secs_f64();
         let _ = std::fs::remove_file(&script);
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
@@ -102,13 +116,27 @@ pub fn pgbench(database_url: &str, time: Duration) -> anyhow::Result<f64> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        stdout
+        let tps = stdout
             .lines()
             .find_map(|l| {
                 let rest = l.trim().strip_prefix("tps = ")?;
                 rest.split_whitespace().next()?.parse::<f64>().ok()
             })
-            .with_context(|| format!("no tps in pgbench's output: {stdout}"))
+            .with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
+        let transactions = stdout.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("number of transactions actually processed: ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+        Ok(PgBench {
+            tps,
+            cpu_us_per_tx: transactions
+                .and_then(|n| crate::cpu::report(&before, &after, n, window))
+                .map(|c| c.per_flow_us),
+        })
     })();
     let _ = psql(&admin, &format!("DROP DATABASE {name} WITH (FORCE)"));
     result
@@ -168,11 +196,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("machine: {machine}");
 
     println!("1. pgbench reference ({} s) …", args.pgbench_time.as_secs());
-    let pg_tps = pgbench(&opts.database_url, *args.pgbench_time)?;
-    println!("   pgbench: {pg_tps:.0} TPS");
+    let pg = pgbench(&opts.database_url, *args.pgbench_time)?;
+    let pg_tps = pg.tps;
+    println!(
+        "   pgbench: {pg_tps:.0} TPS, CPU per transaction (all processes) {} µs",
+        pg.cpu_us_per_tx.map_or("–".into(), |c| c.to_string())
+    );
 
     let mut stack = Stack::start(&opts).await?;
-    let outcome = measure(&args, &mut stack, pg_tps, machine).await;
+    let outcome = measure(&args, &mut stack, pg, machine).await;
     stack.stop().await;
     let bench = outcome?;
     std::fs::write(
@@ -200,7 +232,7 @@ async fn settle(stack: &mut Stack) -> anyhow::Result<()> {
 async fn measure(
     args: &BenchArgs,
     stack: &mut Stack,
-    pg_tps: f64,
+    pg: PgBench,
     machine: String,
 ) -> anyhow::Result<Bench> {
     let target = stack.target.clone();
@@ -359,9 +391,10 @@ async fn measure(
 
     Ok(Bench {
         machine,
-        pgbench_tps: pg_tps.round(),
+        pgbench_tps: pg.tps.round(),
+        pgbench_cpu_us_per_tx: pg.cpu_us_per_tx,
         otp_send_best_rate: good,
-        otp_send_ratio_to_pgbench: (good / pg_tps * 100.0).round() / 100.0,
+        otp_send_ratio_to_pgbench: (good / pg.tps * 100.0).round() / 100.0,
         otp_send_search: search,
         half_rate,
         otp,
@@ -503,6 +536,40 @@ fn table(b: &Bench) -> String {
                 "|   not accepted (no 202) | {}: {} | |",
                 p.refused,
                 p.first_refusal.as_deref().unwrap_or("")
+            );
+        }
+    }
+    // CPU per flow, every process counted, beside pgbench's per transaction.
+    let _ = writeln!(
+        out,
+        "\n| CPU per flow, all processes (µs) | all | gateway | PostgreSQL | simulator | loadgen | other | ratio to a pgbench transaction |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    if let Some(pg) = b.pgbench_cpu_us_per_tx {
+        let _ = writeln!(out, "| pgbench transaction | {pg} | | | | | | 1.00 |");
+    }
+    for (name, r) in [
+        ("otp-send at half the highest rate", &b.half_rate),
+        ("otp flow", &b.otp),
+        ("zalo flow", &b.zalo),
+        ("signature flow", &b.signature),
+        ("otp-send closed loop, 1 instance", &b.one_instance),
+        ("otp-send closed loop, 2 instances", &b.two_instances),
+    ] {
+        if let Some(c) = &r.cpu {
+            let ratio = b
+                .pgbench_cpu_us_per_tx
+                .filter(|pg| *pg > 0.0)
+                .map_or("–".to_owned(), |pg| format!("{:.2}", c.per_flow_us / pg));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} | {ratio} |",
+                c.per_flow_us,
+                c.gateway_us,
+                c.postgres_us,
+                c.simulator_us,
+                c.loadgen_us,
+                c.other_us
             );
         }
     }

@@ -3,6 +3,7 @@
 //! benchmark of BENCHMARKS.md (pgbench reference, then the gateway's figures).
 
 mod bench;
+mod cpu;
 mod faults;
 mod numbers;
 mod pacing;

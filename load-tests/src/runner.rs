@@ -57,6 +57,9 @@ pub struct Report {
     pub latency_ms: BTreeMap<String, Latency>,
     /// The gateway's resident memory during the measured time (when loadgen started it).
     pub gateway_rss_mib: Option<RssReport>,
+    /// The CPU the measured time cost per completed flow, every process of the machine
+    /// counted, and by part of the stack.
+    pub cpu: Option<crate::cpu::CpuReport>,
     pub series: Vec<SeriesPoint>,
     /// The faults applied (`--fault`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -182,6 +185,14 @@ pub async fn run(
             }
         })
     };
+    // CPU time at the start and the end of the measured time.
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let gateways: Vec<u32> = gateway_pid.into_iter().collect();
+        let before = crate::cpu::sample(&gateways);
+        tokio::time::sleep_until(end.into()).await;
+        (before, crate::cpu::sample(&gateways))
+    });
     let rss = gateway_pid.map(|pid| {
         let max = Arc::new(Mutex::new(0.0f64));
         let m = max.clone();
@@ -281,6 +292,13 @@ pub async fn run(
         .max(0.001);
     ticker.abort();
     bar.finish_and_clear();
+    // A run that stopped early (`--count`) ends its window then.
+    let cpu_samples = if cpu_window.is_finished() {
+        cpu_window.await.ok()
+    } else {
+        cpu_window.abort();
+        None
+    };
     let rss = match rss {
         Some((pid, max, task)) => {
             task.abort();
@@ -333,6 +351,9 @@ pub async fn run(
         throughput_per_s: round1(merged.ok_count() as f64 / measured_s),
         latency_ms: merged.steps(),
         gateway_rss_mib: rss,
+        cpu: cpu_samples.and_then(|(before, after)| {
+            crate::cpu::report(&before, &after, merged.ok_count(), measured_s)
+        }),
         series: {
             // Whole seconds of the run only: the flows that end after it would make a
             // last, partial second look like a collapse.
@@ -420,6 +441,14 @@ pub fn summary(report: &Report) -> String {
             out,
             "gateway RSS: max {} MiB, at the end {} MiB",
             rss.max, rss.end
+        );
+    }
+    if let Some(c) = &report.cpu {
+        let _ = writeln!(
+            out,
+            "CPU per flow, all processes: {} µs (gateway {}, PostgreSQL {}, simulator {}, loadgen {}, other {}); {} of {} cores busy",
+            c.per_flow_us, c.gateway_us, c.postgres_us, c.simulator_us, c.loadgen_us, c.other_us,
+            c.cores_busy, c.cores
         );
     }
     out

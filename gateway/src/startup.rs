@@ -101,6 +101,7 @@ impl Application {
         }
         let binds = Arc::new(binds);
         let wake = Arc::new(Notify::new());
+        let workflow_wake = Arc::new(Notify::new());
         let dispatcher = Dispatcher {
             funnel: funnel.clone(),
             pool: pool.clone(),
@@ -117,10 +118,10 @@ impl Application {
                 .collect(),
             settings: settings.outbox.clone(),
             wake: wake.clone(),
+            workflow_wake: workflow_wake.clone(),
         };
         let dispatcher = tokio::spawn(dispatcher.run(workers_shutdown.clone()));
         let zns_wake = Arc::new(Notify::new());
-        let workflow_wake = Arc::new(Notify::new());
         if let Some(zalo) = &settings.zalo {
             let client = crate::zalo::ZaloClient::new(zalo.clone(), pool.clone(), keys.clone())
                 .context("the Zalo client")?;

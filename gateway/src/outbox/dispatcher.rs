@@ -30,6 +30,9 @@ pub struct Dispatcher {
     pub fallbacks: BTreeMap<String, (String, Duration)>,
     pub settings: OutboxSettings,
     pub wake: Arc<Notify>,
+    /// The channel workflows' pass, woken when an SMS failed for good (a later channel
+    /// of its send goes at once).
+    pub workflow_wake: Arc<Notify>,
 }
 
 struct Claimed {
@@ -654,6 +657,9 @@ impl Dispatcher {
                 .await?;
         }
         tx.commit().await?;
+        if !fail_ids.is_empty() {
+            self.workflow_wake.notify_one();
+        }
         for route in &ok_routes {
             self.funnel.otp("sent", route, 1);
         }

@@ -238,30 +238,28 @@ const RELEASE_SQL: &str = "
         RETURNING 'zalo'::text AS channel)
     SELECT channel FROM s UNION ALL SELECT channel FROM z";
 
-/// Held steps whose verification ended, or whose code was superseded: never sent.
-const END_HELD_SMS_SQL: &str = "UPDATE sms_outbox o SET
-        status = CASE WHEN c.status = 'expired' OR (c.status = 'pending' AND c.expires_at <= now())
-                      THEN 'expired' ELSE 'canceled' END,
-        last_error = CASE
-            WHEN c.code_version <> o.code_version THEN 'superseded_by_resend'
-            WHEN c.status = 'pending' AND c.expires_at <= now() THEN 'challenge_expired'
-            ELSE 'challenge_' || c.status END,
-        body_sealed = NULL
-    FROM otp_challenges c
-    WHERE o.status = 'held' AND c.id = o.challenge_id
-      AND (c.status <> 'pending' OR c.expires_at <= now() OR c.code_version <> o.code_version)";
+/// Held steps of `table` whose verification ended, or whose code was superseded: never
+/// sent (`erase`: what of the row goes with them).
+fn end_held_sql(table: &str, erase: &str) -> String {
+    format!(
+        "UPDATE {table} o SET
+            status = CASE WHEN c.status = 'expired' OR (c.status = 'pending' AND c.expires_at <= now())
+                          THEN 'expired' ELSE 'canceled' END,
+            last_error = CASE
+                WHEN c.code_version <> o.code_version THEN 'superseded_by_resend'
+                WHEN c.status = 'pending' AND c.expires_at <= now() THEN 'challenge_expired'
+                ELSE 'challenge_' || c.status END,
+            {erase}
+        FROM otp_challenges c
+        WHERE o.status = 'held' AND c.id = o.challenge_id
+          AND (c.status <> 'pending' OR c.expires_at <= now() OR c.code_version <> o.code_version)"
+    )
+}
 
-const END_HELD_ZNS_SQL: &str = "UPDATE zns_outbox o SET
-        status = CASE WHEN c.status = 'expired' OR (c.status = 'pending' AND c.expires_at <= now())
-                      THEN 'expired' ELSE 'canceled' END,
-        last_error = CASE
-            WHEN c.code_version <> o.code_version THEN 'superseded_by_resend'
-            WHEN c.status = 'pending' AND c.expires_at <= now() THEN 'challenge_expired'
-            ELSE 'challenge_' || c.status END,
-        data_sealed = NULL, watch = false
-    FROM otp_challenges c
-    WHERE o.status = 'held' AND c.id = o.challenge_id
-      AND (c.status <> 'pending' OR c.expires_at <= now() OR c.code_version <> o.code_version)";
+static END_HELD_SMS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| end_held_sql("sms_outbox", "body_sealed = NULL"));
+static END_HELD_ZNS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| end_held_sql("zns_outbox", "data_sealed = NULL, watch = false"));
 
 /// Verifications whose clients want events and whose code ran out unused: `expired`.
 const EXPIRE_SQL: &str = "UPDATE otp_challenges c SET status = 'expired', updated_at = now()
@@ -329,8 +327,8 @@ impl Workflow {
         for row in tx.query_cached(EXPIRE_SQL, &[]).await? {
             events.push((row.get(0), "otp.expired", json!({})));
         }
-        tx.execute_cached(END_HELD_SMS_SQL, &[]).await?;
-        tx.execute_cached(END_HELD_ZNS_SQL, &[]).await?;
+        tx.execute_cached(&END_HELD_SMS_SQL, &[]).await?;
+        tx.execute_cached(&END_HELD_ZNS_SQL, &[]).await?;
         let mut watched: Vec<Watched> = Vec::new();
         let mut full = false;
         for sql in [WATCHED_SMS_SQL.as_str(), WATCHED_ZNS_SQL.as_str()] {

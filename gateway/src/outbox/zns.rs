@@ -74,7 +74,7 @@ struct Claimed {
     valid_for: f64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Outcome {
     Sent {
         msg_id: String,
@@ -140,8 +140,41 @@ impl ZnsDispatcher {
         let claimed_at = std::time::Instant::now();
         let outcomes =
             futures::future::join_all(batch.iter().map(|row| self.send(row, claimed_at))).await;
-        self.record(&batch, outcomes).await?;
+        self.record_durably(&batch, outcomes).await?;
         Ok(n)
+    }
+
+    /// Records a batch's outcomes, trying again on a fresh connection while the database
+    /// cannot answer: Zalo has the messages, and a batch left claimed would be sent once
+    /// more when its lease ends (a duplicate in the person's Zalo app). Gives up (the
+    /// lease then decides) after half the lease, so that it never records after another
+    /// instance may have claimed the rows.
+    async fn record_durably(
+        &self,
+        batch: &[Claimed],
+        outcomes: Vec<Outcome>,
+    ) -> anyhow::Result<()> {
+        let give_up = std::time::Instant::now() + self.settings.claim_timeout / 2;
+        let schedule = carrier_adapters::retry::Schedule::doubling(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        );
+        let mut retry = 0;
+        loop {
+            retry += 1;
+            let pause = schedule.wait(retry, None).unwrap_or_default();
+            match self.record(batch, outcomes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if std::time::Instant::now() + pause < give_up
+                        && crate::store::chain_unavailable(&e) =>
+                {
+                    tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "ZNS outcomes not recorded; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn send(&self, row: &Claimed, claimed_at: std::time::Instant) -> Outcome {

@@ -261,36 +261,16 @@ impl Dispatcher {
         }
     }
 
-    /// Records a batch's outcomes, trying again on a fresh connection while the database
-    /// cannot answer: the SMS are at the SMSC, and a batch left claimed would be sent
-    /// once more when its lease ends. Gives up (the lease then decides) after half the
-    /// lease, so that it never records after another worker may have claimed the rows.
+    /// Records a batch's outcomes durably (`super::record_durably`).
     async fn record_durably(
         &self,
         outcomes: Vec<Outcome>,
         msisdns: &[(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)],
     ) -> anyhow::Result<()> {
-        let give_up = std::time::Instant::now() + self.settings.claim_timeout / 2;
-        let schedule = carrier_adapters::retry::Schedule::doubling(
-            Duration::from_millis(100),
-            Duration::from_secs(2),
-        );
-        let mut retry = 0;
-        loop {
-            retry += 1;
-            let pause = schedule.wait(retry, None).unwrap_or_default();
-            match self.record(outcomes.clone(), msisdns).await {
-                Ok(()) => return Ok(()),
-                Err(e)
-                    if std::time::Instant::now() + pause < give_up
-                        && crate::store::chain_unavailable(&e) =>
-                {
-                    tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "outbox outcomes not recorded; trying again");
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        super::record_durably(self.settings.claim_timeout, "outbox outcomes", || {
+            self.record(outcomes.clone(), msisdns)
+        })
+        .await
     }
 
     /// Every few seconds, ends the queued SMS that the claim does not reach because their

@@ -144,37 +144,17 @@ impl ZnsDispatcher {
         Ok(n)
     }
 
-    /// Records a batch's outcomes, trying again on a fresh connection while the database
-    /// cannot answer: Zalo has the messages, and a batch left claimed would be sent once
-    /// more when its lease ends (a duplicate in the person's Zalo app). Gives up (the
-    /// lease then decides) after half the lease, so that it never records after another
-    /// instance may have claimed the rows.
+    /// Records a batch's outcomes durably (`super::record_durably`): Zalo has the
+    /// messages, and one sent again would be a duplicate in the person's Zalo app.
     async fn record_durably(
         &self,
         batch: &[Claimed],
         outcomes: Vec<Outcome>,
     ) -> anyhow::Result<()> {
-        let give_up = std::time::Instant::now() + self.settings.claim_timeout / 2;
-        let schedule = carrier_adapters::retry::Schedule::doubling(
-            Duration::from_millis(100),
-            Duration::from_secs(2),
-        );
-        let mut retry = 0;
-        loop {
-            retry += 1;
-            let pause = schedule.wait(retry, None).unwrap_or_default();
-            match self.record(batch, outcomes.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e)
-                    if std::time::Instant::now() + pause < give_up
-                        && crate::store::chain_unavailable(&e) =>
-                {
-                    tracing::warn!(error = format!("{e:#}"), retry_in = ?pause, "ZNS outcomes not recorded; trying again");
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        super::record_durably(self.settings.claim_timeout, "ZNS outcomes", || {
+            self.record(batch, outcomes.clone())
+        })
+        .await
     }
 
     async fn send(&self, row: &Claimed, claimed_at: std::time::Instant) -> Outcome {

@@ -464,10 +464,9 @@ fn readme_walkthrough(name: &str) -> String {
     code[..code.find("```").expect("the block ends")].to_owned()
 }
 
-#[tokio::test]
-async fn the_readme_zalo_walkthrough_works_by_copy_paste() {
-    let script = readme_walkthrough("zalo");
-    let demo = crate::demo::Demo::start().await;
+/// Runs `script` in bash after the demo's own `export` line, as a user pastes it; its
+/// standard output, once it succeeded.
+async fn run_after_export(demo: &crate::demo::Demo, script: &str) -> String {
     let export = demo
         .banner
         .lines()
@@ -490,6 +489,13 @@ async fn the_readme_zalo_walkthrough_works_by_copy_paste() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[tokio::test]
+async fn the_readme_zalo_walkthrough_works_by_copy_paste() {
+    let demo = crate::demo::Demo::start().await;
+    let stdout = run_after_export(&demo, &readme_walkthrough("zalo")).await;
     // The first code came by Zalo and was approved; the SMS was never needed.
     assert!(stdout.contains("Mã xác thực Cổng Dịch vụ công"), "{stdout}");
     assert_eq!(
@@ -534,28 +540,7 @@ async fn the_readme_sim_walkthrough_works_by_copy_paste_on_every_run_of_the_demo
             None => crate::demo::Demo::start().await,
             Some(db) => crate::demo::Demo::start_on(db).await,
         };
-        let export = demo
-            .banner
-            .lines()
-            .find(|l| l.starts_with("export API="))
-            .expect("the demo prints its export line")
-            .to_owned();
-        let full = format!("set -e\n{export}\n{script}");
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("bash")
-                .arg("-c")
-                .arg(&full)
-                .output()
-                .expect("bash runs")
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "run {run}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = run_after_export(&demo, &script).await;
         let signed = stdout.matches(r#""status":"signed""#).count();
         assert_eq!(signed, 2, "run {run}: both signatures signed:\n{stdout}");
         assert!(

@@ -261,13 +261,13 @@ impl Dispatcher {
         }
     }
 
-    /// Records a batch's outcomes durably (`super::record_durably`).
+    /// Records a batch's outcomes durably (`durable::record_durably`).
     async fn record_durably(
         &self,
         outcomes: Vec<Outcome>,
         msisdns: &[(carrier_adapters::Msisdn, i64, Option<uuid::Uuid>)],
     ) -> anyhow::Result<()> {
-        super::record_durably(self.settings.claim_timeout, "outbox outcomes", || {
+        super::durable::record_durably(self.settings.claim_timeout, "outbox outcomes", || {
             self.record(outcomes.clone(), msisdns)
         })
         .await

@@ -144,14 +144,14 @@ impl ZnsDispatcher {
         Ok(n)
     }
 
-    /// Records a batch's outcomes durably (`super::record_durably`): Zalo has the
+    /// Records a batch's outcomes durably (`durable::record_durably`): Zalo has the
     /// messages, and one sent again would be a duplicate in the person's Zalo app.
     async fn record_durably(
         &self,
         batch: &[Claimed],
         outcomes: Vec<Outcome>,
     ) -> anyhow::Result<()> {
-        super::record_durably(self.settings.claim_timeout, "ZNS outcomes", || {
+        super::durable::record_durably(self.settings.claim_timeout, "ZNS outcomes", || {
             self.record(batch, outcomes.clone())
         })
         .await

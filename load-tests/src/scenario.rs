@@ -228,24 +228,16 @@ impl Ctx {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
-        out.steps.push(("SMS on the handset", created.elapsed()));
-        let checking = Instant::now();
-        let resp = self
-            .http
-            .post(format!("{}/v1/otp/{id}/check", self.api(index)))
-            .bearer_auth(&self.target.key)
-            .json(&json!({ "code": code }))
-            .send()
-            .await
-            .map_err(transport)?;
-        let body = expect(resp, 200).await?;
-        out.steps
-            .push(("POST /v1/otp/{id}/check", checking.elapsed()));
-        if body["valid"] != true {
-            return Err("code not accepted".into());
-        }
-        out.steps.push(("otp flow", intended.elapsed()));
-        Ok(())
+        self.check_code(
+            index,
+            &id,
+            &code,
+            ("SMS on the handset", "otp flow"),
+            created,
+            intended,
+            out,
+        )
+        .await
     }
 
     async fn zalo(&self, index: u64, intended: Instant, out: &mut Outcome) -> Result<(), String> {
@@ -297,29 +289,37 @@ impl Ctx {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
-        self.check_code(index, &id, &code, by, created, intended, out)
-            .await
+        let arrived = if by == "zalo" {
+            "code in the Zalo app"
+        } else {
+            "code by SMS (fallback)"
+        };
+        self.check_code(
+            index,
+            &id,
+            &code,
+            (arrived, "zalo flow"),
+            created,
+            intended,
+            out,
+        )
+        .await
     }
 
+    /// Records when the code arrived (`steps.0`, from `created`), checks it, and records
+    /// the whole flow (`steps.1`, from `intended`).
     #[allow(clippy::too_many_arguments)]
     async fn check_code(
         &self,
         index: u64,
         id: &str,
         code: &str,
-        by: &str,
+        steps: (&'static str, &'static str),
         created: Instant,
         intended: Instant,
         out: &mut Outcome,
     ) -> Result<(), String> {
-        out.steps.push((
-            if by == "zalo" {
-                "code in the Zalo app"
-            } else {
-                "code by SMS (fallback)"
-            },
-            created.elapsed(),
-        ));
+        out.steps.push((steps.0, created.elapsed()));
         let checking = Instant::now();
         let resp = self
             .http
@@ -335,7 +335,7 @@ impl Ctx {
         if body["valid"] != true {
             return Err("code not accepted".into());
         }
-        out.steps.push(("zalo flow", intended.elapsed()));
+        out.steps.push((steps.1, intended.elapsed()));
         Ok(())
     }
 

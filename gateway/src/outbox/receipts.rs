@@ -161,15 +161,11 @@ pub struct DeliveryView {
     pub error: Option<String>,
 }
 
-/// The latest SMS of challenge `c` and its delivery, as lateral joins for a query that
-/// reads challenges (`c`); `delivery_of` reads the columns they add
-/// (`store::tables::sms_outbox::LATEST_DELIVERY`).
-pub const LATEST_DELIVERY_JOINS: &str = "LEFT JOIN LATERAL (
-        SELECT * FROM sms_outbox WHERE challenge_id = c.id ORDER BY id DESC LIMIT 1
-     ) o ON true
-     LEFT JOIN LATERAL (
-        -- Every part's latest receipt: delivered when all parts are; the first bad final
-        -- state otherwise.
+/// Every part's latest receipt of the SMS `o`, as a lateral join `r`: delivered when all
+/// parts are; the first bad final state (and its error) otherwise.
+macro_rules! sms_receipts_join {
+    () => {
+        "LEFT JOIN LATERAL (
         SELECT count(*)::int AS parts,
             count(*) FILTER (WHERE pr.state = 'delivered')::int AS delivered,
             (array_agg(pr.state ORDER BY pr.received_at)
@@ -185,7 +181,23 @@ pub const LATEST_DELIVERY_JOINS: &str = "LEFT JOIN LATERAL (
             ORDER BY d.received_at DESC LIMIT 1
         ) pr ON true
         WHERE p.outbox_id = o.id
-     ) r ON true";
+     ) r ON true"
+    };
+}
+
+/// See [`sms_receipts_join`]: for a query that reads an SMS as `o`.
+pub const SMS_RECEIPTS_JOIN: &str = sms_receipts_join!();
+
+/// The latest SMS of challenge `c` and its delivery, as lateral joins for a query that
+/// reads challenges (`c`); `delivery_of` reads the columns they add
+/// (`store::tables::sms_outbox::LATEST_DELIVERY`).
+pub const LATEST_DELIVERY_JOINS: &str = concat!(
+    "LEFT JOIN LATERAL (
+        SELECT * FROM sms_outbox WHERE challenge_id = c.id ORDER BY id DESC LIMIT 1
+     ) o ON true
+     ",
+    sms_receipts_join!()
+);
 
 /// The delivery in a row read with `LATEST_DELIVERY_JOINS` and its columns
 /// (`store::tables::sms_outbox::LATEST_DELIVERY`); none before its first SMS.

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::receipts::SMS_RECEIPTS_JOIN;
 use crate::store::Cached;
 
 pub struct Workflow {
@@ -171,19 +172,7 @@ static WATCHED_SMS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
             nx.channel AS next_channel, nx.status AS next_status
         FROM sms_outbox o
         JOIN otp_challenges c ON c.id = o.challenge_id
-        LEFT JOIN LATERAL (
-            SELECT count(*)::int AS parts,
-                count(*) FILTER (WHERE pr.state = 'delivered')::int AS delivered,
-                (array_agg(pr.state ORDER BY pr.received_at)
-                    FILTER (WHERE pr.state IS NOT NULL AND pr.state <> 'delivered'))[1] AS bad_state
-            FROM sms_parts p
-            LEFT JOIN LATERAL (
-                SELECT * FROM delivery_receipts d
-                WHERE d.route = o.route
-                  AND d.message_id IN (p.message_key, p.message_key_dec, p.message_key_hex)
-                ORDER BY d.received_at DESC LIMIT 1
-            ) pr ON true
-            WHERE p.outbox_id = o.id) r ON true
+        {SMS_RECEIPTS_JOIN}
         {NEXT_STEP}
         WHERE o.watch AND o.watch_at <= now()
         ORDER BY o.watch_at LIMIT $1
